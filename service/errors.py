@@ -1,0 +1,87 @@
+"""Domain errors. Each carries a canonical status code; the API layer maps it to HTTP per protocol."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Code(enum.Enum):
+    """The canonical (gRPC/absl) status codes that TF Serving reports; names match TF Serving's JSON."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+
+class ServingError(Exception):
+    """An error with a canonical code and a one-line message that names the problem."""
+
+    code: Code = Code.UNKNOWN
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(ServingError):
+    code = Code.INVALID_ARGUMENT
+
+
+class NotFound(ServingError):
+    code = Code.NOT_FOUND
+
+
+class FailedPrecondition(ServingError):
+    code = Code.FAILED_PRECONDITION
+
+
+class ResourceExhausted(ServingError):
+    code = Code.RESOURCE_EXHAUSTED
+
+
+class Unavailable(ServingError):
+    code = Code.UNAVAILABLE
+
+
+class DeadlineExceeded(ServingError):
+    code = Code.DEADLINE_EXCEEDED
+
+
+class Unimplemented(ServingError):
+    code = Code.UNIMPLEMENTED
+
+
+class Internal(ServingError):
+    code = Code.INTERNAL
+
+
+class DataLoss(ServingError):
+    """Downloaded or stored bytes do not match what the manifest promises."""
+
+    code = Code.DATA_LOSS
+
+
+class RepositoryError(ServingError):
+    """The model repository could not be reached or listed."""
+
+    code = Code.UNAVAILABLE
+
+
+class ModelLoadError(ServingError):
+    """A version could not be turned into a servable (bad files, bad graph, failed warm-up)."""
+
+    code = Code.UNKNOWN

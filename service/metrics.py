@@ -1,0 +1,113 @@
+"""Prometheus metric definitions on an injected registry (DESIGN.md section 7).
+
+Names carry the ``rtserve_`` prefix and their unit; labels are ``model_name`` and ``model_version`` everywhere,
+plus ``protocol`` and ``code`` where they apply. Requests for models that do not exist are counted under
+``model_name=""`` so that request data cannot grow the label space.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+MODEL_LABELS = ("model_name", "model_version")
+
+# Buckets from 250 microseconds to 10 seconds: the hot path lives at the bottom, loads at the top.
+LATENCY_BUCKETS = (
+    0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+)
+LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+STATES = ("START", "LOADING", "AVAILABLE", "UNLOADING", "END")
+
+
+class Metrics:
+    """Every metric rtserve exports, registered on one registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "rtserve_requests_total",
+            "Inference requests answered, by model, version, protocol and HTTP status code.",
+            [*MODEL_LABELS, "protocol", "code"],
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            "rtserve_request_duration_seconds",
+            "Time from receiving an inference request to its answer, including queueing and decoding.",
+            [*MODEL_LABELS, "protocol"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.inference_duration = Histogram(
+            "rtserve_inference_duration_seconds",
+            "Time TensorFlow spent running one batch of a model version.",
+            MODEL_LABELS,
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "rtserve_batch_size",
+            "Requests coalesced into one model call.",
+            MODEL_LABELS,
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "rtserve_queue_depth",
+            "Requests waiting for a model version's inference thread.",
+            MODEL_LABELS,
+            registry=registry,
+        )
+        self.inflight = Gauge(
+            "rtserve_inflight_requests",
+            "Inference requests being processed right now (the HPA's custom metric).",
+            ["protocol"],
+            registry=registry,
+        )
+        self.model_loads = Counter(
+            "rtserve_model_loads_total",
+            "Attempts to load a model version, by outcome (success or failure).",
+            [*MODEL_LABELS, "outcome"],
+            registry=registry,
+        )
+        self.model_load_duration = Histogram(
+            "rtserve_model_load_duration_seconds",
+            "Time to download, load and warm up a model version.",
+            MODEL_LABELS,
+            buckets=LOAD_BUCKETS,
+            registry=registry,
+        )
+        self.version_state = Gauge(
+            "rtserve_model_version_state",
+            "1 for the state each known model version is in (TF Serving's states).",
+            [*MODEL_LABELS, "state"],
+            registry=registry,
+        )
+        self.default_version = Gauge(
+            "rtserve_model_default_version",
+            "The version that requests without a version or label go to.",
+            ["model_name"],
+            registry=registry,
+        )
+        self.repository_polls = Counter(
+            "rtserve_repository_polls_total",
+            "Polls of the model repository, by outcome (success or error).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.repository_poll_errors = Counter(
+            "rtserve_repository_poll_errors_total",
+            "Polls of the model repository that failed (unreachable, denied, malformed listing).",
+            registry=registry,
+        )
+        self.repository_last_success = Gauge(
+            "rtserve_repository_last_success_timestamp_seconds",
+            "Unix time of the last successful repository poll.",
+            registry=registry,
+        )
+
+    def set_version_state(self, model: str, version: int, state: str) -> None:
+        """Make exactly one of the version's state series 1 (TF Serving reports unloaded versions as END)."""
+        for candidate in STATES:
+            self.version_state.labels(model, str(version), candidate).set(1.0 if candidate == state else 0.0)

@@ -1,0 +1,95 @@
+"""The interface every repository backend implements, and the names it may hold.
+
+Layout (TF Serving's): ``<root>/<model>/<version>/...`` with ``MANIFEST.json`` written last by ``rtserve push``,
+and an optional ``<root>/<model>/serving.json``. Model names and versions come only from listings and must match
+the strict patterns below; request data is never joined into a path or a key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+MANIFEST_NAME = "MANIFEST.json"
+SERVING_CONFIG_NAME = "serving.json"
+MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+VERSION_PATTERN = re.compile(r"[1-9][0-9]{0,17}")
+
+# Called with the number of bytes just transferred; used to drive a progress bar.
+ProgressCallback = Callable[[int], None]
+
+
+def is_model_name(text: str) -> bool:
+    return MODEL_NAME_PATTERN.fullmatch(text) is not None and ".." not in text
+
+
+def is_version(text: str) -> bool:
+    return VERSION_PATTERN.fullmatch(text) is not None
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """One file of a version: path relative to the version folder (posix), size, and a change marker."""
+
+    path: str
+    size: int
+    marker: str  # ETag on S3, mtime in nanoseconds on disk: changes when the file is rewritten
+
+
+@dataclass(frozen=True)
+class VersionListing:
+    """What the repository holds for one version right now."""
+
+    model: str
+    version: int
+    files: tuple[FileInfo, ...]
+
+    @property
+    def has_manifest(self) -> bool:
+        return any(f.path == MANIFEST_NAME for f in self.files)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def fingerprint(self) -> tuple[tuple[str, int, str], ...]:
+        """Equal across two polls only when no file was added, removed or rewritten in between."""
+        return tuple(sorted((f.path, f.size, f.marker) for f in self.files))
+
+
+class Repository(Protocol):
+    """A model repository backend. Every method raises RepositoryError when the store cannot be reached."""
+
+    @property
+    def uri(self) -> str: ...
+
+    def list_models(self) -> list[str]:
+        """Model names (folders matching MODEL_NAME_PATTERN) under the root, sorted."""
+        ...
+
+    def list_versions(self, model: str) -> dict[int, VersionListing]:
+        """Every version folder of a model (names matching VERSION_PATTERN) with its files."""
+        ...
+
+    def download_version(
+        self, listing: VersionListing, destination: Path, progress: ProgressCallback | None = None
+    ) -> None:
+        """Copy every listed file into ``destination`` (an existing empty folder), keeping relative paths."""
+        ...
+
+    def upload_version(
+        self, model: str, version: int, source: Path, progress: ProgressCallback | None = None
+    ) -> None:
+        """Copy a SavedModel folder into the repository, writing MANIFEST.json last."""
+        ...
+
+    def read_model_file(self, model: str, name: str) -> bytes | None:
+        """A model-level file such as serving.json; None when absent."""
+        ...
+
+    def write_model_file(self, model: str, name: str, data: bytes) -> None:
+        """Write a model-level file such as serving.json, replacing it atomically where the store allows."""
+        ...

@@ -1,0 +1,36 @@
+"""The interface between the model manager and a runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from service.tensors import SignatureSpec
+
+
+class Servable(Protocol):
+    """One loaded model version. ``run`` is called from one inference thread at a time per signature."""
+
+    @property
+    def signatures(self) -> Mapping[str, SignatureSpec]: ...
+
+    def run(self, signature: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run a signature on validated inputs (names, dtypes and shapes already checked)."""
+        ...
+
+    def warm_up(self, batch_sizes: tuple[int, ...]) -> None:
+        """Run every signature once per batch size so the first real request pays no tracing cost."""
+        ...
+
+    def close(self) -> None:
+        """Drop every reference to the model so its memory can be given back."""
+        ...
+
+
+class Loader(Protocol):
+    """Turns a downloaded version folder into a servable; raises ModelLoadError with a clear message."""
+
+    def __call__(self, path: Path) -> Servable: ...
