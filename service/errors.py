@@ -49,6 +49,12 @@ class FailedPrecondition(ServingError):
     code = Code.FAILED_PRECONDITION
 
 
+class AlreadyExists(ServingError):
+    """Something that is never overwritten, such as a published model version, is already there."""
+
+    code = Code.ALREADY_EXISTS
+
+
 class ResourceExhausted(ServingError):
     code = Code.RESOURCE_EXHAUSTED
 

@@ -1,8 +1,8 @@
 """The interface every repository backend implements, and the names it may hold.
 
-Layout (TF Serving's): ``<root>/<model>/<version>/...`` with ``MANIFEST.json`` written last by ``rtserve push``,
-and an optional ``<root>/<model>/serving.json``. Model names and versions come only from listings and must match
-the strict patterns below; request data is never joined into a path or a key.
+Layout (TF Serving's): ``<root>/<model>/<version>/...`` with ``MANIFEST.json`` written last by
+``rtserve push``, and an optional ``<root>/<model>/serving.json``. Model names and versions come only from
+listings and must match the strict patterns below; request data is never joined into a path or a key.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from service.errors import InvalidArgument
 
 MANIFEST_NAME = "MANIFEST.json"
 SERVING_CONFIG_NAME = "serving.json"
@@ -28,6 +30,26 @@ def is_model_name(text: str) -> bool:
 
 def is_version(text: str) -> bool:
     return VERSION_PATTERN.fullmatch(text) is not None
+
+
+def check_model_name(model: str) -> None:
+    """Raise InvalidArgument unless ``model`` is safe to join into a path or a key."""
+    if not is_model_name(model):
+        pattern = MODEL_NAME_PATTERN.pattern
+        raise InvalidArgument(f"invalid model name {model!r}: expected {pattern} without '..'")
+
+
+def check_version(version: int) -> None:
+    """Raise InvalidArgument unless ``version`` is a positive version number that matches VERSION_PATTERN."""
+    if isinstance(version, bool) or not isinstance(version, int) or not is_version(str(version)):
+        raise InvalidArgument(f"invalid version {version!r}: expected an integer from 1 to 10^18-1")
+
+
+def check_model_file_name(name: str) -> None:
+    """Raise InvalidArgument unless ``name`` is a plain file name beside the versions, e.g. serving.json."""
+    # Model names and model-level file names obey the same rule: one path component, no '..'.
+    if not is_model_name(name) or is_version(name):
+        raise InvalidArgument(f"invalid model file name {name!r}")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,47 @@
+# Every target creates what it needs; on a fresh machine `make serve` and `make test` are all there is to do.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+MODELS ?= ./models
+PORT ?= 8080
+
+.PHONY: help venv serve test lint format demo-model clean
+
+help:
+	@echo "make serve   - virtualenv + demo model 'iris' in $(MODELS) + server on :$(PORT)"
+	@echo "make test    - virtualenv + lint + every test"
+	@echo "make lint    - ruff and mypy --strict"
+	@echo "make format  - ruff format"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "rtserve needs Python 3.11, found " + sys.version' 
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+$(MODELS)/iris/1/saved_model.pb: | $(STAMP)
+	$(VENV)/bin/rtserve demo-model $(MODELS)/iris
+
+demo-model: $(MODELS)/iris/1/saved_model.pb
+
+serve: $(STAMP) $(MODELS)/iris/1/saved_model.pb
+	$(VENV)/bin/rtserve serve --repository $(MODELS) --port $(PORT)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check service tests bench
+	$(VENV)/bin/ruff format --check service tests bench
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format service tests bench
+	$(VENV)/bin/ruff check --fix service tests bench
+
+test: $(STAMP) lint
+	$(PY) -m pytest -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) .rtserve-cache .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""HTTP transport adapters: the only package that imports FastAPI/Starlette."""

@@ -1,0 +1,33 @@
+"""Server liveness and readiness (Open Inference Protocol paths, also the Kubernetes probes).
+
+The protocol says a 200 means true and a 4xx means false; Kubernetes treats both as intended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import orjson
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from service.api.observe import JSON
+
+NOT_READY = 400
+
+
+def build_router(is_ready: Callable[[], bool]) -> APIRouter:
+    router = APIRouter(tags=["Health"])
+
+    @router.get("/v2/health/live", summary="Server live", response_class=Response)
+    async def live() -> Response:
+        """200 while the event loop answers. No dependency checks: a slow S3 must never restart pods."""
+        return Response(orjson.dumps({"live": True}), 200, media_type=JSON)
+
+    @router.get("/v2/health/ready", summary="Server ready", response_class=Response)
+    async def ready() -> Response:
+        """200 when every configured model has an AVAILABLE version and the server is not draining."""
+        state = is_ready()
+        return Response(orjson.dumps({"ready": state}), 200 if state else NOT_READY, media_type=JSON)
+
+    return router

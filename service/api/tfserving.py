@@ -1,0 +1,200 @@
+"""TensorFlow Serving's REST API: model status, metadata, predict, classify and regress.
+
+Paths follow TF Serving: ``/v1/models/{name}[/versions/{v}|/labels/{l}][/metadata|:predict|:classify|:regress]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from service.api.body import read_body
+from service.api.errors import http_status
+from service.api.observe import JSON, Answer, InferenceObserver
+from service.codecs import tfserving_json
+from service.dataplane import DataPlane, Target, echo
+from service.errors import InvalidArgument, NotFound, ServingError
+from service.manager import LoadedVersion, ModelSnapshot
+from service.metrics import Metrics
+from service.tensors import CLASSIFY_METHOD, REGRESS_METHOD, SignatureSpec, TensorSpec
+
+PROTOCOL = "tfserving"
+SIGNATURE_MAP_TYPE = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
+# The three ways a request names what it wants, as path suffixes after /v1/models/{model_name}.
+ADDRESSINGS = ("", "/versions/{version}", "/labels/{label}")
+
+
+def parse_version(text: str | None) -> int | None:
+    if text is None:
+        return None
+    if not text.isdigit() or len(text) > 18:
+        raise InvalidArgument(f"Failed to convert version: {echo(text)} to numeric.")
+    return int(text)
+
+
+def target_of(request: Request) -> Target:
+    params = request.path_params
+    return Target(
+        model=params["model_name"], version=parse_version(params.get("version")), label=params.get("label")
+    )
+
+
+def json_response(document: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(document), status, media_type=JSON)
+
+
+def error_response(error: ServingError) -> Response:
+    return Response(tfserving_json.encode_error(error.message), http_status(error.code), media_type=JSON)
+
+
+# -- status and metadata documents --------------------------------------------------------------------------
+
+
+def status_document(model: ModelSnapshot, target: Target, dataplane: DataPlane) -> dict[str, Any]:
+    if target.version is None and target.label is None:
+        statuses = list(model.statuses)
+    else:
+        version = dataplane.resolve(target).version if target.label is not None else target.version
+        statuses = [s for s in model.statuses if s.version == version]
+        if not statuses:
+            raise NotFound(f"Could not find version {version} of model {echo(target.model)}")
+    if not statuses:
+        raise NotFound(f"Could not find any versions of model {echo(target.model)}")
+    return {
+        "model_version_status": [
+            {
+                "version": str(s.version),
+                "state": s.state,
+                "status": {"error_code": s.error_code.name, "error_message": s.error_message},
+            }
+            for s in statuses
+        ]
+    }
+
+
+def tensor_info(spec: TensorSpec) -> dict[str, Any]:
+    shape: dict[str, Any] = (
+        {"dim": [], "unknown_rank": True}
+        if spec.shape is None
+        else {"dim": [{"size": str(d), "name": ""} for d in spec.shape], "unknown_rank": False}
+    )
+    return {"dtype": spec.dtype.tf_name, "tensor_shape": shape, "name": spec.tensor_name}
+
+
+def signature_def(spec: SignatureSpec) -> dict[str, Any]:
+    return {
+        "inputs": {name: tensor_info(t) for name, t in spec.inputs.items()},
+        "outputs": {name: tensor_info(t) for name, t in spec.outputs.items()},
+        "method_name": spec.method_name,
+        "defaults": {},
+    }
+
+
+def metadata_document(loaded: LoadedVersion) -> dict[str, Any]:
+    signatures = loaded.servable.signatures
+    return {
+        "model_spec": {"name": loaded.model, "signature_name": "", "version": loaded.version_label},
+        "metadata": {
+            "signature_def": {
+                "signature_def": {name: signature_def(spec) for name, spec in signatures.items()},
+                "@type": SIGNATURE_MAP_TYPE,
+            }
+        },
+    }
+
+
+# -- routes -------------------------------------------------------------------------------------------------
+
+
+def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) -> APIRouter:
+    """The TF Serving REST routes, bound to one data plane."""
+    router = APIRouter(tags=["TensorFlow Serving REST"])
+    observer = InferenceObserver(metrics, PROTOCOL, tfserving_json.encode_error)
+
+    async def model_status(request: Request) -> Response:
+        """TF Serving GetModelStatus: the state of every version (or one)."""
+        try:
+            target = target_of(request)
+            return json_response(status_document(dataplane.model(target.model), target, dataplane))
+        except ServingError as error:
+            return error_response(error)
+
+    async def model_metadata(request: Request) -> Response:
+        """TF Serving GetModelMetadata: every signature's inputs and outputs."""
+        try:
+            target = target_of(request)
+            with dataplane.lease(target) as loaded:
+                return json_response(metadata_document(loaded))
+        except ServingError as error:
+            return error_response(error)
+
+    async def predict(request: Request) -> Response:
+        """Predict with the row (`instances`) or columnar (`inputs`) format."""
+
+        async def work() -> Answer:
+            target = target_of(request)
+            body = await read_body(request, max_body_bytes)
+            with dataplane.lease(target) as loaded:
+                decoded = tfserving_json.decode_predict(
+                    body, lambda name: dataplane.signature(loaded, name), dataplane.max_tensor_elements
+                )
+                signature = dataplane.signature(loaded, decoded.signature_name)
+                dataplane.validate(signature, decoded.inputs)
+                outputs = await dataplane.run(loaded, signature, decoded.inputs)
+                body_out = tfserving_json.encode_predict(outputs, decoded.columnar)
+                return Answer(body_out, loaded.model, loaded.version_label)
+
+        return await observer.answer(dataplane.metric_label(request.path_params["model_name"]), work)
+
+    def examples_route(method: str, encode: Callable[[LoadedVersion, dict[str, Any]], bytes]) -> Any:
+        async def handler(request: Request) -> Response:
+            async def work() -> Answer:
+                target = target_of(request)
+                body = await read_body(request, max_body_bytes)
+                decoded = tfserving_json.decode_examples(body, dataplane.max_tensor_elements)
+                with dataplane.lease(target) as loaded:
+                    signature = dataplane.signature(loaded, decoded.signature_name, method)
+                    inputs = {examples_input(signature): decoded.examples}
+                    dataplane.validate(signature, inputs)
+                    outputs = await dataplane.run(loaded, signature, inputs)
+                    return Answer(encode(loaded, outputs), loaded.model, loaded.version_label)
+
+            return await observer.answer(dataplane.metric_label(request.path_params["model_name"]), work)
+
+        return handler
+
+    def encode_classify(_: LoadedVersion, outputs: dict[str, Any]) -> bytes:
+        return tfserving_json.encode_classify(outputs.get("classes"), outputs.get("scores"))
+
+    def encode_regress(_: LoadedVersion, outputs: dict[str, Any]) -> bytes:
+        if "outputs" not in outputs:
+            raise InvalidArgument("regression signature has no output named 'outputs'")
+        return tfserving_json.encode_regress(outputs["outputs"])
+
+    routes: list[tuple[str, str, Callable[[Request], Awaitable[Response]], str]] = []
+    for suffix in ADDRESSINGS:
+        base = "/v1/models/{model_name}" + suffix
+        routes += [
+            (base, "GET", model_status, "Model status"),
+            (base + "/metadata", "GET", model_metadata, "Model metadata"),
+            (base + ":predict", "POST", predict, "Predict"),
+            (base + ":classify", "POST", examples_route(CLASSIFY_METHOD, encode_classify), "Classify"),
+            (base + ":regress", "POST", examples_route(REGRESS_METHOD, encode_regress), "Regress"),
+        ]
+    for path, verb, endpoint, summary in routes:
+        router.add_api_route(path, endpoint, methods=[verb], summary=summary, response_class=Response)
+    return router
+
+
+def examples_input(signature: SignatureSpec) -> str:
+    """The one string input a classify/regress signature takes its serialized tf.Examples on."""
+    strings = [name for name, spec in signature.inputs.items() if spec.dtype.is_string]
+    if len(signature.inputs) != 1 or len(strings) != 1:
+        raise InvalidArgument(
+            f"signature {echo(signature.name)} must take exactly one string input of serialized tf.Example"
+        )
+    return strings[0]

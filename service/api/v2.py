@@ -1,0 +1,110 @@
+"""The Open Inference Protocol (KServe V2) REST API: server and model metadata, model readiness, infer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from service import __version__
+from service.api.body import read_body
+from service.api.errors import http_status
+from service.api.health import NOT_READY
+from service.api.observe import JSON, Answer, InferenceObserver
+from service.codecs import v2_json
+from service.dataplane import DataPlane, Target, echo
+from service.errors import InvalidArgument, NotFound, ServingError
+from service.metrics import Metrics
+
+PROTOCOL = "v2"
+PLATFORM = "tensorflow_savedmodel"
+SERVER_NAME = "rtserve"
+
+
+def parse_version(text: str | None) -> int | None:
+    if text is None:
+        return None
+    if not text.isdigit() or len(text) > 18:
+        raise InvalidArgument(f"model version {echo(text)} is not a version number")
+    return int(text)
+
+
+def target_of(request: Request) -> Target:
+    params = request.path_params
+    return Target(model=params["model_name"], version=parse_version(params.get("version")))
+
+
+def json_response(document: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(document), status, media_type=JSON)
+
+
+def error_response(error: ServingError) -> Response:
+    return Response(v2_json.encode_error(error.message), http_status(error.code), media_type=JSON)
+
+
+def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) -> APIRouter:
+    router = APIRouter(tags=["Open Inference Protocol"])
+    observer = InferenceObserver(metrics, PROTOCOL, v2_json.encode_error)
+
+    async def server_metadata() -> Response:
+        """Server name, version and protocol extensions."""
+        return json_response({"name": SERVER_NAME, "version": __version__, "extensions": []})
+
+    async def model_metadata(request: Request) -> Response:
+        """Inputs and outputs of the model's default signature, and the versions it serves."""
+        try:
+            target = target_of(request)
+            model = dataplane.model(target.model)
+            with dataplane.lease(target) as loaded:
+                signature = dataplane.signature(loaded, None)
+                versions = [str(v) for v in sorted(model.available)]
+                return json_response(v2_json.model_metadata(loaded.model, versions, PLATFORM, signature))
+        except ServingError as error:
+            return error_response(error)
+
+    async def model_ready(request: Request) -> Response:
+        """200 when the model (version) can answer inference requests now, 400 when not."""
+        try:
+            target = target_of(request)
+            dataplane.resolve(target)
+            ready = True
+        except NotFound:
+            ready = False
+        except ServingError as error:
+            return error_response(error)
+        document = {"name": target.model, "ready": ready}
+        return json_response(document, 200 if ready else NOT_READY)
+
+    async def infer(request: Request) -> Response:
+        """Run the model's default signature on JSON tensors."""
+
+        async def work() -> Answer:
+            target = target_of(request)
+            body = await read_body(request, max_body_bytes)
+            with dataplane.lease(target) as loaded:
+                signature = dataplane.signature(loaded, None)
+                decoded = v2_json.decode_infer(body, signature, dataplane.max_tensor_elements)
+                dataplane.validate(signature, decoded.inputs)
+                outputs = await dataplane.run(loaded, signature, decoded.inputs)
+                if decoded.requested_outputs is not None:
+                    unknown = [n for n in decoded.requested_outputs if n not in outputs]
+                    if unknown:
+                        raise InvalidArgument(f"unknown requested output {', '.join(echo(n) for n in unknown)}")
+                    outputs = {n: outputs[n] for n in decoded.requested_outputs}
+                datatypes = {n: signature.outputs[n].dtype for n in outputs if n in signature.outputs}
+                encoded = v2_json.encode_infer(
+                    loaded.model, loaded.version_label, decoded.id, outputs, datatypes
+                )
+                return Answer(encoded, loaded.model, loaded.version_label)
+
+        return await observer.answer(dataplane.metric_label(request.path_params["model_name"]), work)
+
+    router.add_api_route("/v2", server_metadata, methods=["GET"], summary="Server metadata")
+    router.add_api_route("/v2/", server_metadata, methods=["GET"], include_in_schema=False)
+    for base in ("/v2/models/{model_name}", "/v2/models/{model_name}/versions/{version}"):
+        router.add_api_route(base, model_metadata, methods=["GET"], summary="Model metadata")
+        router.add_api_route(base + "/ready", model_ready, methods=["GET"], summary="Model ready")
+        router.add_api_route(base + "/infer", infer, methods=["POST"], summary="Inference")
+    return router

@@ -1,0 +1,173 @@
+"""The ``rtserve`` command: serve, push, ls, demo-model."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from service import __version__
+from service.errors import ServingError
+from service.settings import Settings
+
+log = logging.getLogger("rtserve")
+
+EPILOG = """\
+environment: every setting is also read from RTSERVE_<NAME> (nested: RTSERVE_S3__ENDPOINT_URL);
+command-line options win. S3 credentials come from the standard AWS variables or files.
+examples:
+  rtserve serve --repository ./models
+  rtserve serve --repository s3://models --models iris
+  rtserve push ./export/iris --model iris --repository s3://models
+  rtserve ls --repository s3://models
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rtserve",
+        description="Real-time TensorFlow model server (TF Serving REST + Open Inference Protocol).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"rtserve {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the server", epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_repository_option(serve)
+    serve.add_argument("--host", help="address to listen on (RTSERVE_HOST, default 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="HTTP port (RTSERVE_PORT, default 8080)")
+    serve.add_argument("--models", help="models to serve, comma separated, or '*' (RTSERVE_MODELS, default *)")
+    serve.add_argument("--cache-dir", help="where downloaded versions are kept (RTSERVE_CACHE_DIR)")
+    serve.add_argument("--poll-interval-s", type=float, help="seconds between repository polls")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log level")
+
+    push = commands.add_parser("push", help="publish a SavedModel folder as a new version")
+    push.add_argument("source", type=Path, metavar="DIR", help="the SavedModel folder (holds saved_model.pb)")
+    push.add_argument("--model", required=True, help="model name")
+    push.add_argument("--version", type=int, help="version number (default: the next free one)")
+    add_repository_option(push)
+
+    listing = commands.add_parser("ls", help="list the repository's models and versions")
+    listing.add_argument("--model", help="only this model")
+    add_repository_option(listing)
+
+    demo = commands.add_parser("demo-model", help="train the demo model 'iris' and write it as version 1")
+    demo.add_argument("destination", type=Path, metavar="DIR", help="the model folder, e.g. ./models/iris")
+    return parser
+
+
+def add_repository_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--repository", help="a folder or s3://bucket/prefix (RTSERVE_REPOSITORY, default ./models)"
+    )
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, overridden by whichever options were given."""
+    names = ("repository", "host", "port", "models", "cache_dir", "poll_interval_s", "log_level")
+    overrides: dict[str, Any] = {
+        name: getattr(args, name) for name in names if getattr(args, name, None) is not None
+    }
+    return Settings(**overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (ServingError, ValueError) as error:
+        # Operator mistakes and unreachable stores get one readable line, not a traceback.
+        print(f"rtserve: error: {error}", file=sys.stderr)
+        return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "demo-model":
+        return demo_model(args.destination)
+    settings = settings_from(args)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.command == "serve":
+        return serve(settings)
+    if args.command == "push":
+        return push(settings, args.source, args.model, args.version)
+    return list_repository(settings, args.model)
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+
+    from service.app import create_app
+
+    app = create_app(settings)
+    components = app.state.components
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
+        access_log=False,
+    )
+
+    class DrainingServer(uvicorn.Server):
+        """On SIGTERM: unready at once, keep answering for shutdown_delay_s, then drain and exit 0."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if sig != signal.SIGTERM or components.lifecycle.draining:
+                super().handle_exit(sig, frame)  # a second signal, or Ctrl-C: uvicorn's own handling
+                return
+            components.lifecycle.start_draining()
+            timer = threading.Timer(settings.shutdown_delay_s, self._begin_shutdown)
+            timer.daemon = True
+            timer.start()
+
+        def _begin_shutdown(self) -> None:
+            self.should_exit = True
+
+    DrainingServer(config).run()
+    return 0
+
+
+def push(settings: Settings, source: Path, model: str, version: int | None) -> int:
+    from service.publish import push_version
+    from service.repository.factory import open_repository
+
+    repository = open_repository(settings.repository, settings.s3)
+    published = push_version(repository, source, model, version, progress=sys.stderr.isatty())
+    print(f"published {model} version {published} to {repository.uri}")
+    return 0
+
+
+def list_repository(settings: Settings, model: str | None) -> int:
+    from service.publish import describe_repository
+    from service.repository.factory import open_repository
+
+    repository = open_repository(settings.repository, settings.s3)
+    rows = describe_repository(repository, model)
+    print(f"{'MODEL':<24} {'VERSION':>8} {'FILES':>6} {'BYTES':>12}  COMPLETE")
+    for row in rows:
+        complete = "yes" if row.complete else "no (no MANIFEST.json)"
+        print(f"{row.model:<24} {row.version:>8} {row.files:>6} {row.bytes:>12}  {complete}")
+    return 0
+
+
+def demo_model(destination: Path) -> int:
+    from service.demo import write_demo_model
+
+    path = write_demo_model(destination)
+    print(f"wrote the demo model to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

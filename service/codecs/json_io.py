@@ -1,0 +1,97 @@
+"""JSON in and out for both wire protocols.
+
+Parsing uses orjson. orjson refuses the NaN / Infinity / -Infinity tokens that TF Serving (rapidjson with
+kParseNanAndInfFlag) accepts, so a body that orjson refuses and that mentions one of them is parsed again with
+the stdlib, after a cheap depth check so that the fallback can neither exhaust the stack nor spend long on
+hostile nesting. The fast path pays nothing for any of this.
+
+Writing uses orjson with numpy serialization, so float32 tensors come out in their shortest float32 form (0.1,
+not 0.10000000149011612), as TF Serving writes them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import numpy as np
+import orjson
+
+from service.errors import InvalidArgument
+
+# orjson's own nesting limit; the stdlib fallback is held to the same one.
+MAX_DEPTH = 1024
+
+# A JSON string literal (escapes included), removed before counting brackets so that "[[[" inside text is
+# no nesting. An unterminated literal runs to the end of the body: the pattern then never fails once it
+# starts, which keeps the scan linear (one that must find the closing quote is quadratic on '"\\"\\"\\"...').
+# Brackets after an unterminated literal are never parsed as nesting by the stdlib either.
+_STRING_LITERAL = re.compile(rb'"[^"\\]*(?:\\(?:.|\Z)[^"\\]*)*(?:"|\Z)', re.DOTALL)
+_BRACKETS = b"[]{}"
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in _BRACKETS)
+
+
+def parse_object(body: bytes) -> dict[str, Any]:
+    """Parse a request body that must be a JSON object; InvalidArgument("malformed JSON: ...") otherwise."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        value = _parse_fallback(body, error)
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"malformed JSON: the body must be a JSON object, got {json_type(value)}")
+    return value
+
+
+def _parse_fallback(body: bytes, error: orjson.JSONDecodeError) -> Any:
+    """The error path: accept NaN/Infinity tokens like TF Serving does, refuse everything else."""
+    if "depth limit" in str(error):
+        raise InvalidArgument(f"malformed JSON: nested deeper than {MAX_DEPTH} levels") from None
+    if b"NaN" not in body and b"Infinity" not in body:
+        raise InvalidArgument(f"malformed JSON: {error}") from None
+    if nesting_depth(body) > MAX_DEPTH:
+        raise InvalidArgument(f"malformed JSON: nested deeper than {MAX_DEPTH} levels") from None
+    try:
+        return json.loads(body.decode("utf-8"))
+    except RecursionError:
+        raise InvalidArgument("malformed JSON: nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as stdlib_error:
+        raise InvalidArgument(f"malformed JSON: {stdlib_error}") from None
+
+
+def nesting_depth(body: bytes) -> int:
+    """Deepest bracket nesting of a JSON text, brackets inside string literals not counted (vectorized)."""
+    brackets = _STRING_LITERAL.sub(b"", body).translate(None, _NOT_BRACKETS)
+    if not brackets:
+        return 0
+    codes = np.frombuffer(brackets, dtype=np.uint8)
+    opens = (codes == ord("[")) | (codes == ord("{"))
+    steps = np.where(opens, 1, -1).astype(np.int64)
+    return int(np.cumsum(steps).max())
+
+
+def json_type(value: object) -> str:
+    """The JSON name of a parsed value's type, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def dumps(document: object) -> bytes:
+    """Serialize a response; numpy arrays (C-contiguous) and scalars inside are written natively."""
+    return orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def error_body(message: str) -> bytes:
+    """``{"error": message}``: the error shape of both TF Serving REST and the Open Inference Protocol."""
+    return orjson.dumps({"error": message})

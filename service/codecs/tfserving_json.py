@@ -1,0 +1,343 @@
+"""TensorFlow Serving REST JSON: predict (row and columnar), classify and regress, errors.
+
+Follows tensorflow_serving/util/json_tensor.cc. Where this module deliberately differs, the docstring of the
+function says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service.codecs.arrays import (
+    check_names,
+    decode_b64,
+    is_b64_object,
+    quote,
+    stack,
+    to_array,
+    to_json_value,
+)
+from service.codecs.json_io import dumps, error_body, json_type, parse_object
+from service.errors import Internal, InvalidArgument
+from service.tensors import DEFAULT_SIGNATURE, SignatureSpec
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+@dataclass(frozen=True, slots=True)
+class PredictRequest:
+    signature_name: str
+    inputs: dict[str, np.ndarray]
+    columnar: bool  # the request used "inputs", so the response uses "outputs"
+
+
+@dataclass(frozen=True, slots=True)
+class ExamplesRequest:
+    """A classify or regress request: one serialized tf.Example per example (1-D object array of bytes)."""
+
+    signature_name: str
+    examples: np.ndarray
+
+
+def encode_error(message: str) -> bytes:
+    return error_body(message)
+
+
+# -- predict --
+
+
+def decode_predict(
+    body: bytes, signature_for: Callable[[str], SignatureSpec], max_elements: int
+) -> PredictRequest:
+    """Parse ``{"signature_name"?, "instances": [...]}`` (row) or ``{"signature_name"?, "inputs": ...}``.
+
+    Names are checked here (so messages can point into the body); shapes against the signature are the data
+    plane's (``arrays.check_shape``). Unlike TF Serving, a columnar object naming inputs the signature lacks
+    is refused rather than silently ignored.
+    """
+    document = parse_object(body)
+    has_rows, has_columns = "instances" in document, "inputs" in document
+    if has_rows and has_columns:
+        raise InvalidArgument("the request has both 'instances' and 'inputs'; send exactly one")
+    if not has_rows and not has_columns:
+        raise InvalidArgument(
+            "the request has neither 'instances' (row format) nor 'inputs' (columnar format)"
+        )
+    signature = signature_for(_signature_name(document))
+    if has_rows:
+        inputs = _decode_rows(document["instances"], signature, max_elements)
+    else:
+        inputs = _decode_columns(document["inputs"], signature, max_elements)
+    return PredictRequest(signature.name, inputs, columnar=has_columns)
+
+
+def _signature_name(document: Mapping[str, Any]) -> str:
+    name = document.get("signature_name")
+    if name is None:
+        return DEFAULT_SIGNATURE
+    if not isinstance(name, str):
+        raise InvalidArgument(f"'signature_name' must be a string, got {json_type(name)}")
+    return name or DEFAULT_SIGNATURE  # TF Serving reads "" as the default too
+
+
+def _is_named(value: object) -> bool:
+    """An object of named inputs (a {"b64": ...} object is a value, not a name map)."""
+    return isinstance(value, dict) and not is_b64_object(value)
+
+
+def _owner(signature: SignatureSpec) -> str:
+    return f"signature {quote(signature.name)}"
+
+
+def _decode_rows(instances: object, signature: SignatureSpec, max_elements: int) -> dict[str, np.ndarray]:
+    """Row format: a list of instances stacked along a new batch axis."""
+    if not isinstance(instances, list):
+        raise InvalidArgument(f"'instances' must be a list, got {json_type(instances)}")
+    if not instances:
+        raise InvalidArgument("'instances' is an empty list")
+    specs = signature.inputs
+    if _is_named(instances[0]):
+        for i, instance in enumerate(instances):
+            if not _is_named(instance):
+                raise InvalidArgument(f"instances[{i}] is not an object naming inputs, but instances[0] is")
+            check_names(
+                instance.keys(), specs.keys(), kind="input", where=f"instances[{i}]", owner=_owner(signature)
+            )
+        return {
+            name: stack(
+                [instance[name] for instance in instances],
+                spec.dtype,
+                "instances",
+                _instance_key(name),
+                max_elements,
+            )
+            for name, spec in specs.items()
+        }
+    if len(specs) != 1:
+        raise InvalidArgument(
+            f"instances[0] is a bare value, but {_owner(signature)} has {len(specs)} inputs; "
+            "each instance must be an object naming them"
+        )
+    # A later object among bare values is caught by the conversion ("expected ..., got an object").
+    ((name, spec),) = specs.items()
+    return {name: stack(instances, spec.dtype, "instances", lambda i: f"instances[{i}]", max_elements)}
+
+
+def _instance_key(name: str) -> Callable[[int], str]:
+    return lambda i: f"instances[{i}][{quote(name)}]"
+
+
+def _decode_columns(value: object, signature: SignatureSpec, max_elements: int) -> dict[str, np.ndarray]:
+    """Columnar format: whole tensors, a bare value for a one-input signature or an object naming them."""
+    specs = signature.inputs
+    if _is_named(value):
+        assert isinstance(value, dict)
+        check_names(value.keys(), specs.keys(), kind="input", where="'inputs'", owner=_owner(signature))
+        return {
+            name: to_array(value[name], spec.dtype, f"inputs[{quote(name)}]", max_elements)
+            for name, spec in specs.items()
+        }
+    if len(specs) != 1:
+        raise InvalidArgument(
+            f"'inputs' is a bare value, but {_owner(signature)} has {len(specs)} inputs; "
+            "send an object naming them"
+        )
+    ((name, spec),) = specs.items()
+    return {name: to_array(value, spec.dtype, "inputs", max_elements)}
+
+
+def encode_predict(outputs: Mapping[str, np.ndarray], columnar: bool) -> bytes:
+    """``{"predictions": [...]}`` (row) or ``{"outputs": ...}`` (columnar), one output bare, several by name.
+
+    Row format needs every output batched alike; as TF Serving does, a scalar output or outputs disagreeing
+    on the first dimension are an error (the columnar format can carry them).
+    """
+    if not outputs:
+        raise Internal("the signature produced no outputs")
+    values = {name: to_json_value(array, name) for name, array in outputs.items()}
+    if columnar:
+        return dumps({"outputs": _single_or_named(values)})
+    batch = _batch_size(outputs)
+    if len(values) == 1:
+        return dumps({"predictions": _single_or_named(values)})
+    rows = [{name: value[i] for name, value in values.items()} for i in range(batch)]
+    return dumps({"predictions": rows})
+
+
+def _single_or_named(values: dict[str, Any]) -> Any:
+    return next(iter(values.values())) if len(values) == 1 else values
+
+
+def _batch_size(outputs: Mapping[str, np.ndarray]) -> int:
+    first_name, first = next(iter(outputs.items()))
+    for name, array in outputs.items():
+        if array.ndim == 0:
+            raise InvalidArgument(
+                f"output {quote(name)} is a scalar, which the row format cannot split into instances; "
+                "use the columnar format ('inputs')"
+            )
+        if array.shape[0] != first.shape[0]:
+            raise InvalidArgument(
+                f"outputs {quote(first_name)} and {quote(name)} disagree on the batch size "
+                f"({first.shape[0]} vs {array.shape[0]}), which the row format needs; "
+                "use the columnar format ('inputs')"
+            )
+    return int(first.shape[0])
+
+
+# -- classify and regress --
+
+
+def decode_examples(body: bytes, max_elements: int) -> ExamplesRequest:
+    """Parse ``{"signature_name"?, "context"?, "examples": [{feature: value}, ...]}`` into tf.Examples.
+
+    A feature value is a number, a string, a ``{"b64": ...}`` object or a list of them: integers (and
+    booleans, as 1/0) make an int64_list, any float makes a float_list, strings make a bytes_list. Context
+    features are merged into every example, the example's own value winning, which is what TF Serving's
+    concatenation of the serialized context and example amounts to. ``max_elements`` bounds the feature
+    values of all examples. TF Serving refuses a list mixing floats with integers; this accepts it as floats.
+    """
+    document = parse_object(body)
+    signature_name = _signature_name(document)
+    if "examples" not in document:
+        raise InvalidArgument("the request has no 'examples' list")
+    examples = document["examples"]
+    if not isinstance(examples, list):
+        raise InvalidArgument(f"'examples' must be a list of objects, got {json_type(examples)}")
+    if not examples:
+        raise InvalidArgument("'examples' is an empty list")
+    context: dict[str, tuple[str, list[object]]] = {}
+    if "context" in document:
+        context = _example_features(document["context"], "context")
+
+    from tensorflow.core.example import example_pb2  # heavy import, paid only by classify/regress
+
+    serialized = np.empty(len(examples), dtype=object)
+    total = 0
+    for i, raw in enumerate(examples):
+        features = {**context, **_example_features(raw, f"examples[{i}]")}
+        total += sum(len(values) for _, values in features.values())  # context counted once per example
+        if total > max_elements:
+            raise InvalidArgument(f"'examples' hold more than the limit of {max_elements} feature values")
+        example = example_pb2.Example()
+        for name, (kind, values) in features.items():
+            feature = example.features.feature[name]
+            if kind != "empty":
+                getattr(feature, kind).value.extend(values)
+        serialized[i] = example.SerializeToString()
+    return ExamplesRequest(signature_name, serialized)
+
+
+def _example_features(value: object, where: str) -> dict[str, tuple[str, list[object]]]:
+    """Feature name -> (the Feature's list field, values) for one example object."""
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"{where} must be an object of features, got {json_type(value)}")
+    return {name: _feature(content, f"{where}[{quote(name)}]") for name, content in value.items()}
+
+
+def _feature(content: object, where: str) -> tuple[str, list[object]]:
+    items = content if isinstance(content, list) else [content]
+    values: list[object] = []
+    has_bytes = has_float = has_int = False
+    for j, item in enumerate(items):
+        at = f"{where}[{j}]" if isinstance(content, list) else where
+        if isinstance(item, str):
+            values.append(_feature_text(item, at))
+            has_bytes = True
+        elif is_b64_object(item):
+            assert isinstance(item, dict)
+            values.append(_feature_b64(item["b64"], at))
+            has_bytes = True
+        elif isinstance(item, bool):
+            values.append(int(item))
+            has_int = True
+        elif isinstance(item, int):
+            if not _INT64_MIN <= item <= _INT64_MAX:
+                raise InvalidArgument(f"{at}: {item} is out of range for an int64 feature")
+            values.append(item)
+            has_int = True
+        elif isinstance(item, float):
+            if math.isfinite(item) and abs(item) > _FLOAT32_MAX:
+                raise InvalidArgument(f"{at}: {item!r} is out of range for a float feature")
+            values.append(item)
+            has_float = True
+        else:
+            raise InvalidArgument(
+                f'{at} is {json_type(item)}; a feature value is a number, a string, a {{"b64": ...}} object '
+                "or a list of them"
+            )
+    if has_bytes and (has_float or has_int):
+        raise InvalidArgument(f"{where} mixes strings and numbers")
+    kind = "bytes_list" if has_bytes else "float_list" if has_float else "int64_list" if has_int else "empty"
+    return kind, values
+
+
+def _feature_text(text: str, where: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate escape, possible through the stdlib parser
+        raise InvalidArgument(f"{where} is not valid Unicode text") from None
+
+
+def _feature_b64(text: str, where: str) -> bytes:
+    try:
+        return decode_b64(text)
+    except ValueError:
+        raise InvalidArgument(f'{where}: invalid base64 in {{"b64": ...}}') from None
+
+
+def encode_classify(classes: np.ndarray | None, scores: np.ndarray | None) -> bytes:
+    """``{"results": [[[label, score], ...], ...]}``: one list of (label, score) pairs per example.
+
+    TF Serving's key is "results" (its REST guide says "result"; its code and clients use "results"). A
+    missing ``classes`` output gives empty labels, a missing ``scores`` output scores of 0, as the
+    ClassificationResult proto would.
+    """
+    reference = scores if scores is not None else classes
+    if reference is None:
+        raise InvalidArgument("the classification signature produced neither 'classes' nor 'scores'")
+    if reference.ndim != 2:
+        raise InvalidArgument(
+            f"classification outputs must have shape [batch_size, num_classes], got {list(reference.shape)}"
+        )
+    if classes is not None and scores is not None and classes.shape != scores.shape:
+        raise InvalidArgument(
+            f"'classes' has shape {list(classes.shape)} but 'scores' has {list(scores.shape)}"
+        )
+    batch, width = reference.shape
+    labels = (
+        [[_label(item) for item in row] for row in classes.tolist()]
+        if classes is not None
+        else [[""] * width for _ in range(batch)]
+    )
+    values = (
+        to_json_value(scores.astype(np.float32, copy=False))
+        if scores is not None
+        else [[0.0] * width for _ in range(batch)]
+    )
+    results = [[[labels[i][j], values[i][j]] for j in range(width)] for i in range(batch)]
+    return dumps({"results": results})
+
+
+def _label(item: object) -> str:
+    if isinstance(item, bytes):
+        return item.decode("utf-8", "replace")
+    return str(item)
+
+
+def encode_regress(values: np.ndarray) -> bytes:
+    """``{"results": [value, ...]}`` from an output of shape [batch_size] or [batch_size, 1], as float32."""
+    array = np.asarray(values)
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1:
+        raise InvalidArgument(
+            f"the regression output must have shape [batch_size] or [batch_size, 1], got {list(array.shape)}"
+        )
+    return dumps({"results": to_json_value(array.astype(np.float32, copy=False))})

@@ -1,0 +1,160 @@
+"""Protocol-agnostic inference: resolve a model version, check inputs against its signature, run it.
+
+Both wire protocols call into this one module, so resolution rules, validation messages and metrics are the same
+whichever protocol a client speaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.codecs.arrays import check_shape
+from service.errors import InvalidArgument, NotFound
+from service.manager import LoadedVersion, ModelManager, ModelSnapshot
+from service.metrics import Metrics
+from service.tensors import DEFAULT_SIGNATURE, SignatureSpec
+
+# Names from requests appear in messages only, never in paths or keys, and only this long.
+_MAX_ECHO = 80
+
+
+def echo(text: str) -> str:
+    """A request-supplied name, quoted and cut short, safe to put in an error message."""
+    return repr(text if len(text) <= _MAX_ECHO else text[:_MAX_ECHO] + "...")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a request addresses: a model, and at most one of a version or a label."""
+
+    model: str
+    version: int | None = None
+    label: str | None = None
+
+    def describe(self) -> str:
+        if self.version is not None:
+            return f"model {echo(self.model)} version {self.version}"
+        if self.label is not None:
+            return f"model {echo(self.model)} label {echo(self.label)}"
+        return f"model {echo(self.model)}"
+
+
+class DataPlane:
+    """Resolution, validation and execution shared by the TF Serving and Open Inference protocols."""
+
+    def __init__(self, manager: ModelManager, metrics: Metrics, max_tensor_elements: int, workers: int) -> None:
+        self._manager = manager
+        self._metrics = metrics
+        self.max_tensor_elements = max_tensor_elements
+        # Inference runs outside the event loop; one worker per core keeps TensorFlow's own pools busy.
+        self._executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="rtserve-infer")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    # -- resolution -----------------------------------------------------------------------------------------
+
+    def metric_label(self, name: str) -> str:
+        """The model_name label for a request: the name when served, "" otherwise (bounded cardinality)."""
+        return name if name in self._manager.snapshot() else ""
+
+    def model(self, name: str) -> ModelSnapshot:
+        snapshot = self._manager.snapshot().get(name)
+        if snapshot is None:
+            raise NotFound(f"model {echo(name)} is not served here")
+        return snapshot
+
+    def resolve(self, target: Target) -> LoadedVersion:
+        """The AVAILABLE version a request goes to; NotFound names what is missing."""
+        model = self.model(target.model)
+        if target.label is not None:
+            if target.label not in model.labels:
+                raise NotFound(f"model {echo(target.model)} has no version label {echo(target.label)}")
+            version = model.labels[target.label]
+        elif target.version is not None:
+            version = target.version
+        else:
+            if model.default_version is None:
+                raise NotFound(f"model {echo(target.model)} has no AVAILABLE version yet")
+            version = model.default_version
+        loaded = model.available.get(version)
+        if loaded is None:
+            raise NotFound(f"{target.describe()} is not AVAILABLE (version {version})")
+        return loaded
+
+    @contextmanager
+    def lease(self, target: Target) -> Iterator[LoadedVersion]:
+        """Hold a version for the length of a request so that an unload waits for it."""
+        for _ in range(3):
+            loaded = self.resolve(target)
+            if loaded.acquire():
+                break
+        else:  # unloaded three times under our feet: the next snapshot is still being published
+            raise NotFound(f"{target.describe()} is being unloaded; retry")
+        try:
+            yield loaded
+        finally:
+            loaded.release()
+
+    # -- signatures and validation --------------------------------------------------------------------------
+
+    @staticmethod
+    def signature(loaded: LoadedVersion, name: str | None, method: str | None = None) -> SignatureSpec:
+        """A signature by name (default ``serving_default``), optionally required to have a method."""
+        wanted = name or DEFAULT_SIGNATURE
+        spec = loaded.servable.signatures.get(wanted)
+        if spec is None:
+            known = ", ".join(sorted(loaded.servable.signatures)) or "none"
+            raise InvalidArgument(
+                f"serving signature name {echo(wanted)} not found in signature def (has: {known})"
+            )
+        if method is not None and spec.method_name != method:
+            raise InvalidArgument(
+                f"signature {echo(wanted)} has method_name {spec.method_name}, the request needs {method}"
+            )
+        return spec
+
+    @staticmethod
+    def validate(signature: SignatureSpec, inputs: Mapping[str, np.ndarray]) -> None:
+        """Names and shapes must match the signature before any work is done."""
+        missing = [name for name in signature.inputs if name not in inputs]
+        if missing:
+            raise InvalidArgument(
+                f"missing input {', '.join(echo(n) for n in missing)} for signature {echo(signature.name)} "
+                f"(expects {', '.join(repr(n) for n in signature.inputs)})"
+            )
+        unexpected = [name for name in inputs if name not in signature.inputs]
+        if unexpected:
+            raise InvalidArgument(
+                f"unexpected input {', '.join(echo(n) for n in unexpected)} for signature "
+                f"{echo(signature.name)} (expects {', '.join(repr(n) for n in signature.inputs)})"
+            )
+        for name, array in inputs.items():
+            check_shape(signature.inputs[name], array, f"input {name!r}")
+
+    # -- execution ------------------------------------------------------------------------------------------
+
+    async def run(
+        self, loaded: LoadedVersion, signature: SignatureSpec, inputs: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """Run a validated request on the version's servable, off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._run_timed, loaded, signature.name, inputs)
+
+    def _run_timed(
+        self, loaded: LoadedVersion, signature: str, inputs: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        started = time.perf_counter()
+        try:
+            return loaded.servable.run(signature, inputs)
+        finally:
+            self._metrics.inference_duration.labels(loaded.model, loaded.version_label).observe(
+                time.perf_counter() - started
+            )

@@ -1,0 +1,364 @@
+"""Model lifecycle: poll the repository, apply each model's version policy, load, warm up, swap, unload.
+
+Everything here runs on one background thread; request handlers only read ``snapshot()``, an immutable mapping
+replaced whole after every change, so the hot path never takes the manager's lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+
+from service.errors import Code, RepositoryError, ServingError
+from service.metrics import Metrics
+from service.repository.base import SERVING_CONFIG_NAME, Repository, VersionListing
+from service.repository.cache import clean_stale_downloads, fetch_version, prune_cache
+from service.routing import ServingConfig, parse_serving_config
+from service.runtime.base import Loader, Servable
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    """TF Serving's ModelVersionStatus: a state plus the last error, if any."""
+
+    version: int
+    state: str
+    error_code: Code = Code.OK
+    error_message: str = ""
+
+
+class LoadedVersion:
+    """A servable in memory. Requests lease it so that unloading waits for the ones still using it."""
+
+    def __init__(self, model: str, version: int, servable: Servable, path: Path) -> None:
+        self.model = model
+        self.version = version
+        self.version_label = str(version)
+        self.servable = servable
+        self.path = path
+        self._lock = threading.Lock()
+        self._leases = 0
+        self._retired = False
+        self._idle = threading.Event()
+        self._idle.set()
+
+    def acquire(self) -> bool:
+        """Take a lease; False once the version is being unloaded (the caller resolves again)."""
+        with self._lock:
+            if self._retired:
+                return False
+            self._leases += 1
+            self._idle.clear()
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self._leases -= 1
+            if self._leases == 0:
+                self._idle.set()
+
+    def retire(self, timeout_s: float) -> bool:
+        """Refuse new leases and wait for the current ones; True when every lease came back in time."""
+        with self._lock:
+            self._retired = True
+        return self._idle.wait(timeout_s)
+
+
+@dataclass(frozen=True)
+class ModelSnapshot:
+    """One model's routing table: what can answer right now, its labels, its default and every status."""
+
+    name: str
+    available: Mapping[int, LoadedVersion]
+    labels: Mapping[str, int]
+    default_version: int | None
+    statuses: tuple[VersionStatus, ...]
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.available)
+
+
+@dataclass
+class _VersionRecord:
+    """The manager's private bookkeeping for one version."""
+
+    status: VersionStatus
+    loaded: LoadedVersion | None = None
+    failures: int = 0
+    retry_at: float = 0.0
+
+
+@dataclass
+class _ModelRecord:
+    versions: dict[int, _VersionRecord] = field(default_factory=dict)
+    # Fingerprints seen at the previous poll: a version without a manifest is complete once it repeats.
+    previous_listing: dict[int, tuple[tuple[str, int, str], ...]] = field(default_factory=dict)
+    serving: ServingConfig = field(default_factory=ServingConfig)
+    polled_once: bool = False
+
+
+class ModelManager:
+    """Keeps the wanted versions of every configured model loaded, and publishes snapshots of them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        repository: Repository,
+        loader: Loader,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._settings = settings
+        self._repository = repository
+        self._loader = loader
+        self._metrics = metrics
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._records: dict[str, _ModelRecord] = {}
+        self._snapshot: Mapping[str, ModelSnapshot] = MappingProxyType({})
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._poll_failures = 0
+        self._cache_dir = Path(settings.cache_dir)
+
+    # -- what request handlers read -------------------------------------------------------------------------
+
+    def snapshot(self) -> Mapping[str, ModelSnapshot]:
+        return self._snapshot
+
+    def is_ready(self) -> bool:
+        """Every configured model has an AVAILABLE version; with '*', at least one model and none still loading.
+
+        A model found by '*' whose every version fails does not hold the whole server unready: it is visible in
+        its status and in the load-failure metric instead.
+        """
+        snapshot = self._snapshot
+        if self._settings.serves_every_model:
+            if not any(model.ready for model in snapshot.values()):
+                return False
+            return all(model.ready or not _first_load_pending(model) for model in snapshot.values())
+        return all(name in snapshot and snapshot[name].ready for name in self._settings.models)
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        # Downloads cut short by a crash or a kill leave temporary folders; nothing will finish them.
+        clean_stale_downloads(self._cache_dir)
+        self._thread = threading.Thread(target=self._run, name="rtserve-model-manager", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        for record in self._records.values():
+            for version_record in record.versions.values():
+                if version_record.loaded is not None:
+                    version_record.loaded.servable.close()
+                    version_record.loaded = None
+        self._snapshot = MappingProxyType({})
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll_once()
+                self._poll_failures = 0
+            except RepositoryError as error:
+                self._poll_failures += 1
+                log.warning("repository poll failed (%d in a row): %s", self._poll_failures, error.message)
+            except Exception:  # the poll thread must never die: it is what keeps models fresh
+                self._poll_failures += 1
+                log.exception("unexpected error while polling the repository")
+            self._stop.wait(self._next_delay())
+
+    def _next_delay(self) -> float:
+        base: float = self._settings.poll_interval_s * 2.0 ** min(self._poll_failures, 16)
+        base = min(base, max(self._settings.poll_max_backoff_s, self._settings.poll_interval_s))
+        jitter = self._settings.poll_jitter
+        return base * (1.0 + self._rng.uniform(-jitter, jitter))
+
+    # -- one poll -------------------------------------------------------------------------------------------
+
+    def poll_once(self) -> None:
+        """List the repository, load what the policies want, unload what they no longer want.
+
+        RepositoryError propagates only when the repository could not be listed at all; a failure of one model's
+        listing is counted and that model keeps serving what it has.
+        """
+        names = self._model_names()
+        any_failed = False
+        for name in names:
+            try:
+                self._poll_model(name)
+            except RepositoryError as error:
+                any_failed = True
+                log.warning("could not list model %s: %s", name, error.message)
+        self._record_poll(success=not any_failed)
+        self._publish()
+
+    def _model_names(self) -> list[str]:
+        explicit = [name for name in self._settings.models if name != "*"]
+        if not self._settings.serves_every_model:
+            return explicit
+        try:
+            found = self._repository.list_models()
+        except RepositoryError:
+            self._record_poll(success=False)
+            raise
+        # Models that disappeared from the listing keep serving: an empty listing is not a reason to go dark.
+        return sorted(set(found) | set(explicit) | set(self._records))
+
+    def _record_poll(self, success: bool) -> None:
+        self._metrics.repository_polls.labels("success" if success else "error").inc()
+        if success:
+            self._metrics.repository_last_success.set(time.time())
+        else:
+            self._metrics.repository_poll_errors.inc()
+
+    def _poll_model(self, name: str) -> None:
+        record = self._records.setdefault(name, _ModelRecord())
+        listings = self._repository.list_versions(name)
+        record.serving = self._read_serving_config(name, record.serving)
+        complete = self._complete_versions(record, listings)
+        policy = self._settings.policy_for(name)
+        wanted = policy.select(complete)
+        for version in sorted(wanted, reverse=True):
+            self._ensure_loaded(name, record, listings[version])
+        self._unload_unwanted(name, record, wanted)
+        record.polled_once = True
+
+    def _read_serving_config(self, name: str, current: ServingConfig) -> ServingConfig:
+        data = self._repository.read_model_file(name, SERVING_CONFIG_NAME)
+        if data is None:
+            return ServingConfig()
+        try:
+            return parse_serving_config(data)
+        except ValueError as error:
+            # A bad edit must not reroute traffic: keep the last good routing and say why.
+            log.error("model %s: ignoring invalid %s: %s", name, SERVING_CONFIG_NAME, error)
+            return current
+
+    @staticmethod
+    def _complete_versions(record: _ModelRecord, listings: Mapping[int, VersionListing]) -> set[int]:
+        complete = set()
+        for version, listing in listings.items():
+            stable = record.previous_listing.get(version) == listing.fingerprint()
+            if listing.has_manifest or (stable and listing.files):
+                complete.add(version)
+        record.previous_listing = {v: listing.fingerprint() for v, listing in listings.items()}
+        return complete
+
+    def _ensure_loaded(self, name: str, record: _ModelRecord, listing: VersionListing) -> None:
+        version = listing.version
+        existing = record.versions.get(version)
+        if existing is not None and existing.loaded is not None:
+            return
+        if existing is not None and existing.failures and self._clock() < existing.retry_at:
+            return
+        entry = existing or _VersionRecord(VersionStatus(version, START))
+        record.versions[version] = entry
+        self._set_status(name, entry, VersionStatus(version, LOADING))
+        self._publish()
+        started = self._clock()
+        try:
+            path = fetch_version(self._repository, listing, self._cache_dir)
+            servable = self._loader(path)
+            servable.warm_up((1,))
+        except ServingError as error:
+            self._load_failed(name, entry, error.code, error.message)
+            return
+        except Exception as error:  # a loader bug must not kill the poll thread or the serving versions
+            log.exception("model %s version %d: unexpected load error", name, version)
+            self._load_failed(name, entry, Code.UNKNOWN, f"{type(error).__name__}: {error}")
+            return
+        entry.loaded = LoadedVersion(name, version, servable, path)
+        entry.failures = 0
+        self._metrics.model_loads.labels(name, str(version), "success").inc()
+        self._metrics.model_load_duration.labels(name, str(version)).observe(self._clock() - started)
+        self._set_status(name, entry, VersionStatus(version, AVAILABLE))
+        log.info("model %s version %d is AVAILABLE", name, version)
+
+    def _load_failed(self, name: str, entry: _VersionRecord, code: Code, message: str) -> None:
+        entry.failures += 1
+        delay = min(
+            self._settings.load_retry_initial_s * 2 ** (entry.failures - 1), self._settings.load_retry_max_s
+        )
+        entry.retry_at = self._clock() + delay
+        version = entry.status.version
+        self._metrics.model_loads.labels(name, str(version), "failure").inc()
+        self._set_status(name, entry, VersionStatus(version, END, code, message))
+        log.error("model %s version %d failed to load (retry in %.0fs): %s", name, version, delay, message)
+
+    def _unload_unwanted(self, name: str, record: _ModelRecord, wanted: set[int]) -> None:
+        loaded = {v for v, r in record.versions.items() if r.loaded is not None}
+        if not wanted:
+            # Nothing complete is wanted (an emptied folder, a policy naming absent versions): keep serving.
+            return
+        missing = len([v for v in wanted if v not in loaded])
+        # While wanted versions are missing, keep as many of the newest unwanted ones to fill the gap.
+        keep_fallback = sorted(loaded - wanted, reverse=True)[:missing]
+        for version in sorted(loaded - wanted - set(keep_fallback)):
+            self._unload(name, record.versions[version])
+
+    def _unload(self, name: str, entry: _VersionRecord) -> None:
+        loaded = entry.loaded
+        if loaded is None:
+            return
+        version = entry.status.version
+        self._set_status(name, entry, VersionStatus(version, UNLOADING))
+        entry.loaded = None
+        self._publish()  # new requests stop seeing it before we wait for the ones in flight
+        if not loaded.retire(self._settings.drain_timeout_s):
+            log.warning("model %s version %d: unloading with requests still in flight", name, version)
+        loaded.servable.close()
+        prune_cache(self._cache_dir, name, self._cached_paths(name))
+        self._set_status(name, entry, VersionStatus(version, END))
+        log.info("model %s version %d unloaded", name, version)
+
+    def _cached_paths(self, name: str) -> set[Path]:
+        record = self._records[name]
+        return {r.loaded.path for r in record.versions.values() if r.loaded is not None}
+
+    def _set_status(self, name: str, entry: _VersionRecord, status: VersionStatus) -> None:
+        entry.status = status
+        self._metrics.set_version_state(name, status.version, status.state)
+
+    # -- publishing -----------------------------------------------------------------------------------------
+
+    def _publish(self) -> None:
+        models = {name: self._model_snapshot(name, record) for name, record in self._records.items()}
+        self._snapshot = MappingProxyType(models)
+
+    def _model_snapshot(self, name: str, record: _ModelRecord) -> ModelSnapshot:
+        available = {v: r.loaded for v, r in record.versions.items() if r.loaded is not None}
+        default = record.serving.default_version(set(available))
+        if default is not None:
+            self._metrics.default_version.labels(name).set(default)
+        statuses = tuple(
+            replace(r.status) for _, r in sorted(record.versions.items(), key=lambda item: -item[0])
+        )
+        return ModelSnapshot(
+            name=name,
+            available=MappingProxyType(available),
+            labels=MappingProxyType(dict(record.serving.labels)),
+            default_version=default,
+            statuses=statuses,
+        )
+
+
+def _first_load_pending(model: ModelSnapshot) -> bool:
+    """True while a model has versions to load but has not finished a load attempt on any of them."""
+    return bool(model.statuses) and not any(status.state in (AVAILABLE, END) for status in model.statuses)

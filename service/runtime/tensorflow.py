@@ -1,0 +1,331 @@
+"""The TensorFlow runtime: load a SavedModel, describe its signatures, run them on numpy inputs.
+
+Models are loaded with ``tf.saved_model.load`` only (never a Keras loader), so TF1 and TF2 SavedModels and
+Keras exports all go through one path. Signatures are described from ``saved_model.pb`` itself, which holds
+the exact names, dtypes, shapes and method names that TF Serving reports.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import saved_model_pb2
+
+from service.errors import Internal, InvalidArgument, ModelLoadError, NotFound, ServingError, Unavailable
+from service.tensors import DType, SignatureSpec, TensorSpec, dtype_from_tf_name
+
+log = logging.getLogger(__name__)
+
+SERVE_TAG = "serve"
+SAVED_MODEL_PB = "saved_model.pb"
+SAVED_MODEL_PBTXT = "saved_model.pbtxt"
+FINGERPRINT_PB = "fingerprint.pb"
+# Error text quoted back to a client is capped: TF may echo whole input values in it.
+_MAX_ERROR_CHARS = 500
+
+
+def configure_threads(intra_op: int, inter_op: int) -> None:
+    """Size TensorFlow's thread pools; call once per process before any model loads.
+
+    TensorFlow fixes its pools when its runtime starts, so a later call with other values only logs a warning.
+    """
+    threading = tf.config.threading
+    current = (threading.get_intra_op_parallelism_threads(), threading.get_inter_op_parallelism_threads())
+    if current == (intra_op, inter_op):
+        return
+    try:
+        threading.set_intra_op_parallelism_threads(intra_op)
+        threading.set_inter_op_parallelism_threads(inter_op)
+        log.info("TensorFlow thread pools: intra_op=%d inter_op=%d", intra_op, inter_op)
+    except RuntimeError as error:
+        log.warning(
+            "TensorFlow is already initialized with intra_op=%d inter_op=%d threads; "
+            "cannot change to intra_op=%d inter_op=%d (%s)",
+            *current,
+            intra_op,
+            inter_op,
+            error,
+        )
+
+
+# -- reading saved_model.pb ----------------------------------------------------------------------------------
+
+
+class _SavedModelError(Exception):
+    """A problem found while reading the SavedModel files; its message is the cause shown to the operator."""
+
+
+def _read_saved_model(folder: Path) -> Any:
+    """The SavedModel protobuf of a version folder (binary or text format, as TensorFlow itself accepts)."""
+    binary, text = folder / SAVED_MODEL_PB, folder / SAVED_MODEL_PBTXT
+    if not folder.is_dir():
+        raise _SavedModelError("the folder does not exist")
+    if not binary.is_file() and not text.is_file():
+        raise _SavedModelError(f"no {SAVED_MODEL_PB} or {SAVED_MODEL_PBTXT} in the folder")
+    proto = saved_model_pb2.SavedModel()
+    try:
+        if binary.is_file():
+            proto.ParseFromString(binary.read_bytes())
+        else:
+            from google.protobuf import text_format
+
+            text_format.Parse(text.read_text(encoding="utf-8"), proto)
+    except OSError as error:
+        raise _SavedModelError(
+            f"cannot read the SavedModel file ({type(error).__name__}: {error})"
+        ) from error
+    except Exception as error:  # protobuf's DecodeError/ParseError, or text that is not UTF-8
+        raise _SavedModelError(f"the SavedModel file is not a valid SavedModel protobuf ({error})") from error
+    return proto
+
+
+def _serve_meta_graph(proto: Any) -> Any:
+    """The meta graph tagged exactly ``serve``, the one tf.saved_model.load(tags=["serve"]) picks."""
+    for meta_graph in proto.meta_graphs:
+        if set(meta_graph.meta_info_def.tags) == {SERVE_TAG}:
+            return meta_graph
+    found = sorted("+".join(sorted(mg.meta_info_def.tags)) or "(none)" for mg in proto.meta_graphs)
+    raise _SavedModelError(f"no meta graph tagged {SERVE_TAG!r} (tag sets: {', '.join(found) or 'none'})")
+
+
+def _tensor_spec(key: str, info: Any) -> TensorSpec:
+    """A TensorInfo as a TensorSpec; KeyError when its dtype or encoding is not supported."""
+    if info.WhichOneof("encoding") != "name":
+        raise KeyError(f"{key!r} is a {info.WhichOneof('encoding')} tensor")
+    dtype = dtype_from_tf_name(types_pb2.DataType.Name(info.dtype))
+    proto_shape = info.tensor_shape
+    shape = None if proto_shape.unknown_rank else tuple(int(dim.size) for dim in proto_shape.dim)
+    return TensorSpec(name=key, dtype=dtype, shape=shape, tensor_name=str(info.name))
+
+
+def _signature_spec(name: str, signature_def: Any) -> SignatureSpec:
+    def specs(tensors: Any) -> dict[str, TensorSpec]:
+        return {key: _tensor_spec(key, tensors[key]) for key in sorted(tensors)}
+
+    return SignatureSpec(
+        name=name,
+        method_name=str(signature_def.method_name),
+        inputs=specs(signature_def.inputs),
+        outputs=specs(signature_def.outputs),
+    )
+
+
+def _describe_meta_graph(folder: Path, meta_graph: Any) -> dict[str, SignatureSpec]:
+    signatures: dict[str, SignatureSpec] = {}
+    for name in sorted(meta_graph.signature_def):
+        if name.startswith("__"):  # TF's own entries such as __saved_model_init_op are not servable
+            continue
+        try:
+            signatures[name] = _signature_spec(name, meta_graph.signature_def[name])
+        except KeyError as error:
+            log.warning("%s: skipping signature %r: %s", folder, name, error.args[0])
+    return signatures
+
+
+def describe_saved_model(folder: Path) -> dict[str, SignatureSpec]:
+    """The servable signatures of a SavedModel's ``serve`` meta graph, read from its protobuf alone.
+
+    Signatures with dtypes or tensor encodings rtserve cannot carry are skipped with a warning.
+    """
+    folder = Path(folder)
+    return _describe_meta_graph(folder, _serve_meta_graph(_read_saved_model(folder)))
+
+
+def set_signature_methods(saved_model_dir: Path, methods: Mapping[str, str]) -> None:
+    """Set signature method names (e.g. classify) in saved_model.pb, as tf.saved_model.save writes predict.
+
+    The stale fingerprint.pb, if any, is removed.
+    """
+    path = Path(saved_model_dir) / SAVED_MODEL_PB
+    proto = _read_saved_model(Path(saved_model_dir))
+    missing = set(methods)
+    for meta_graph in proto.meta_graphs:
+        for name, method in methods.items():
+            if name in meta_graph.signature_def:
+                meta_graph.signature_def[name].method_name = method
+                missing.discard(name)
+    if missing:
+        raise KeyError(f"{path} has no signature {', '.join(sorted(missing))}")
+    staged = path.with_name(path.name + ".tmp")
+    staged.write_bytes(proto.SerializeToString())
+    staged.replace(path)
+    # Its hashes describe the old saved_model.pb; TensorFlow treats the file as optional.
+    (path.parent / FINGERPRINT_PB).unlink(missing_ok=True)
+
+
+# -- error messages ------------------------------------------------------------------------------------------
+
+_NOISE_PREFIXES = ("Graph execution error:", "Detected at node", "<stack traces unavailable>")
+_FUNCTION_NODE = re.compile(r"^\{\{function_node [^}]*\}\}\s*")
+_OP_SUFFIX = re.compile(r"\s*\[Op:[^\]]*\]$")
+
+
+def tf_error_line(text: str) -> str:
+    """The line of a TensorFlow error message that names the problem, without graph locations or stacks."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    meaningful = [line for line in lines if not line[0].isspace() and not line.startswith(_NOISE_PREFIXES)]
+    line = (meaningful or lines or [text])[0].strip()
+    line = _OP_SUFFIX.sub("", _FUNCTION_NODE.sub("", line))
+    return line if len(line) <= _MAX_ERROR_CHARS else line[: _MAX_ERROR_CHARS - 3] + "..."
+
+
+def _decoded(error: UnicodeDecodeError) -> str:
+    return bytes(error.object).decode("utf-8", errors="replace")
+
+
+def _cause(error: BaseException) -> str:
+    if isinstance(error, _SavedModelError):
+        return str(error)
+    if isinstance(error, tf.errors.OpError):
+        return tf_error_line(str(error.message))
+    return f"{type(error).__name__}: {tf_error_line(str(error))}"
+
+
+# -- running -------------------------------------------------------------------------------------------------
+
+
+def _tf_dtype(dtype: DType) -> Any:
+    return tf.as_dtype(types_pb2.DataType.Value(dtype.tf_name))
+
+
+def _to_numpy(tensor: Any) -> np.ndarray:
+    value = tensor.numpy()
+    if isinstance(value, np.ndarray):
+        return value
+    # 0-d tensors come back as numpy scalars, or as bytes for strings.
+    return np.array(value, dtype=object if isinstance(value, bytes) else None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Runner:
+    """What one signature call needs, built once at load time."""
+
+    function: Any
+    input_dtypes: tuple[tuple[str, Any], ...]
+
+    @classmethod
+    def build(cls, function: Any, spec: SignatureSpec) -> _Runner:
+        return cls(function, tuple((name, _tf_dtype(tensor.dtype)) for name, tensor in spec.inputs.items()))
+
+
+class TensorFlowServable:
+    """One loaded SavedModel version."""
+
+    def __init__(self, folder: Path, loaded: Any, signatures: Mapping[str, SignatureSpec]) -> None:
+        self._folder = folder
+        # The loaded object owns the variables the signature functions capture: keep it alive with them.
+        self._loaded: Any = loaded
+        self._runners = {
+            name: _Runner.build(loaded.signatures[name], spec) for name, spec in signatures.items()
+        }
+        self._signatures = dict(signatures)
+        self._closed = False
+
+    @property
+    def signatures(self) -> Mapping[str, SignatureSpec]:
+        return self._signatures
+
+    def run(self, signature: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        runner = self._runners.get(signature)
+        if runner is None:
+            raise self._no_runner(signature)
+        try:
+            tensors = {name: tf.constant(inputs[name], dtype) for name, dtype in runner.input_dtypes}
+            outputs = runner.function(**tensors)
+            return {name: _to_numpy(tensor) for name, tensor in outputs.items()}
+        except tf.errors.InvalidArgumentError as error:
+            raise InvalidArgument(tf_error_line(str(error.message))) from None
+        except UnicodeDecodeError as error:
+            # TF fails to decode an op's error message when it quotes non-UTF-8 input bytes.
+            raise InvalidArgument(tf_error_line(_decoded(error))) from None
+        except Exception as error:
+            raise Internal(f"signature {signature!r} failed: {_cause(error)}") from error
+
+    def _no_runner(self, signature: str) -> ServingError:
+        if self._closed:
+            return Unavailable(f"model version {self._folder} has been unloaded")
+        return NotFound(f"no signature {signature!r} (has: {', '.join(sorted(self._runners)) or 'none'})")
+
+    def warm_up(self, batch_sizes: tuple[int, ...]) -> None:
+        for spec in self._signatures.values():
+            self._warm_up_signature(spec, batch_sizes)
+
+    def _warm_up_signature(self, spec: SignatureSpec, batch_sizes: Iterable[int]) -> None:
+        for batch_size in batch_sizes:
+            try:
+                self.run(spec.name, synthetic_inputs(spec, batch_size))
+            except ServingError as error:
+                # Not fatal: e.g. classify signatures need real serialized tf.Examples.
+                log.warning(
+                    "%s: signature %r does not run on synthetic inputs (%s); it warms up on a real request",
+                    self._folder,
+                    spec.name,
+                    error.message,
+                )
+                return
+
+    def close(self) -> None:
+        self._closed = True
+        self._runners = {}
+        self._loaded = None
+        gc.collect()
+
+
+class TensorFlowLoader:
+    """Loads a version folder as a TensorFlowServable; any failure is a one-line ModelLoadError."""
+
+    def __call__(self, path: Path) -> TensorFlowServable:
+        folder = Path(path)
+        try:
+            signatures = describe_saved_model(folder)
+            loaded = tf.saved_model.load(str(folder), tags=[SERVE_TAG])
+            return TensorFlowServable(folder, loaded, _callable_signatures(folder, loaded, signatures))
+        except Exception as error:
+            raise ModelLoadError(f"cannot load SavedModel from {folder}: {_cause(error)}") from error
+
+
+def _callable_signatures(
+    folder: Path, loaded: Any, signatures: Mapping[str, SignatureSpec]
+) -> dict[str, SignatureSpec]:
+    """The described signatures that the loaded object can call; at least one is required."""
+    callable_names = set(loaded.signatures.keys())
+    for name in sorted(set(signatures) - callable_names):
+        log.warning("%s: signature %r is described but cannot be called; skipping it", folder, name)
+    usable = {name: spec for name, spec in signatures.items() if name in callable_names}
+    if not usable:
+        raise _SavedModelError("no servable signature with supported dtypes")
+    return usable
+
+
+# -- synthetic inputs ----------------------------------------------------------------------------------------
+
+
+def _synthetic_shape(spec: TensorSpec, batch_size: int) -> tuple[int, ...]:
+    if spec.shape is None:  # unknown rank: a batch of scalars is the most common reading
+        return (batch_size,)
+    if not spec.shape:
+        return ()
+    first, *rest = spec.shape
+    return (batch_size if first == -1 else first, *(1 if dim == -1 else dim for dim in rest))
+
+
+def synthetic_inputs(signature: SignatureSpec, batch_size: int) -> dict[str, np.ndarray]:
+    """Zeros (empty strings for DT_STRING) for every input; the batch dimension is ``batch_size``, other
+    unknown dimensions are 1."""
+    arrays: dict[str, np.ndarray] = {}
+    for name, spec in signature.inputs.items():
+        shape = _synthetic_shape(spec, batch_size)
+        if spec.dtype.is_string:
+            arrays[name] = np.full(shape, b"", dtype=object)
+        else:
+            arrays[name] = np.zeros(shape, dtype=spec.dtype.numpy)
+    return arrays

@@ -1,0 +1,97 @@
+"""Helpers to run rtserve for tests: in-process through Starlette's TestClient, or as a real server process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.repository.base import Repository
+from service.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: object, timeout_s: float = 60.0, interval_s: float = 0.05, what: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what or predicate}")
+
+
+def publish(repository: Repository, model: str, version: int, saved_model: Path) -> None:
+    """Publish a SavedModel folder the way `rtserve push` does (manifest last)."""
+    repository.upload_version(model, version, saved_model)
+
+
+@contextmanager
+def running_app(settings: Settings, ready: bool = True) -> Iterator[TestClient]:
+    """The app in-process with its lifespan (model manager) running; waits for readiness by default."""
+    app = create_app(settings)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        if ready:
+            wait_until(lambda: client.get("/v2/health/ready").status_code == 200, what="the app to be ready")
+        yield client
+
+
+class ServerProcess:
+    """`rtserve serve` as a real process on a loopback port."""
+
+    def __init__(self, env: Mapping[str, str], port: int, log_path: Path) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        full_env = {**os.environ, **env, "RTSERVE_PORT": str(port), "RTSERVE_HOST": "127.0.0.1"}
+        full_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        rtserve = shutil.which("rtserve", path=str(Path(sys.executable).parent))
+        command = [rtserve, "serve"] if rtserve else [sys.executable, "-m", "service", "serve"]
+        self.process = subprocess.Popen(command, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout_s: float = 90.0) -> None:
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"rtserve exited early:\n{self.log()}")
+            try:
+                return httpx.get(self.url + "/v2/health/ready", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, timeout_s, 0.1, "rtserve to be ready")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self, timeout_s: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout_s)
+        finally:
+            self._log.close()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self._log.close()

@@ -1,0 +1,62 @@
+"""Shared fixtures: real SavedModels, each built once per session.
+
+Every model fixture returns a version folder ``<root>/<model>/1``, so ``.parent.parent`` is a repository root
+holding just that model.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# Before anything imports TensorFlow: keep its C++ logging quiet.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Make tests/modelfactory.py importable as `modelfactory` whatever the import mode.
+_TESTS = str(Path(__file__).resolve().parent)
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
+
+
+def _version_dir(factory: pytest.TempPathFactory, model: str) -> Path:
+    model_dir = factory.mktemp("repository") / model
+    model_dir.mkdir()
+    return model_dir / "1"
+
+
+@pytest.fixture(scope="session")
+def keras_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from modelfactory import keras_classifier
+
+    return keras_classifier(_version_dir(tmp_path_factory, "keras"))
+
+
+@pytest.fixture(scope="session")
+def multi_signature_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from modelfactory import multi_signature_module
+
+    return multi_signature_module(_version_dir(tmp_path_factory, "multi"))
+
+
+@pytest.fixture(scope="session")
+def classify_regress_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from modelfactory import regress_classify_module
+
+    return regress_classify_module(_version_dir(tmp_path_factory, "examples"))
+
+
+@pytest.fixture(scope="session")
+def corrupt_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from modelfactory import corrupt_model
+
+    return corrupt_model(_version_dir(tmp_path_factory, "corrupt"))
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from service.demo import write_demo_model
+
+    return write_demo_model(tmp_path_factory.mktemp("repository") / "iris")

@@ -1,0 +1,153 @@
+"""Builders that write real SavedModels into a given version folder, for tests.
+
+Each builder takes the version folder to create (``<root>/<model>/<version>``) and returns it. Weights are
+fixed so tests can compute the expected outputs by hand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from service.runtime.tensorflow import set_signature_methods
+from service.tensors import CLASSIFY_METHOD, REGRESS_METHOD
+
+# keras_classifier: probabilities = softmax(features @ KERAS_KERNEL + KERAS_BIAS)
+KERAS_KERNEL = np.array(
+    [[0.5, -0.25, 0.1], [-0.3, 0.2, 0.4], [0.05, 0.6, -0.5], [0.7, -0.1, 0.2]], dtype=np.float32
+)
+KERAS_BIAS = np.array([0.1, -0.2, 0.05], dtype=np.float32)
+
+# regress_classify_module: regress outputs = x * REGRESS_WEIGHT + REGRESS_BIAS;
+# classify scores = [sigmoid(-x), sigmoid(x)] for CLASSIFY_CLASSES.
+REGRESS_WEIGHT = 2.0
+REGRESS_BIAS = 1.0
+CLASSIFY_CLASSES = (b"negative", b"positive")
+EXAMPLE_FEATURE = "x"
+
+GARBAGE = b"this is not a SavedModel protobuf\n"
+
+
+def keras_classifier(path: Path) -> Path:
+    """A Keras 3 functional model (Input "features" [4] -> Dense softmax 3) exported as a TF SavedModel.
+
+    Keras names the output ``output_0`` and also writes a second signature, ``serve``.
+    """
+    import keras
+
+    features = keras.Input(shape=(4,), name="features")
+    dense = keras.layers.Dense(3, activation="softmax", name="probabilities")
+    model = keras.Model(features, dense(features))
+    dense.set_weights([KERAS_KERNEL, KERAS_BIAS])
+    model.export(str(path), format="tf_saved_model", verbose=False)
+    return path
+
+
+class _MultiSignature(tf.Module):  # type: ignore[misc]
+    def serve(self, ids: Any, tokens: Any) -> dict[str, Any]:
+        return {
+            "total": tf.reduce_sum(ids, axis=1),
+            "lengths": tf.strings.length(tokens),
+            "upper": tf.strings.upper(tokens),
+        }
+
+    def scale(self, x: Any, flag: Any) -> dict[str, Any]:
+        doubles = tf.cast(x, tf.float64)
+        return {"y": tf.where(flag[:, tf.newaxis], doubles * 2.0, doubles)}
+
+
+def multi_signature_module(path: Path) -> Path:
+    """A plain tf.Module with int64/string/bool/float64 tensors and unknown dimensions.
+
+    ``serving_default``: ids int64 [-1, -1], tokens string [-1] -> total int64 [-1] (row sums of ids),
+    lengths int32 [-1] (byte lengths of tokens), upper string [-1] (tokens upper-cased).
+    ``scale``: x float32 [-1, 2], flag bool [-1] -> y float64 [-1, 2] (x * 2 where flag, else x).
+    """
+    module = _MultiSignature()
+    serve = tf.function(
+        module.serve,
+        input_signature=[
+            tf.TensorSpec([None, None], tf.int64, name="ids"),
+            tf.TensorSpec([None], tf.string, name="tokens"),
+        ],
+    )
+    scale = tf.function(
+        module.scale,
+        input_signature=[
+            tf.TensorSpec([None, 2], tf.float32, name="x"),
+            tf.TensorSpec([None], tf.bool, name="flag"),
+        ],
+    )
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve, "scale": scale})
+    return path
+
+
+def regress_classify_module(path: Path) -> Path:
+    """A TF1-style SavedModel (SavedModelBuilder) with a classify and a regress signature on tf.Examples.
+
+    Both take "inputs" DT_STRING [-1] (serialized tf.Example with a float feature "x").
+    ``classify`` -> classes string [-1, 2] (CLASSIFY_CLASSES), scores float [-1, 2]: sigmoid(-x), sigmoid(x).
+    ``regress`` -> outputs float [-1] (x * REGRESS_WEIGHT + REGRESS_BIAS, the weight a variable).
+    """
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        serialized = v1.placeholder(tf.string, [None], name="tf_example")
+        x = tf.io.parse_example(serialized, {EXAMPLE_FEATURE: tf.io.FixedLenFeature([], tf.float32)})[
+            EXAMPLE_FEATURE
+        ]
+        weight = v1.Variable(REGRESS_WEIGHT, name="weight")
+        outputs = x * weight + REGRESS_BIAS
+        scores = tf.stack([tf.sigmoid(-x), tf.sigmoid(x)], axis=1)
+        classes = tf.tile(tf.constant([list(CLASSIFY_CLASSES)]), [tf.shape(x)[0], 1])
+        signatures = {
+            "classify": v1.saved_model.classification_signature_def(serialized, classes, scores),
+            "regress": v1.saved_model.regression_signature_def(serialized, outputs),
+        }
+        with v1.Session(graph=graph) as session:
+            session.run(v1.global_variables_initializer())
+            builder = v1.saved_model.Builder(str(path))
+            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map=signatures)
+            builder.save()
+    # The builder already writes these method names; setting them again checks the utility on a TF1 model.
+    set_signature_methods(path, {"classify": CLASSIFY_METHOD, "regress": REGRESS_METHOD})
+    return path
+
+
+class _Mixed(tf.Module):  # type: ignore[misc]
+    def double(self, v: Any) -> dict[str, Any]:
+        return {"doubled": v * 2.0}
+
+    def magnitude(self, z: Any) -> dict[str, Any]:
+        return {"magnitude": tf.abs(z)}
+
+
+def unsupported_dtype_module(path: Path) -> Path:
+    """``serving_default``: v float32 of unknown rank -> doubled (v * 2).
+
+    ``complex``: z complex64 [-1] -> magnitude, a dtype rtserve does not carry.
+    """
+    module = _Mixed()
+    double = tf.function(module.double, input_signature=[tf.TensorSpec(None, tf.float32, name="v")])
+    magnitude = tf.function(module.magnitude, input_signature=[tf.TensorSpec([None], tf.complex64, name="z")])
+    tf.saved_model.save(module, str(path), signatures={"serving_default": double, "complex": magnitude})
+    return path
+
+
+def corrupt_model(path: Path) -> Path:
+    """A version folder whose saved_model.pb is garbage bytes."""
+    (path / "variables").mkdir(parents=True)
+    (path / "saved_model.pb").write_bytes(GARBAGE)
+    return path
+
+
+def example(**features: float) -> bytes:
+    """A serialized tf.Example with one float per feature."""
+    feature = {
+        name: tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+        for name, value in features.items()
+    }
+    return bytes(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())

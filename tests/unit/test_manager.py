@@ -1,0 +1,193 @@
+"""The model manager's lifecycle rules, on a real local repository with a fake runtime (no TensorFlow)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from fakes import FakeLoader, write_fake_version
+from service.errors import Code, RepositoryError
+from service.manager import AVAILABLE, END, ModelManager
+from service.metrics import Metrics
+from service.repository.local import LocalRepository
+from service.settings import Settings
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def repo_root(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    root.mkdir()
+    return root
+
+
+def make_manager(
+    tmp_path: Path, repo_root: Path, clock: Clock | None = None, **overrides: object
+) -> tuple[ModelManager, FakeLoader, Metrics]:
+    settings = Settings(repository=str(repo_root), cache_dir=str(tmp_path / "cache"), **overrides)  # type: ignore[arg-type]
+    loader = FakeLoader()
+    metrics = Metrics(CollectorRegistry())
+    manager = ModelManager(settings, LocalRepository(repo_root), loader, metrics, clock=clock or Clock())
+    return manager, loader, metrics
+
+
+def push(repo_root: Path, tmp_path: Path, model: str, version: int, broken: bool = False) -> None:
+    source = write_fake_version(tmp_path / "src" / f"{model}-{version}", version, broken)
+    LocalRepository(repo_root).upload_version(model, version, source)
+
+
+def test_loads_latest_version_and_reports_available(tmp_path: Path, repo_root: Path) -> None:
+    push(repo_root, tmp_path, "m", 1)
+    push(repo_root, tmp_path, "m", 2)
+    manager, loader, metrics = make_manager(tmp_path, repo_root)
+    assert not manager.is_ready()
+    manager.poll_once()
+    model = manager.snapshot()["m"]
+    assert sorted(model.available) == [2]
+    assert model.default_version == 2
+    assert manager.is_ready()
+    assert loader.loaded[0].warmed == (1,)
+    assert metrics.registry.get_sample_value(
+        "rtserve_model_version_state", {"model_name": "m", "model_version": "2", "state": AVAILABLE}
+    ) == 1.0
+
+
+def test_new_version_replaces_old_only_after_it_is_available(tmp_path: Path, repo_root: Path) -> None:
+    push(repo_root, tmp_path, "m", 1)
+    manager, loader, _ = make_manager(tmp_path, repo_root)
+    manager.poll_once()
+    first = loader.loaded[0]
+    push(repo_root, tmp_path, "m", 2)
+    manager.poll_once()
+    model = manager.snapshot()["m"]
+    assert sorted(model.available) == [2]
+    assert first.closed
+    states = {s.version: s.state for s in model.statuses}
+    assert states == {2: AVAILABLE, 1: END}
+
+
+def test_corrupt_version_never_replaces_serving_one_and_is_retried_with_backoff(
+    tmp_path: Path, repo_root: Path
+) -> None:
+    clock = Clock()
+    push(repo_root, tmp_path, "m", 2)
+    manager, loader, metrics = make_manager(tmp_path, repo_root, clock, load_retry_initial_s=10.0)
+    manager.poll_once()
+    push(repo_root, tmp_path, "m", 3, broken=True)
+    manager.poll_once()
+    model = manager.snapshot()["m"]
+    assert sorted(model.available) == [2]
+    assert model.default_version == 2
+    failed = next(s for s in model.statuses if s.version == 3)
+    assert failed.state == END
+    assert failed.error_code == Code.UNKNOWN
+    assert "corrupt" in failed.error_message
+    assert metrics.registry.get_sample_value(
+        "rtserve_model_loads_total", {"model_name": "m", "model_version": "3", "outcome": "failure"}
+    ) == 1.0
+    calls = loader.calls
+    manager.poll_once()  # inside the back-off window: no new attempt
+    assert loader.calls == calls
+    clock.now += 11
+    manager.poll_once()  # after it: one more attempt, still failing, still serving 2
+    assert loader.calls == calls + 1
+    assert sorted(manager.snapshot()["m"].available) == [2]
+    assert manager.is_ready()
+
+
+def test_version_without_manifest_loads_only_once_listing_is_stable(tmp_path: Path, repo_root: Path) -> None:
+    # Written by another tool: no MANIFEST.json, so the listing must repeat across two polls.
+    write_fake_version(repo_root / "m" / "1", 1)
+    manager, loader, _ = make_manager(tmp_path, repo_root)
+    manager.poll_once()
+    assert loader.calls == 0
+    assert not manager.is_ready()
+    manager.poll_once()
+    assert sorted(manager.snapshot()["m"].available) == [1]
+
+
+def test_policy_all_and_specific(tmp_path: Path, repo_root: Path) -> None:
+    for version in (1, 2, 3):
+        push(repo_root, tmp_path, "m", version)
+    push(repo_root, tmp_path, "n", 1)
+    push(repo_root, tmp_path, "n", 2)
+    manager, _, _ = make_manager(
+        tmp_path, repo_root, version_policy="all", version_policies={"n": "specific:1"}
+    )
+    manager.poll_once()
+    assert sorted(manager.snapshot()["m"].available) == [1, 2, 3]
+    assert sorted(manager.snapshot()["n"].available) == [1]
+
+
+def test_explicit_models_readiness_needs_every_model(tmp_path: Path, repo_root: Path) -> None:
+    push(repo_root, tmp_path, "m", 1)
+    manager, _, _ = make_manager(tmp_path, repo_root, models=["m", "missing"])
+    manager.poll_once()
+    assert "m" in manager.snapshot()
+    assert not manager.is_ready()
+
+
+def test_zero_models_is_not_ready(tmp_path: Path, repo_root: Path) -> None:
+    manager, _, _ = make_manager(tmp_path, repo_root)
+    manager.poll_once()
+    assert not manager.is_ready()
+
+
+def test_serving_json_sets_default_and_labels(tmp_path: Path, repo_root: Path) -> None:
+    for version in (1, 2):
+        push(repo_root, tmp_path, "m", version)
+    repo = LocalRepository(repo_root)
+    repo.write_model_file("m", "serving.json", b'{"default": "stable", "labels": {"stable": 1, "canary": 2}}')
+    manager, _, metrics = make_manager(tmp_path, repo_root, version_policy="all")
+    manager.poll_once()
+    model = manager.snapshot()["m"]
+    assert model.default_version == 1
+    assert dict(model.labels) == {"stable": 1, "canary": 2}
+    assert metrics.registry.get_sample_value("rtserve_model_default_version", {"model_name": "m"}) == 1.0
+    # A broken edit keeps the last good routing.
+    repo.write_model_file("m", "serving.json", b'{"default": "nope"')
+    manager.poll_once()
+    assert manager.snapshot()["m"].default_version == 1
+
+
+def test_unload_waits_for_leased_requests(tmp_path: Path, repo_root: Path) -> None:
+    push(repo_root, tmp_path, "m", 1)
+    manager, loader, _ = make_manager(tmp_path, repo_root)
+    manager.poll_once()
+    old = manager.snapshot()["m"].available[1]
+    assert old.acquire()
+    push(repo_root, tmp_path, "m", 2)
+    poller = threading.Thread(target=manager.poll_once)
+    poller.start()
+    poller.join(0.3)
+    assert poller.is_alive(), "unload must wait while a request holds the old version"
+    assert not loader.loaded[0].closed
+    assert sorted(manager.snapshot()["m"].available) == [2]  # new requests already go to 2
+    assert not old.acquire()  # and cannot lease the retiring version any more
+    old.release()
+    poller.join(5)
+    assert not poller.is_alive()
+    assert loader.loaded[0].closed
+
+
+def test_repository_outage_keeps_serving(tmp_path: Path, repo_root: Path) -> None:
+    push(repo_root, tmp_path, "m", 1)
+    manager, _, metrics = make_manager(tmp_path, repo_root)
+    manager.poll_once()
+    moved = repo_root.with_name("gone")
+    repo_root.rename(moved)  # the whole repository vanishes
+    with pytest.raises(RepositoryError):
+        manager.poll_once()
+    assert metrics.registry.get_sample_value("rtserve_repository_poll_errors_total") == 1.0
+    assert manager.is_ready()
+    assert sorted(manager.snapshot()["m"].available) == [1]
