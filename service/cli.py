@@ -39,8 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rtserve {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the server", epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    serve = commands.add_parser(
+        "serve", help="run the server", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_repository_option(serve)
     serve.add_argument("--host", help="address to listen on (RTSERVE_HOST, default 0.0.0.0)")
     serve.add_argument("--port", type=int, help="HTTP port (RTSERVE_PORT, default 8080)")
@@ -65,17 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_repository_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--repository", help="a folder or s3://bucket/prefix (RTSERVE_REPOSITORY, default ./models)"
-    )
+    parser.add_argument("--repository", help="a folder or s3://bucket/prefix (RTSERVE_REPOSITORY, default ./models)")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     """Settings from the environment, overridden by whichever options were given."""
     names = ("repository", "host", "port", "models", "cache_dir", "poll_interval_s", "log_level")
-    overrides: dict[str, Any] = {
-        name: getattr(args, name) for name in names if getattr(args, name, None) is not None
-    }
+    overrides: dict[str, Any] = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     return Settings(**overrides)
 
 
@@ -93,9 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "demo-model":
         return demo_model(args.destination)
     settings = settings_from(args)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "serve":
         return serve(settings)
     if args.command == "push":

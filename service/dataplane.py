@@ -15,19 +15,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.codecs.arrays import check_shape
+from service.codecs.arrays import check_shape, quote
 from service.errors import InvalidArgument, NotFound
 from service.manager import LoadedVersion, ModelManager, ModelSnapshot
 from service.metrics import Metrics
 from service.tensors import DEFAULT_SIGNATURE, SignatureSpec
 
-# Names from requests appear in messages only, never in paths or keys, and only this long.
-_MAX_ECHO = 80
 
-
-def echo(text: str) -> str:
-    """A request-supplied name, quoted and cut short, safe to put in an error message."""
-    return repr(text if len(text) <= _MAX_ECHO else text[:_MAX_ECHO] + "...")
+def parse_version(text: str | None) -> int | None:
+    """A version from a URL path: digits only (TF Serving's rule and message), None when absent."""
+    if text is None:
+        return None
+    if not text.isdigit() or len(text) > 18:
+        raise InvalidArgument(f"Failed to convert version: {quote(text)} to numeric.")
+    return int(text)
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,10 @@ class Target:
 
     def describe(self) -> str:
         if self.version is not None:
-            return f"model {echo(self.model)} version {self.version}"
+            return f"model {quote(self.model)} version {self.version}"
         if self.label is not None:
-            return f"model {echo(self.model)} label {echo(self.label)}"
-        return f"model {echo(self.model)}"
+            return f"model {quote(self.model)} label {quote(self.label)}"
+        return f"model {quote(self.model)}"
 
 
 class DataPlane:
@@ -68,7 +69,7 @@ class DataPlane:
     def model(self, name: str) -> ModelSnapshot:
         snapshot = self._manager.snapshot().get(name)
         if snapshot is None:
-            raise NotFound(f"model {echo(name)} is not served here")
+            raise NotFound(f"model {quote(name)} is not served here")
         return snapshot
 
     def resolve(self, target: Target) -> LoadedVersion:
@@ -76,13 +77,13 @@ class DataPlane:
         model = self.model(target.model)
         if target.label is not None:
             if target.label not in model.labels:
-                raise NotFound(f"model {echo(target.model)} has no version label {echo(target.label)}")
+                raise NotFound(f"model {quote(target.model)} has no version label {quote(target.label)}")
             version = model.labels[target.label]
         elif target.version is not None:
             version = target.version
         else:
             if model.default_version is None:
-                raise NotFound(f"model {echo(target.model)} has no AVAILABLE version yet")
+                raise NotFound(f"model {quote(target.model)} has no AVAILABLE version yet")
             version = model.default_version
         loaded = model.available.get(version)
         if loaded is None:
@@ -112,12 +113,10 @@ class DataPlane:
         spec = loaded.servable.signatures.get(wanted)
         if spec is None:
             known = ", ".join(sorted(loaded.servable.signatures)) or "none"
-            raise InvalidArgument(
-                f"serving signature name {echo(wanted)} not found in signature def (has: {known})"
-            )
+            raise InvalidArgument(f"serving signature name {quote(wanted)} not found in signature def (has: {known})")
         if method is not None and spec.method_name != method:
             raise InvalidArgument(
-                f"signature {echo(wanted)} has method_name {spec.method_name}, the request needs {method}"
+                f"signature {quote(wanted)} has method_name {spec.method_name}, the request needs {method}"
             )
         return spec
 
@@ -127,14 +126,14 @@ class DataPlane:
         missing = [name for name in signature.inputs if name not in inputs]
         if missing:
             raise InvalidArgument(
-                f"missing input {', '.join(echo(n) for n in missing)} for signature {echo(signature.name)} "
+                f"missing input {', '.join(quote(n) for n in missing)} for signature {quote(signature.name)} "
                 f"(expects {', '.join(repr(n) for n in signature.inputs)})"
             )
         unexpected = [name for name in inputs if name not in signature.inputs]
         if unexpected:
             raise InvalidArgument(
-                f"unexpected input {', '.join(echo(n) for n in unexpected)} for signature "
-                f"{echo(signature.name)} (expects {', '.join(repr(n) for n in signature.inputs)})"
+                f"unexpected input {', '.join(quote(n) for n in unexpected)} for signature "
+                f"{quote(signature.name)} (expects {', '.join(repr(n) for n in signature.inputs)})"
             )
         for name, array in inputs.items():
             check_shape(signature.inputs[name], array, f"input {name!r}")

@@ -80,9 +80,7 @@ class _IrisModule(tf.Module):  # type: ignore[misc]  # tf.Module is untyped
         return {"probabilities": self.probabilities(features)}
 
     def classify(self, inputs: Any) -> dict[str, Any]:
-        parsed = tf.io.parse_example(
-            inputs, {name: tf.io.FixedLenFeature([], tf.float32) for name in FEATURES}
-        )
+        parsed = tf.io.parse_example(inputs, {name: tf.io.FixedLenFeature([], tf.float32) for name in FEATURES})
         scores = self.probabilities(tf.stack([parsed[name] for name in FEATURES], axis=1))
         classes = tf.tile(self.species[tf.newaxis, :], [tf.shape(scores)[0], 1])
         return {"classes": classes, "scores": scores}

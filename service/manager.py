@@ -293,9 +293,7 @@ class ModelManager:
 
     def _load_failed(self, name: str, entry: _VersionRecord, code: Code, message: str) -> None:
         entry.failures += 1
-        delay = min(
-            self._settings.load_retry_initial_s * 2 ** (entry.failures - 1), self._settings.load_retry_max_s
-        )
+        delay = min(self._settings.load_retry_initial_s * 2 ** (entry.failures - 1), self._settings.load_retry_max_s)
         entry.retry_at = self._clock() + delay
         version = entry.status.version
         self._metrics.model_loads.labels(name, str(version), "failure").inc()
@@ -347,9 +345,7 @@ class ModelManager:
         default = record.serving.default_version(set(available))
         if default is not None:
             self._metrics.default_version.labels(name).set(default)
-        statuses = tuple(
-            replace(r.status) for _, r in sorted(record.versions.items(), key=lambda item: -item[0])
-        )
+        statuses = tuple(replace(r.status) for _, r in sorted(record.versions.items(), key=lambda item: -item[0]))
         return ModelSnapshot(
             name=name,
             available=MappingProxyType(available),

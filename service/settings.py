@@ -6,6 +6,7 @@ Built once in ``main()`` (or by a test) and passed down; nothing reads the envir
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator
@@ -38,8 +39,7 @@ def usable_cpus() -> int:
     """CPUs this process may use: the scheduler affinity, capped by a cgroup v2 CPU quota when one is set."""
     cpus = len(os.sched_getaffinity(0))
     try:
-        with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as handle:
-            quota, period = handle.read().split()
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text(encoding="ascii").split()
         if quota != "max":
             cpus = min(cpus, max(1, -(-int(quota) // int(period))))
     except (OSError, ValueError):
@@ -57,11 +57,9 @@ class Settings(BaseSettings):
         default_factory=lambda: ["*"],
         description="Models to serve, comma separated; '*' serves every model in the repository",
     )
-    version_policy: str = Field(
-        "latest:1", description="Default version policy: 'latest:N', 'all' or 'specific:1,2'"
-    )
+    version_policy: str = Field("latest:1", description="Default version policy: 'latest:N', 'all' or 'specific:1,2'")
     version_policies: dict[str, str] = Field(
-        default_factory=dict, description="Per-model version policy as JSON, e.g. {\"iris\": \"all\"}"
+        default_factory=dict, description='Per-model version policy as JSON, e.g. {"iris": "all"}'
     )
     cache_dir: str = Field("./.rtserve-cache", description="Where downloaded versions are kept")
 

@@ -16,9 +16,7 @@ from service.runtime.tensorflow import set_signature_methods
 from service.tensors import CLASSIFY_METHOD, REGRESS_METHOD
 
 # keras_classifier: probabilities = softmax(features @ KERAS_KERNEL + KERAS_BIAS)
-KERAS_KERNEL = np.array(
-    [[0.5, -0.25, 0.1], [-0.3, 0.2, 0.4], [0.05, 0.6, -0.5], [0.7, -0.1, 0.2]], dtype=np.float32
-)
+KERAS_KERNEL = np.array([[0.5, -0.25, 0.1], [-0.3, 0.2, 0.4], [0.05, 0.6, -0.5], [0.7, -0.1, 0.2]], dtype=np.float32)
 KERAS_BIAS = np.array([0.1, -0.2, 0.05], dtype=np.float32)
 
 # regress_classify_module: regress outputs = x * REGRESS_WEIGHT + REGRESS_BIAS;
@@ -96,9 +94,7 @@ def regress_classify_module(path: Path) -> Path:
     graph = tf.Graph()
     with graph.as_default():
         serialized = v1.placeholder(tf.string, [None], name="tf_example")
-        x = tf.io.parse_example(serialized, {EXAMPLE_FEATURE: tf.io.FixedLenFeature([], tf.float32)})[
-            EXAMPLE_FEATURE
-        ]
+        x = tf.io.parse_example(serialized, {EXAMPLE_FEATURE: tf.io.FixedLenFeature([], tf.float32)})[EXAMPLE_FEATURE]
         weight = v1.Variable(REGRESS_WEIGHT, name="weight")
         outputs = x * weight + REGRESS_BIAS
         scores = tf.stack([tf.sigmoid(-x), tf.sigmoid(x)], axis=1)
@@ -146,8 +142,5 @@ def corrupt_model(path: Path) -> Path:
 
 def example(**features: float) -> bytes:
     """A serialized tf.Example with one float per feature."""
-    feature = {
-        name: tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
-        for name, value in features.items()
-    }
+    feature = {name: tf.train.Feature(float_list=tf.train.FloatList(value=[value])) for name, value in features.items()}
     return bytes(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())

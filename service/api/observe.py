@@ -58,9 +58,7 @@ class InferenceObserver:
         finally:
             self._inflight.dec()
         self._metrics.requests.labels(model, version, self._protocol, str(response.status_code)).inc()
-        self._metrics.request_duration.labels(model, version, self._protocol).observe(
-            time.perf_counter() - started
-        )
+        self._metrics.request_duration.labels(model, version, self._protocol).observe(time.perf_counter() - started)
         return response
 
     def _error(self, status: int, message: str) -> Response:

@@ -16,7 +16,8 @@ from service.api.body import read_body
 from service.api.errors import http_status
 from service.api.observe import JSON, Answer, InferenceObserver
 from service.codecs import tfserving_json
-from service.dataplane import DataPlane, Target, echo
+from service.codecs.arrays import quote
+from service.dataplane import DataPlane, Target, parse_version
 from service.errors import InvalidArgument, NotFound, ServingError
 from service.manager import LoadedVersion, ModelSnapshot
 from service.metrics import Metrics
@@ -28,19 +29,9 @@ SIGNATURE_MAP_TYPE = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
 ADDRESSINGS = ("", "/versions/{version}", "/labels/{label}")
 
 
-def parse_version(text: str | None) -> int | None:
-    if text is None:
-        return None
-    if not text.isdigit() or len(text) > 18:
-        raise InvalidArgument(f"Failed to convert version: {echo(text)} to numeric.")
-    return int(text)
-
-
 def target_of(request: Request) -> Target:
     params = request.path_params
-    return Target(
-        model=params["model_name"], version=parse_version(params.get("version")), label=params.get("label")
-    )
+    return Target(model=params["model_name"], version=parse_version(params.get("version")), label=params.get("label"))
 
 
 def json_response(document: Any, status: int = 200) -> Response:
@@ -61,9 +52,9 @@ def status_document(model: ModelSnapshot, target: Target, dataplane: DataPlane) 
         version = dataplane.resolve(target).version if target.label is not None else target.version
         statuses = [s for s in model.statuses if s.version == version]
         if not statuses:
-            raise NotFound(f"Could not find version {version} of model {echo(target.model)}")
+            raise NotFound(f"Could not find version {version} of model {quote(target.model)}")
     if not statuses:
-        raise NotFound(f"Could not find any versions of model {echo(target.model)}")
+        raise NotFound(f"Could not find any versions of model {quote(target.model)}")
     return {
         "model_version_status": [
             {
@@ -195,6 +186,6 @@ def examples_input(signature: SignatureSpec) -> str:
     strings = [name for name, spec in signature.inputs.items() if spec.dtype.is_string]
     if len(signature.inputs) != 1 or len(strings) != 1:
         raise InvalidArgument(
-            f"signature {echo(signature.name)} must take exactly one string input of serialized tf.Example"
+            f"signature {quote(signature.name)} must take exactly one string input of serialized tf.Example"
         )
     return strings[0]

@@ -14,21 +14,13 @@ from service.api.errors import http_status
 from service.api.health import NOT_READY
 from service.api.observe import JSON, Answer, InferenceObserver
 from service.codecs import v2_json
-from service.dataplane import DataPlane, Target, echo
-from service.errors import InvalidArgument, NotFound, ServingError
+from service.dataplane import DataPlane, Target, parse_version
+from service.errors import NotFound, ServingError
 from service.metrics import Metrics
 
 PROTOCOL = "v2"
 PLATFORM = "tensorflow_savedmodel"
 SERVER_NAME = "rtserve"
-
-
-def parse_version(text: str | None) -> int | None:
-    if text is None:
-        return None
-    if not text.isdigit() or len(text) > 18:
-        raise InvalidArgument(f"model version {echo(text)} is not a version number")
-    return int(text)
 
 
 def target_of(request: Request) -> Target:
@@ -88,15 +80,10 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
                 decoded = v2_json.decode_infer(body, signature, dataplane.max_tensor_elements)
                 dataplane.validate(signature, decoded.inputs)
                 outputs = await dataplane.run(loaded, signature, decoded.inputs)
-                if decoded.requested_outputs is not None:
-                    unknown = [n for n in decoded.requested_outputs if n not in outputs]
-                    if unknown:
-                        raise InvalidArgument(f"unknown requested output {', '.join(echo(n) for n in unknown)}")
+                if decoded.requested_outputs is not None:  # names already checked against the signature
                     outputs = {n: outputs[n] for n in decoded.requested_outputs}
                 datatypes = {n: signature.outputs[n].dtype for n in outputs if n in signature.outputs}
-                encoded = v2_json.encode_infer(
-                    loaded.model, loaded.version_label, decoded.id, outputs, datatypes
-                )
+                encoded = v2_json.encode_infer(loaded.model, loaded.version_label, decoded.id, outputs, datatypes)
                 return Answer(encoded, loaded.model, loaded.version_label)
 
         return await observer.answer(dataplane.metric_label(request.path_params["model_name"]), work)

@@ -81,9 +81,7 @@ def check_shape(spec: TensorSpec, array: np.ndarray, where: str | None = None) -
     """Refuse an array whose shape the signature does not accept (-1 matches any size)."""
     if not spec.accepts_shape(tuple(array.shape)):
         label = where or f"input {quote(spec.name)}"
-        raise InvalidArgument(
-            f"{label} expects shape {spec.describe_shape()}, got {format_shape(array.shape)}"
-        )
+        raise InvalidArgument(f"{label} expects shape {spec.describe_shape()}, got {format_shape(array.shape)}")
 
 
 def check_names(
@@ -198,9 +196,7 @@ def flatten_v2_data(
         if not any(isinstance(item, list) for item in data):
             raise
         # Irregular nesting (or a bad element): flatten first, so any remaining error names a flat position.
-        array = to_array(
-            _flatten_any(data, where), dtype, where, max_elements, b64_objects=False, label=label
-        )
+        array = to_array(_flatten_any(data, where), dtype, where, max_elements, b64_objects=False, label=label)
     return array.reshape(-1)
 
 
@@ -321,9 +317,7 @@ def _collect(node: object, shape: tuple[int, ...], path: list[int], where: str, 
 
 def _ragged(where: str, path: list[int]) -> InvalidArgument:
     first = [*path[:-1], 0]
-    return InvalidArgument(
-        f"{where}{_index(path)} has a different shape than {where}{_index(first)} (ragged)"
-    )
+    return InvalidArgument(f"{where}{_index(path)} has a different shape than {where}{_index(first)} (ragged)")
 
 
 def _from_leaves(
@@ -385,9 +379,7 @@ def _float_element(value: int | float, dtype: DType, label: str) -> float:
         number = float(value)
     except OverflowError:  # an int beyond any float
         raise _BadValueError(f"{_short(value)} is out of range for {label}") from None
-    if math.isfinite(number) and abs(number) > float(
-        np.finfo(cast("np.dtype[np.floating[Any]]", dtype.numpy)).max
-    ):
+    if math.isfinite(number) and abs(number) > float(np.finfo(cast("np.dtype[np.floating[Any]]", dtype.numpy)).max):
         raise _BadValueError(f"{_short(value)} is out of range for {label}")
     return number
 

@@ -52,9 +52,7 @@ def encode_error(message: str) -> bytes:
 # -- predict --
 
 
-def decode_predict(
-    body: bytes, signature_for: Callable[[str], SignatureSpec], max_elements: int
-) -> PredictRequest:
+def decode_predict(body: bytes, signature_for: Callable[[str], SignatureSpec], max_elements: int) -> PredictRequest:
     """Parse ``{"signature_name"?, "instances": [...]}`` (row) or ``{"signature_name"?, "inputs": ...}``.
 
     Names are checked here (so messages can point into the body); shapes against the signature are the data
@@ -66,9 +64,7 @@ def decode_predict(
     if has_rows and has_columns:
         raise InvalidArgument("the request has both 'instances' and 'inputs'; send exactly one")
     if not has_rows and not has_columns:
-        raise InvalidArgument(
-            "the request has neither 'instances' (row format) nor 'inputs' (columnar format)"
-        )
+        raise InvalidArgument("the request has neither 'instances' (row format) nor 'inputs' (columnar format)")
     signature = signature_for(_signature_name(document))
     if has_rows:
         inputs = _decode_rows(document["instances"], signature, max_elements)
@@ -106,9 +102,7 @@ def _decode_rows(instances: object, signature: SignatureSpec, max_elements: int)
         for i, instance in enumerate(instances):
             if not _is_named(instance):
                 raise InvalidArgument(f"instances[{i}] is not an object naming inputs, but instances[0] is")
-            check_names(
-                instance.keys(), specs.keys(), kind="input", where=f"instances[{i}]", owner=_owner(signature)
-            )
+            check_names(instance.keys(), specs.keys(), kind="input", where=f"instances[{i}]", owner=_owner(signature))
         return {
             name: stack(
                 [instance[name] for instance in instances],
@@ -145,8 +139,7 @@ def _decode_columns(value: object, signature: SignatureSpec, max_elements: int) 
         }
     if len(specs) != 1:
         raise InvalidArgument(
-            f"'inputs' is a bare value, but {_owner(signature)} has {len(specs)} inputs; "
-            "send an object naming them"
+            f"'inputs' is a bare value, but {_owner(signature)} has {len(specs)} inputs; send an object naming them"
         )
     ((name, spec),) = specs.items()
     return {name: to_array(value, spec.dtype, "inputs", max_elements)}
@@ -307,9 +300,7 @@ def encode_classify(classes: np.ndarray | None, scores: np.ndarray | None) -> by
             f"classification outputs must have shape [batch_size, num_classes], got {list(reference.shape)}"
         )
     if classes is not None and scores is not None and classes.shape != scores.shape:
-        raise InvalidArgument(
-            f"'classes' has shape {list(classes.shape)} but 'scores' has {list(scores.shape)}"
-        )
+        raise InvalidArgument(f"'classes' has shape {list(classes.shape)} but 'scores' has {list(scores.shape)}")
     batch, width = reference.shape
     labels = (
         [[_label(item) for item in row] for row in classes.tolist()]

@@ -49,18 +49,14 @@ def decode_infer(body: bytes, signature: SignatureSpec, max_elements: int) -> In
     return decode_infer_header(parse_object(body), signature, max_elements)
 
 
-def decode_infer_header(
-    document: Mapping[str, Any], signature: SignatureSpec, max_elements: int
-) -> InferRequest:
+def decode_infer_header(document: Mapping[str, Any], signature: SignatureSpec, max_elements: int) -> InferRequest:
     """Validate a parsed inference request and turn its inputs into arrays of the signature's dtypes."""
     request_id = document.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidArgument(f"'id' must be a string, got {json_type(request_id)}")
     entries = _input_entries(document)
     check_names(entries.keys(), signature.inputs.keys(), kind="input", where="the request", owner=_OWNER)
-    inputs = {
-        name: _input_array(entry, signature.inputs[name], max_elements) for name, entry in entries.items()
-    }
+    inputs = {name: _input_array(entry, signature.inputs[name], max_elements) for name, entry in entries.items()}
     return InferRequest(
         id=request_id,
         parameters=_parameters(document.get("parameters"), "the request"),
@@ -111,9 +107,7 @@ def _input_array(entry: Mapping[str, Any], spec: TensorSpec, max_elements: int) 
         raise InvalidArgument(f"{where} has no 'data'")
     flat = flatten_v2_data(entry["data"], dtype, f"{where} data", max_elements, label=dtype.v2_name)
     if flat.size != count:
-        raise InvalidArgument(
-            f"{where} has shape {format_shape(shape)} ({count} elements) but {flat.size} values"
-        )
+        raise InvalidArgument(f"{where} has shape {format_shape(shape)} ({count} elements) but {flat.size} values")
     return flat.reshape(shape)
 
 
@@ -158,9 +152,7 @@ def _requested_outputs(value: object, signature: SignatureSpec) -> list[str] | N
         if "classification" in _parameters(entry.get("parameters"), f"output {quote(name)}"):
             raise InvalidArgument(f"output {quote(name)} asks for classification, which is not supported")
         names.append(name)
-    check_names(
-        names, signature.outputs.keys(), kind="output", where="the request", owner=_OWNER, require_all=False
-    )
+    check_names(names, signature.outputs.keys(), kind="output", where="the request", owner=_OWNER, require_all=False)
     return names
 
 

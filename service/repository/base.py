@@ -102,9 +102,7 @@ class Repository(Protocol):
         """Copy every listed file into ``destination`` (an existing empty folder), keeping relative paths."""
         ...
 
-    def upload_version(
-        self, model: str, version: int, source: Path, progress: ProgressCallback | None = None
-    ) -> None:
+    def upload_version(self, model: str, version: int, source: Path, progress: ProgressCallback | None = None) -> None:
         """Copy a SavedModel folder into the repository, writing MANIFEST.json last."""
         ...
 

@@ -100,9 +100,7 @@ class LocalRepository:
             except OSError as exc:
                 raise RepositoryError(f"cannot copy {source / info.path}: {exc}") from exc
 
-    def upload_version(
-        self, model: str, version: int, source: Path, progress: ProgressCallback | None = None
-    ) -> None:
+    def upload_version(self, model: str, version: int, source: Path, progress: ProgressCallback | None = None) -> None:
         target = self._version_dir(model, version)
         if target.exists():
             raise AlreadyExists(f"{model} version {version} already exists in {self.uri}")

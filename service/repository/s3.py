@@ -91,9 +91,7 @@ class S3Repository:
                 version, _, path = str(item["Key"])[len(base) :].partition("/")
                 # Skips model-level files (serving.json), foreign names, folder markers and unsafe keys.
                 if is_version(version) and is_safe_relative_path(path):
-                    files.setdefault(int(version), []).append(
-                        FileInfo(path, int(item["Size"]), str(item["ETag"]))
-                    )
+                    files.setdefault(int(version), []).append(FileInfo(path, int(item["Size"]), str(item["ETag"])))
         return {v: VersionListing(model, v, tuple(sorted(f, key=lambda i: i.path))) for v, f in files.items()}
 
     def download_version(
@@ -106,9 +104,7 @@ class S3Repository:
             with self._errors("download", key):
                 self._client.download_file(self._bucket, key, str(target), Callback=progress)
 
-    def upload_version(
-        self, model: str, version: int, source: Path, progress: ProgressCallback | None = None
-    ) -> None:
+    def upload_version(self, model: str, version: int, source: Path, progress: ProgressCallback | None = None) -> None:
         check_model_name(model)
         check_version(version)
         folder = self._folder(model, str(version))

@@ -80,9 +80,7 @@ def _read_saved_model(folder: Path) -> Any:
 
             text_format.Parse(text.read_text(encoding="utf-8"), proto)
     except OSError as error:
-        raise _SavedModelError(
-            f"cannot read the SavedModel file ({type(error).__name__}: {error})"
-        ) from error
+        raise _SavedModelError(f"cannot read the SavedModel file ({type(error).__name__}: {error})") from error
     except Exception as error:  # protobuf's DecodeError/ParseError, or text that is not UTF-8
         raise _SavedModelError(f"the SavedModel file is not a valid SavedModel protobuf ({error})") from error
     return proto
@@ -224,9 +222,7 @@ class TensorFlowServable:
         self._folder = folder
         # The loaded object owns the variables the signature functions capture: keep it alive with them.
         self._loaded: Any = loaded
-        self._runners = {
-            name: _Runner.build(loaded.signatures[name], spec) for name, spec in signatures.items()
-        }
+        self._runners = {name: _Runner.build(loaded.signatures[name], spec) for name, spec in signatures.items()}
         self._signatures = dict(signatures)
         self._closed = False
 

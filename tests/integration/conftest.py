@@ -133,9 +133,7 @@ def _moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServe
 
 
 @pytest.fixture
-def s3_server(
-    _moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[S3Server]:
+def s3_server(_moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[S3Server]:
     """A running moto S3 server, with fake AWS credentials in the environment (moto accepts any)."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from apptools import publish, running_app
 from fastapi.testclient import TestClient
 
-from apptools import publish, running_app
 from service.repository.local import LocalRepository
 from service.settings import Settings
 
@@ -56,9 +56,24 @@ CASES = [
     ("/v1/models/..%2F..%2Fetc%2Fpasswd:predict", GOOD, 404, ""),
     ("/v1/models/%E2%98%83:predict", GOOD, 404, ""),
     (INFER, b'{"inputs": "x"}', 400, "inputs"),
-    (INFER, b'{"inputs": [{"name": "features", "shape": [-1, 4], "datatype": "FP32", "data": []}]}', 400, "shape"),
-    (INFER, b'{"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, [3], 4]}]}',
-     400, ""),
+    (
+        INFER,
+        b'{"inputs": [{"name": "features", "shape": [-1, 4], "datatype": "FP32", "data": []}]}',
+        400,
+        "shape",
+    ),
+    (
+        INFER,
+        b'{"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, "x", 4]}]}',
+        400,
+        "",
+    ),
+    (
+        INFER,
+        b'{"inputs": [{"name": "features", "shape": [1, -4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}',
+        400,
+        "shape",
+    ),
     ("/v2/models/nope/infer", b'{"inputs": []}', 404, "nope"),
 ]
 

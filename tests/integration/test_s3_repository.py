@@ -53,9 +53,7 @@ def put(s3_server: S3Server, repo: S3Repository, object_key: str, data: bytes) -
     s3_server.client().put_object(Bucket=bucket_of(repo), Key=object_key, Body=data)
 
 
-def test_push_list_fetch_round_trip(
-    repo: S3Repository, fake_saved_model: SavedModelFactory, tmp_path: Path
-) -> None:
+def test_push_list_fetch_round_trip(repo: S3Repository, fake_saved_model: SavedModelFactory, tmp_path: Path) -> None:
     backend: Repository = repo
     source = fake_saved_model("a")
     assert push_version(backend, source, "iris") == 1
@@ -183,9 +181,7 @@ def test_a_missing_bucket_is_a_repository_error_naming_it(s3_server: S3Server) -
         repo.read_model_file("iris", "serving.json")
 
 
-def test_missing_credentials_are_a_repository_error(
-    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_missing_credentials_are_a_repository_error(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
     bucket = s3_server.create_bucket()
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")

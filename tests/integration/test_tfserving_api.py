@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from apptools import publish, running_app
 from fastapi.testclient import TestClient
 
-from apptools import publish, running_app
 from service.repository.local import LocalRepository
 from service.settings import Settings
 
@@ -56,9 +56,7 @@ def test_model_status_lists_every_version(client: TestClient) -> None:
 
 
 def test_model_status_of_one_version_and_label(client: TestClient) -> None:
-    assert [s["version"] for s in client.get("/v1/models/iris/versions/2").json()["model_version_status"]] == [
-        "2"
-    ]
+    assert [s["version"] for s in client.get("/v1/models/iris/versions/2").json()["model_version_status"]] == ["2"]
     by_label = client.get("/v1/models/iris/labels/canary").json()["model_version_status"]
     assert [s["version"] for s in by_label] == ["2"]
     missing = client.get("/v1/models/iris/versions/7")
@@ -152,10 +150,12 @@ def test_classify_the_demo_model_with_examples(client: TestClient) -> None:
 
 def test_classify_and_regress_signatures(client: TestClient) -> None:
     classify = client.post(
-        "/v1/models/examples:classify", json={"signature_name": "classify", "examples": [{"x": 1.0}, {"x": 2.0}]}
+        "/v1/models/examples:classify",
+        json={"signature_name": "classify", "examples": [{"x": 1.0}, {"x": 2.0}]},
     )
     regress = client.post(
-        "/v1/models/examples:regress", json={"signature_name": "regress", "examples": [{"x": 1.0}, {"x": 2.0}]}
+        "/v1/models/examples:regress",
+        json={"signature_name": "regress", "examples": [{"x": 1.0}, {"x": 2.0}]},
     )
     assert classify.status_code == 200, classify.text
     assert len(classify.json()["results"]) == 2

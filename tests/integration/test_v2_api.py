@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from apptools import publish, running_app
 from fastapi.testclient import TestClient
 
-from apptools import publish, running_app
 from service.repository.local import LocalRepository
 from service.settings import Settings
 
@@ -56,7 +56,12 @@ def test_infer_fp32(client: TestClient) -> None:
     body = {
         "id": "req-1",
         "inputs": [
-            {"name": "features", "shape": [2, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3]}
+            {
+                "name": "features",
+                "shape": [2, 4],
+                "datatype": "FP32",
+                "data": [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3],
+            }
         ],
     }
     response = client.post("/v2/models/iris/infer", json=body)

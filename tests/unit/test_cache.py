@@ -61,9 +61,7 @@ def leftovers(cache: Path) -> list[str]:
     return sorted(p.name for p in cache.iterdir() if p.name.startswith(".tmp-")) if cache.exists() else []
 
 
-def test_fetch_returns_a_verified_folder_named_after_version_and_listing(
-    repo: CountingRepository, cache: Path
-) -> None:
+def test_fetch_returns_a_verified_folder_named_after_version_and_listing(repo: CountingRepository, cache: Path) -> None:
     listing = publish(repo, "iris", 1)
     folder = fetch_version(repo, listing, cache)
     assert folder == cache / "iris" / cached_name(listing)
@@ -85,9 +83,7 @@ def test_fetch_reuses_a_cached_folder_without_downloading(repo: CountingReposito
 def test_a_rewritten_version_is_fetched_into_a_new_folder(repo: CountingRepository, cache: Path) -> None:
     listing = publish(repo, "iris", 1)
     first = fetch_version(repo, listing, cache)
-    changed = VersionListing(
-        "iris", 1, tuple(FileInfo(f.path, f.size, f.marker + "0") for f in listing.files)
-    )
+    changed = VersionListing("iris", 1, tuple(FileInfo(f.path, f.size, f.marker + "0") for f in listing.files))
     second = fetch_version(repo, changed, cache)
     assert first != second
     assert repo.downloads == 2
@@ -106,9 +102,7 @@ def test_cached_name_depends_only_on_the_fingerprint() -> None:
 def test_tampered_file_is_data_loss_and_leaves_nothing_behind(repo: CountingRepository, cache: Path) -> None:
     listing = publish(repo, "iris", 1, content=b"graph")
     (repo.root / "iris" / "1" / "saved_model.pb").write_bytes(b"GRAPH")
-    with pytest.raises(
-        DataLoss, match=re.escape("iris version 1: file 'saved_model.pb' does not match its sha256")
-    ):
+    with pytest.raises(DataLoss, match=re.escape("iris version 1: file 'saved_model.pb' does not match its sha256")):
         fetch_version(repo, listing, cache)
     assert leftovers(cache) == []
     assert not (cache / "iris" / cached_name(listing)).exists()
@@ -126,9 +120,7 @@ def test_an_extra_file_beside_the_manifest_is_data_loss(repo: CountingRepository
 def test_a_file_that_changed_size_since_listing_is_data_loss(repo: CountingRepository, cache: Path) -> None:
     listing = write_version_without_manifest(repo, "iris", 1)
     (repo.root / "iris" / "1" / "saved_model.pb").write_bytes(b"rewritten after the listing")
-    with pytest.raises(
-        DataLoss, match=re.escape("'saved_model.pb' has 27 bytes after download, the listing says 12")
-    ):
+    with pytest.raises(DataLoss, match=re.escape("'saved_model.pb' has 27 bytes after download, the listing says 12")):
         fetch_version(repo, listing, cache)
     assert leftovers(cache) == []
 

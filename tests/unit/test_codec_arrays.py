@@ -362,9 +362,7 @@ def test_flatten_v2_data_refuses_bad_elements_and_non_lists() -> None:
 def test_check_shape_message() -> None:
     spec = TensorSpec("features", FLOAT, (-1, 4))
     arrays.check_shape(spec, np.zeros((7, 4)))
-    with pytest.raises(
-        InvalidArgument, match=re.escape("input 'features' expects shape [-1, 4], got [1, 3]")
-    ):
+    with pytest.raises(InvalidArgument, match=re.escape("input 'features' expects shape [-1, 4], got [1, 3]")):
         arrays.check_shape(spec, np.zeros((1, 3)))
     with pytest.raises(InvalidArgument, match=re.escape("x expects shape [-1, 4], got [4]")):
         arrays.check_shape(spec, np.zeros(4), "x")
@@ -375,9 +373,7 @@ def test_check_shape_accepts_anything_for_unknown_rank() -> None:
 
 
 def test_check_names() -> None:
-    with pytest.raises(
-        InvalidArgument, match=re.escape("r names unknown input 'z'; sig has inputs 'a', 'b'")
-    ):
+    with pytest.raises(InvalidArgument, match=re.escape("r names unknown input 'z'; sig has inputs 'a', 'b'")):
         arrays.check_names(["a", "z"], ["a", "b"], kind="input", where="r", owner="sig")
     with pytest.raises(InvalidArgument, match=re.escape("r is missing input 'b'; sig has inputs 'a', 'b'")):
         arrays.check_names(["a"], ["a", "b"], kind="input", where="r", owner="sig")
@@ -415,9 +411,7 @@ def test_integers_bools_and_scalars() -> None:
     assert json_io.dumps(arrays.to_json_value(np.array([True, False]))) == b"[true,false]"
     assert json_io.dumps(arrays.to_json_value(np.array(2.5, dtype=np.float32))) == b"2.5"
     assert json_io.dumps(arrays.to_json_value(np.array(np.nan))) == b"NaN"
-    assert (
-        json_io.dumps(arrays.to_json_value(np.array(2**64 - 1, dtype=np.uint64))) == b"18446744073709551615"
-    )
+    assert json_io.dumps(arrays.to_json_value(np.array(2**64 - 1, dtype=np.uint64))) == b"18446744073709551615"
 
 
 def test_non_contiguous_and_empty_arrays() -> None:

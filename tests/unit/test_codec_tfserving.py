@@ -33,9 +33,7 @@ STRING_INPUT = signature(text=TensorSpec("text", STRING, (-1,)))
 INT8_INPUT = signature(q=TensorSpec("q", INT8, (-1, 2)))
 
 
-def decode(
-    document: object, spec: SignatureSpec = ONE_INPUT, limit: int = LIMIT
-) -> tfserving_json.PredictRequest:
+def decode(document: object, spec: SignatureSpec = ONE_INPUT, limit: int = LIMIT) -> tfserving_json.PredictRequest:
     body = document if isinstance(document, bytes) else orjson.dumps(document)
     return tfserving_json.decode_predict(body, lambda name: spec, limit)
 
@@ -106,9 +104,7 @@ def test_signature_lookup_errors_propagate() -> None:
 
 
 def test_signature_name_must_be_a_string() -> None:
-    refused(
-        {"signature_name": 3, "instances": [[1, 2, 3, 4]]}, "'signature_name' must be a string, got a number"
-    )
+    refused({"signature_name": 3, "instances": [[1, 2, 3, 4]]}, "'signature_name' must be a string, got a number")
 
 
 def test_both_instances_and_inputs_are_refused() -> None:
@@ -177,9 +173,7 @@ def test_mixing_named_and_bare_instances_is_refused() -> None:
 def test_values_are_checked_against_the_input_dtype() -> None:
     refused({"instances": [[1, 2], [3, 128]]}, "instances[1][1]: 128 is out of range for DT_INT8", INT8_INPUT)
     refused({"instances": [[1, 2], [3, 1.5]]}, "instances[1][1]: 1.5 is not an integer (DT_INT8)", INT8_INPUT)
-    refused(
-        {"instances": [[1.0, True, 3.0, 4.0]]}, "instances[0][1]: expected a number (DT_FLOAT), got a boolean"
-    )
+    refused({"instances": [[1.0, True, 3.0, 4.0]]}, "instances[0][1]: expected a number (DT_FLOAT), got a boolean")
     refused({"instances": [["1", 2, 3, 4]]}, "instances[0][0]: expected a number (DT_FLOAT), got a string")
     refused(
         {"instances": [{"a": [1, 2], "b": 1.5}]},
@@ -270,9 +264,7 @@ def test_row_response_several_outputs_is_a_list_of_objects() -> None:
 
 def test_row_response_with_disagreeing_batch_sizes_is_refused() -> None:
     outputs = {"a": np.zeros((2, 3)), "b": np.zeros((3,))}
-    with pytest.raises(
-        InvalidArgument, match=re.escape("outputs 'a' and 'b' disagree on the batch size (2 vs 3)")
-    ):
+    with pytest.raises(InvalidArgument, match=re.escape("outputs 'a' and 'b' disagree on the batch size (2 vs 3)")):
         tfserving_json.encode_predict(outputs, False)
 
 
@@ -415,9 +407,7 @@ def test_classify_with_only_scores_or_only_classes() -> None:
     assert parse(tfserving_json.encode_classify(None, np.array([[0.25, 0.75]]))) == {
         "results": [[["", 0.25], ["", 0.75]]]
     }
-    assert parse(tfserving_json.encode_classify(np.array([[b"x"]], dtype=object), None)) == {
-        "results": [[["x", 0.0]]]
-    }
+    assert parse(tfserving_json.encode_classify(np.array([[b"x"]], dtype=object), None)) == {"results": [[["x", 0.0]]]}
 
 
 def test_classify_refuses_bad_outputs() -> None:
@@ -430,12 +420,7 @@ def test_classify_refuses_bad_outputs() -> None:
 
 
 def test_regress_results() -> None:
-    assert (
-        tfserving_json.encode_regress(np.array([[1.5], [0.1]], dtype=np.float64)) == b'{"results":[1.5,0.1]}'
-    )
-    assert (
-        tfserving_json.encode_regress(np.array([2.0, np.inf], dtype=np.float32))
-        == b'{"results":[2.0,Infinity]}'
-    )
+    assert tfserving_json.encode_regress(np.array([[1.5], [0.1]], dtype=np.float64)) == b'{"results":[1.5,0.1]}'
+    assert tfserving_json.encode_regress(np.array([2.0, np.inf], dtype=np.float32)) == b'{"results":[2.0,Infinity]}'
     with pytest.raises(InvalidArgument, match=re.escape("[batch_size] or [batch_size, 1], got [2, 2]")):
         tfserving_json.encode_regress(np.zeros((2, 2)))

@@ -33,9 +33,7 @@ SIGNATURE = SignatureSpec(
     },
     {"probs": TensorSpec("probs", FLOAT, (-1, 3)), "label": TensorSpec("label", STRING, (-1,))},
 )
-ONE_INPUT = SignatureSpec(
-    "serving_default", PREDICT_METHOD, {"x": TensorSpec("x", FLOAT, (-1, 4))}, SIGNATURE.outputs
-)
+ONE_INPUT = SignatureSpec("serving_default", PREDICT_METHOD, {"x": TensorSpec("x", FLOAT, (-1, 4))}, SIGNATURE.outputs)
 
 
 def tensor(name: str, datatype: str, shape: list[Any], data: Any, **extra: Any) -> dict[str, Any]:
@@ -182,9 +180,7 @@ def test_numeric_data_rules() -> None:
     )
     spec = SignatureSpec("s", PREDICT_METHOD, {"ids": SIGNATURE.inputs["ids"]}, {})
     refused({"inputs": [tensor("ids", "UINT32", [1], [-1])]}, "data[0]: -1 is out of range for UINT32", spec)
-    refused(
-        {"inputs": [tensor("ids", "UINT32", [1], [0.5])]}, "data[0]: 0.5 is not an integer (UINT32)", spec
-    )
+    refused({"inputs": [tensor("ids", "UINT32", [1], [0.5])]}, "data[0]: 0.5 is not an integer (UINT32)", spec)
 
 
 def test_nan_tokens_in_data() -> None:
@@ -210,9 +206,7 @@ def test_binary_data_needs_the_binary_extension() -> None:
 
 
 def test_requested_outputs() -> None:
-    request = decode(
-        {"inputs": [x_input()], "outputs": [{"name": "label"}, {"name": "probs", "parameters": {}}]}
-    )
+    request = decode({"inputs": [x_input()], "outputs": [{"name": "label"}, {"name": "probs", "parameters": {}}]})
     assert request.requested_outputs == ["label", "probs"]
 
 
@@ -225,12 +219,8 @@ def test_requested_outputs_are_checked() -> None:
         {"inputs": [x_input()], "outputs": [{"name": "label"}] * 2},
         "output 'label' is requested more than once",
     )
-    refused(
-        {"inputs": [x_input()], "outputs": ["label"]}, "outputs[0] must be an object with a 'name' string"
-    )
-    refused(
-        {"inputs": [x_input()], "outputs": {"name": "label"}}, "'outputs' must be a list of output objects"
-    )
+    refused({"inputs": [x_input()], "outputs": ["label"]}, "outputs[0] must be an object with a 'name' string")
+    refused({"inputs": [x_input()], "outputs": {"name": "label"}}, "'outputs' must be a list of output objects")
     refused(
         {"inputs": [x_input()], "outputs": [{"name": "label", "parameters": {"classification": 2}}]},
         "output 'label' asks for classification, which is not supported",
@@ -277,9 +267,9 @@ def test_response_data_is_flat_row_major() -> None:
 
 def test_response_bytes_fall_back_to_base64_text() -> None:
     label = np.array([b"ok", b"\xff\xfe"], dtype=object)
-    (output,) = json.loads(
-        v2_json.encode_infer("m", "1", None, {"label_bytes": label}, {"label_bytes": STRING})
-    )["outputs"]
+    (output,) = json.loads(v2_json.encode_infer("m", "1", None, {"label_bytes": label}, {"label_bytes": STRING}))[
+        "outputs"
+    ]
     assert output["data"] == ["ok", "//4="]
 
 

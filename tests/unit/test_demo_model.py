@@ -48,16 +48,12 @@ def test_signatures(iris: TensorFlowServable) -> None:
     assert set(iris.signatures) == {"serving_default", "classify"}
     default, classify = iris.signatures["serving_default"], iris.signatures["classify"]
     assert default.method_name == PREDICT_METHOD
-    assert [(s.name, s.dtype.tf_name, s.shape) for s in default.inputs.values()] == [
-        ("features", "DT_FLOAT", (-1, 4))
-    ]
+    assert [(s.name, s.dtype.tf_name, s.shape) for s in default.inputs.values()] == [("features", "DT_FLOAT", (-1, 4))]
     assert [(s.name, s.dtype.tf_name, s.shape) for s in default.outputs.values()] == [
         ("probabilities", "DT_FLOAT", (-1, 3))
     ]
     assert classify.method_name == CLASSIFY_METHOD
-    assert [(s.name, s.dtype.tf_name, s.shape) for s in classify.inputs.values()] == [
-        ("inputs", "DT_STRING", (-1,))
-    ]
+    assert [(s.name, s.dtype.tf_name, s.shape) for s in classify.inputs.values()] == [("inputs", "DT_STRING", (-1,))]
     assert [(s.name, s.dtype.tf_name, s.shape) for s in classify.outputs.values()] == [
         ("classes", "DT_STRING", (-1, 3)),
         ("scores", "DT_FLOAT", (-1, 3)),

@@ -55,9 +55,7 @@ def test_satisfies_the_repository_protocol(repo: LocalRepository) -> None:
     assert backend.uri == str(repo.root)
 
 
-def test_push_list_fetch_round_trip(
-    repo: LocalRepository, saved_model: SavedModelFactory, tmp_path: Path
-) -> None:
+def test_push_list_fetch_round_trip(repo: LocalRepository, saved_model: SavedModelFactory, tmp_path: Path) -> None:
     source = saved_model("a")
     assert push_version(repo, source, "iris") == 1
 
@@ -140,9 +138,7 @@ def test_half_uploaded_version_is_listed_without_manifest(
     assert [(r.version, r.complete, r.manifest_ok) for r in rows] == [(1, True, True), (2, False, None)]
 
 
-def test_next_free_version_counts_incomplete_versions(
-    repo: LocalRepository, saved_model: SavedModelFactory
-) -> None:
+def test_next_free_version_counts_incomplete_versions(repo: LocalRepository, saved_model: SavedModelFactory) -> None:
     assert push_version(repo, saved_model("a"), "iris") == 1
     assert push_version(repo, saved_model("b"), "iris") == 2
     assert push_version(repo, saved_model("c"), "iris", version=10) == 10
@@ -260,9 +256,7 @@ def test_a_file_deleted_before_download_is_a_repository_error(
         repo.download_version(listing, destination)
 
 
-def test_listing_marker_changes_when_a_file_is_rewritten(
-    repo: LocalRepository, saved_model: SavedModelFactory
-) -> None:
+def test_listing_marker_changes_when_a_file_is_rewritten(repo: LocalRepository, saved_model: SavedModelFactory) -> None:
     push_version(repo, saved_model("a"), "iris")
     before = repo.list_versions("iris")[1].fingerprint()
     assert repo.list_versions("iris")[1].fingerprint() == before
@@ -315,8 +309,6 @@ def test_byte_progress_is_a_callback_only_when_enabled() -> None:
         callback(6)
 
 
-def test_push_with_a_progress_bar_publishes_the_same(
-    repo: LocalRepository, saved_model: SavedModelFactory
-) -> None:
+def test_push_with_a_progress_bar_publishes_the_same(repo: LocalRepository, saved_model: SavedModelFactory) -> None:
     assert push_version(repo, saved_model("a"), "iris", progress=True) == 1
     assert repo.list_versions("iris")[1].has_manifest

@@ -6,9 +6,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from fakes import FakeLoader, write_fake_version
 from prometheus_client import CollectorRegistry
 
-from fakes import FakeLoader, write_fake_version
 from service.errors import Code, RepositoryError
 from service.manager import AVAILABLE, END, ModelManager
 from service.metrics import Metrics
@@ -57,9 +57,12 @@ def test_loads_latest_version_and_reports_available(tmp_path: Path, repo_root: P
     assert model.default_version == 2
     assert manager.is_ready()
     assert loader.loaded[0].warmed == (1,)
-    assert metrics.registry.get_sample_value(
-        "rtserve_model_version_state", {"model_name": "m", "model_version": "2", "state": AVAILABLE}
-    ) == 1.0
+    assert (
+        metrics.registry.get_sample_value(
+            "rtserve_model_version_state", {"model_name": "m", "model_version": "2", "state": AVAILABLE}
+        )
+        == 1.0
+    )
 
 
 def test_new_version_replaces_old_only_after_it_is_available(tmp_path: Path, repo_root: Path) -> None:
@@ -92,9 +95,12 @@ def test_corrupt_version_never_replaces_serving_one_and_is_retried_with_backoff(
     assert failed.state == END
     assert failed.error_code == Code.UNKNOWN
     assert "corrupt" in failed.error_message
-    assert metrics.registry.get_sample_value(
-        "rtserve_model_loads_total", {"model_name": "m", "model_version": "3", "outcome": "failure"}
-    ) == 1.0
+    assert (
+        metrics.registry.get_sample_value(
+            "rtserve_model_loads_total", {"model_name": "m", "model_version": "3", "outcome": "failure"}
+        )
+        == 1.0
+    )
     calls = loader.calls
     manager.poll_once()  # inside the back-off window: no new attempt
     assert loader.calls == calls
@@ -121,9 +127,7 @@ def test_policy_all_and_specific(tmp_path: Path, repo_root: Path) -> None:
         push(repo_root, tmp_path, "m", version)
     push(repo_root, tmp_path, "n", 1)
     push(repo_root, tmp_path, "n", 2)
-    manager, _, _ = make_manager(
-        tmp_path, repo_root, version_policy="all", version_policies={"n": "specific:1"}
-    )
+    manager, _, _ = make_manager(tmp_path, repo_root, version_policy="all", version_policies={"n": "specific:1"})
     manager.poll_once()
     assert sorted(manager.snapshot()["m"].available) == [1, 2, 3]
     assert sorted(manager.snapshot()["n"].available) == [1]

@@ -138,9 +138,7 @@ def test_verify_accepts_the_folder_it_was_built_from(folder: Path) -> None:
 def test_verify_names_a_missing_file(folder: Path) -> None:
     manifest = build_manifest(folder)
     (folder / "variables" / "variables.index").unlink()
-    with pytest.raises(
-        DataLoss, match=re.escape("'variables/variables.index' listed in MANIFEST.json is missing")
-    ):
+    with pytest.raises(DataLoss, match=re.escape("'variables/variables.index' listed in MANIFEST.json is missing")):
         verify_folder(folder, manifest)
 
 
@@ -176,9 +174,7 @@ def test_plan_upload_ignores_an_existing_manifest_and_describes_the_rest(folder:
     assert [rel for rel, _path in plan.files] == [e.path for e in build_manifest(folder).files]
     assert MANIFEST_NAME not in {rel for rel, _path in plan.files}
     assert parse_manifest(plan.manifest_bytes) == plan.manifest
-    assert plan.manifest.files[0] == ManifestEntry(
-        "saved_model.pb", 11, hashlib.sha256(b"graph bytes").hexdigest()
-    )
+    assert plan.manifest.files[0] == ManifestEntry("saved_model.pb", 11, hashlib.sha256(b"graph bytes").hexdigest())
 
 
 def test_plan_upload_refuses_a_missing_or_empty_folder(tmp_path: Path) -> None:

@@ -136,9 +136,7 @@ def test_describe_saved_model_reads_the_protobuf_alone(multi_signature_model_dir
     assert describe_saved_model(multi_signature_model_dir) == load(multi_signature_model_dir).signatures
 
 
-def test_unsupported_dtype_signature_is_skipped_not_fatal(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_unsupported_dtype_signature_is_skipped_not_fatal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     folder = unsupported_dtype_module(tmp_path / "1")
     with caplog.at_level(logging.WARNING, logger="service.runtime.tensorflow"):
         servable = load(folder)
@@ -212,9 +210,7 @@ def test_values_the_graph_rejects_are_invalid_argument(multi: TensorFlowServable
 
 
 def test_example_missing_a_feature_is_invalid_argument(examples: TensorFlowServable) -> None:
-    with pytest.raises(
-        InvalidArgument, match=r"^Name: <unknown>, Feature: x \(data type: float\) is required"
-    ):
+    with pytest.raises(InvalidArgument, match=r"^Name: <unknown>, Feature: x \(data type: float\) is required"):
         examples.run("regress", {"inputs": strings(example(y=1.0))})
 
 
@@ -448,9 +444,7 @@ def test_configure_threads_before_tensorflow_starts() -> None:
         "configure_threads(5, 5)\n"  # too late: a warning, not a crash
         "configure_threads(3, 2)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
-    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["3", "2"]
     warnings = [line for line in done.stderr.splitlines() if "already initialized" in line]
