@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from service import __version__
 from service.api import health, tfserving, v2
+from service.api.fastlane import FastLane
 from service.api.observe import JSON
 from service.dataplane import DataPlane
 from service.manager import ModelManager
@@ -74,8 +75,11 @@ def create_app(
     repository: Repository | None = None,
     loader: Loader | None = None,
     registry: CollectorRegistry | None = None,
-) -> FastAPI:
-    """Build the ASGI app. The model manager starts with the app's lifespan and stops with it."""
+) -> FastLane:
+    """Build the ASGI app: FastAPI for the control plane behind the inference fast lane.
+
+    The model manager starts with the app's lifespan and stops with it.
+    """
     metrics = Metrics(registry or CollectorRegistry())
     manager = ModelManager(
         settings,
@@ -103,8 +107,10 @@ def create_app(
     )
     app.state.components = components
     app.include_router(health.build_router(components.is_ready))
-    app.include_router(v2.build_router(dataplane, metrics, settings.max_body_bytes))
-    app.include_router(tfserving.build_router(dataplane, metrics, settings.max_body_bytes))
+    v2_router, v2_inference = v2.build_router(dataplane, metrics, settings.max_body_bytes)
+    tf_router, tf_inference = tfserving.build_router(dataplane, metrics, settings.max_body_bytes)
+    app.include_router(v2_router)
+    app.include_router(tf_router)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, error: StarletteHTTPException) -> Response:
@@ -119,4 +125,4 @@ def create_app(
     async def prometheus_metrics(_: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    return app
+    return FastLane(app, v2_inference + tf_inference)

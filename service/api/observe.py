@@ -1,14 +1,14 @@
-"""One wrapper every inference route goes through: error shape, status mapping, metrics, version header."""
+"""What every inference route shares: the call it receives, the reply it gives, and the wrapper that counts, times
+and shapes the outcome (error body, status mapping, X-Model-Version header)."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from starlette.responses import Response
-
+from service.api.body import read_body
 from service.api.errors import HttpError, http_status
 from service.errors import ServingError
 from service.metrics import Metrics
@@ -18,7 +18,19 @@ log = logging.getLogger(__name__)
 JSON = "application/json"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class InferenceCall:
+    """An inference request, independent of the framework that received it."""
+
+    params: Mapping[str, str]  # path parameters: model_name, and version or label when given
+    headers: Mapping[str, str]  # lower-case names
+    chunks: AsyncIterator[bytes]  # the body, as it arrives
+
+    async def body(self, max_bytes: int) -> bytes:
+        return await read_body(self.headers, self.chunks, max_bytes)
+
+
+@dataclass(frozen=True, slots=True)
 class Answer:
     """A successful inference: the body and the model version that produced it."""
 
@@ -27,6 +39,19 @@ class Answer:
     model_version: str
     content_type: str = JSON
     headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An HTTP answer, ready for Starlette or for raw ASGI."""
+
+    status: int
+    body: bytes
+    content_type: str = JSON
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+InferenceHandler = Callable[[InferenceCall], Awaitable[Reply]]
 
 
 class InferenceObserver:
@@ -38,7 +63,7 @@ class InferenceObserver:
         self._encode_error = encode_error
         self._inflight = metrics.inflight.labels(protocol)
 
-    async def answer(self, served_model: str, work: Callable[[], Awaitable[Answer]]) -> Response:
+    async def answer(self, served_model: str, work: Callable[[], Awaitable[Answer]]) -> Reply:
         """Run ``work``; ``served_model`` is the label to count failures under ("" for unknown models)."""
         started = time.perf_counter()
         self._inflight.inc()
@@ -46,20 +71,21 @@ class InferenceObserver:
         try:
             result = await work()
             model, version = result.model_name, result.model_version
-            headers = {"X-Model-Version": version, **dict(result.headers)}
-            response = Response(result.body, 200, headers=headers, media_type=result.content_type)
+            reply = Reply(200, result.body, result.content_type, (("x-model-version", version), *result.headers))
         except ServingError as error:
-            response = self._error(http_status(error.code), error.message)
+            reply = self._error(http_status(error.code), error.message, error)
         except HttpError as error:
-            response = self._error(error.status, error.message)
+            reply = self._error(error.status, error.message)
         except Exception:  # our fault: say so with a 500 and keep serving
             log.exception("unexpected error serving a %s request", self._protocol)
-            response = self._error(500, "internal error; see the server log")
+            reply = self._error(500, "internal error; see the server log")
         finally:
             self._inflight.dec()
-        self._metrics.requests.labels(model, version, self._protocol, str(response.status_code)).inc()
+        self._metrics.requests.labels(model, version, self._protocol, str(reply.status)).inc()
         self._metrics.request_duration.labels(model, version, self._protocol).observe(time.perf_counter() - started)
-        return response
+        return reply
 
-    def _error(self, status: int, message: str) -> Response:
-        return Response(self._encode_error(message), status, media_type=JSON)
+    def _error(self, status: int, message: str, error: ServingError | None = None) -> Reply:
+        retry_after = getattr(error, "retry_after_s", None)
+        headers = (("retry-after", str(max(1, round(retry_after)))),) if retry_after is not None else ()
+        return Reply(status, self._encode_error(message), JSON, headers)

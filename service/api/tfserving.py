@@ -5,16 +5,16 @@ Paths follow TF Serving: ``/v1/models/{name}[/versions/{v}|/labels/{l}][/metadat
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service.api.body import read_body
 from service.api.errors import http_status
-from service.api.observe import JSON, Answer, InferenceObserver
+from service.api.fastlane import InferenceRoute, add_routes
+from service.api.observe import JSON, Answer, InferenceCall, InferenceHandler, InferenceObserver, Reply
 from service.codecs import tfserving_json
 from service.codecs.arrays import quote
 from service.dataplane import DataPlane, Target, parse_version
@@ -29,8 +29,7 @@ SIGNATURE_MAP_TYPE = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
 ADDRESSINGS = ("", "/versions/{version}", "/labels/{label}")
 
 
-def target_of(request: Request) -> Target:
-    params = request.path_params
+def target_of(params: Mapping[str, str]) -> Target:
     return Target(model=params["model_name"], version=parse_version(params.get("version")), label=params.get("label"))
 
 
@@ -101,15 +100,15 @@ def metadata_document(loaded: LoadedVersion) -> dict[str, Any]:
 # -- routes -------------------------------------------------------------------------------------------------
 
 
-def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) -> APIRouter:
-    """The TF Serving REST routes, bound to one data plane."""
+def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) -> tuple[APIRouter, list[InferenceRoute]]:
+    """The TF Serving REST routes bound to one data plane, and the inference ones for the fast lane."""
     router = APIRouter(tags=["TensorFlow Serving REST"])
     observer = InferenceObserver(metrics, PROTOCOL, tfserving_json.encode_error)
 
     async def model_status(request: Request) -> Response:
         """TF Serving GetModelStatus: the state of every version (or one)."""
         try:
-            target = target_of(request)
+            target = target_of(request.path_params)
             return json_response(status_document(dataplane.model(target.model), target, dataplane))
         except ServingError as error:
             return error_response(error)
@@ -117,18 +116,18 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
     async def model_metadata(request: Request) -> Response:
         """TF Serving GetModelMetadata: every signature's inputs and outputs."""
         try:
-            target = target_of(request)
+            target = target_of(request.path_params)
             with dataplane.lease(target) as loaded:
                 return json_response(metadata_document(loaded))
         except ServingError as error:
             return error_response(error)
 
-    async def predict(request: Request) -> Response:
+    async def predict(call: InferenceCall) -> Reply:
         """Predict with the row (`instances`) or columnar (`inputs`) format."""
 
         async def work() -> Answer:
-            target = target_of(request)
-            body = await read_body(request, max_body_bytes)
+            target = target_of(call.params)
+            body = await call.body(max_body_bytes)
             with dataplane.lease(target) as loaded:
                 decoded = tfserving_json.decode_predict(
                     body, lambda name: dataplane.signature(loaded, name), dataplane.max_tensor_elements
@@ -139,46 +138,49 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
                 body_out = tfserving_json.encode_predict(outputs, decoded.columnar)
                 return Answer(body_out, loaded.model, loaded.version_label)
 
-        return await observer.answer(dataplane.metric_label(request.path_params["model_name"]), work)
+        return await observer.answer(dataplane.metric_label(call.params["model_name"]), work)
 
-    def examples_route(method: str, encode: Callable[[LoadedVersion, dict[str, Any]], bytes]) -> Any:
-        async def handler(request: Request) -> Response:
+    def examples_handler(method: str, encode: Callable[[dict[str, Any]], bytes]) -> InferenceHandler:
+        async def handler(call: InferenceCall) -> Reply:
             async def work() -> Answer:
-                target = target_of(request)
-                body = await read_body(request, max_body_bytes)
+                target = target_of(call.params)
+                body = await call.body(max_body_bytes)
                 decoded = tfserving_json.decode_examples(body, dataplane.max_tensor_elements)
                 with dataplane.lease(target) as loaded:
                     signature = dataplane.signature(loaded, decoded.signature_name, method)
                     inputs = {examples_input(signature): decoded.examples}
                     dataplane.validate(signature, inputs)
                     outputs = await dataplane.run(loaded, signature, inputs)
-                    return Answer(encode(loaded, outputs), loaded.model, loaded.version_label)
+                    return Answer(encode(outputs), loaded.model, loaded.version_label)
 
-            return await observer.answer(dataplane.metric_label(request.path_params["model_name"]), work)
+            return await observer.answer(dataplane.metric_label(call.params["model_name"]), work)
 
         return handler
 
-    def encode_classify(_: LoadedVersion, outputs: dict[str, Any]) -> bytes:
+    def encode_classify(outputs: dict[str, Any]) -> bytes:
         return tfserving_json.encode_classify(outputs.get("classes"), outputs.get("scores"))
 
-    def encode_regress(_: LoadedVersion, outputs: dict[str, Any]) -> bytes:
+    def encode_regress(outputs: dict[str, Any]) -> bytes:
         if "outputs" not in outputs:
             raise InvalidArgument("regression signature has no output named 'outputs'")
         return tfserving_json.encode_regress(outputs["outputs"])
 
-    routes: list[tuple[str, str, Callable[[Request], Awaitable[Response]], str]] = []
+    classify = examples_handler(CLASSIFY_METHOD, encode_classify)
+    regress = examples_handler(REGRESS_METHOD, encode_regress)
+    inference: list[InferenceRoute] = []
     for suffix in ADDRESSINGS:
         base = "/v1/models/{model_name}" + suffix
-        routes += [
-            (base, "GET", model_status, "Model status"),
-            (base + "/metadata", "GET", model_metadata, "Model metadata"),
-            (base + ":predict", "POST", predict, "Predict"),
-            (base + ":classify", "POST", examples_route(CLASSIFY_METHOD, encode_classify), "Classify"),
-            (base + ":regress", "POST", examples_route(REGRESS_METHOD, encode_regress), "Regress"),
+        router.add_api_route(base, model_status, methods=["GET"], summary="Model status", response_class=Response)
+        router.add_api_route(
+            base + "/metadata", model_metadata, methods=["GET"], summary="Model metadata", response_class=Response
+        )
+        inference += [
+            InferenceRoute(base + ":predict", predict, "Predict"),
+            InferenceRoute(base + ":classify", classify, "Classify"),
+            InferenceRoute(base + ":regress", regress, "Regress"),
         ]
-    for path, verb, endpoint, summary in routes:
-        router.add_api_route(path, endpoint, methods=[verb], summary=summary, response_class=Response)
-    return router
+    add_routes(router, inference)
+    return router, inference
 
 
 def examples_input(signature: SignatureSpec) -> str:

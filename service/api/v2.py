@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -9,10 +10,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service import __version__
-from service.api.body import read_body
 from service.api.errors import http_status
+from service.api.fastlane import InferenceRoute, add_routes
 from service.api.health import NOT_READY
-from service.api.observe import JSON, Answer, InferenceObserver
+from service.api.observe import JSON, Answer, InferenceCall, InferenceObserver, Reply
 from service.codecs import v2_json
 from service.dataplane import DataPlane, Target, parse_version
 from service.errors import NotFound, ServingError
@@ -21,10 +22,13 @@ from service.metrics import Metrics
 PROTOCOL = "v2"
 PLATFORM = "tensorflow_savedmodel"
 SERVER_NAME = "rtserve"
+HEADER_LENGTH = "inference-header-content-length"
+OCTET_STREAM = "application/octet-stream"
+# Protocol extensions this server implements, as GET /v2 lists them.
+EXTENSIONS = ["binary_tensor_data"]
 
 
-def target_of(request: Request) -> Target:
-    params = request.path_params
+def target_of(params: Mapping[str, str]) -> Target:
     return Target(model=params["model_name"], version=parse_version(params.get("version")))
 
 
@@ -36,18 +40,19 @@ def error_response(error: ServingError) -> Response:
     return Response(v2_json.encode_error(error.message), http_status(error.code), media_type=JSON)
 
 
-def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) -> APIRouter:
+def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) -> tuple[APIRouter, list[InferenceRoute]]:
+    """The V2 routes bound to one data plane, and the inference ones for the fast lane."""
     router = APIRouter(tags=["Open Inference Protocol"])
     observer = InferenceObserver(metrics, PROTOCOL, v2_json.encode_error)
 
     async def server_metadata() -> Response:
         """Server name, version and protocol extensions."""
-        return json_response({"name": SERVER_NAME, "version": __version__, "extensions": []})
+        return json_response({"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS})
 
     async def model_metadata(request: Request) -> Response:
         """Inputs and outputs of the model's default signature, and the versions it serves."""
         try:
-            target = target_of(request)
+            target = target_of(request.path_params)
             model = dataplane.model(target.model)
             with dataplane.lease(target) as loaded:
                 signature = dataplane.signature(loaded, None)
@@ -59,7 +64,7 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
     async def model_ready(request: Request) -> Response:
         """200 when the model (version) can answer inference requests now, 400 when not."""
         try:
-            target = target_of(request)
+            target = target_of(request.path_params)
             dataplane.resolve(target)
             ready = True
         except NotFound:
@@ -69,29 +74,37 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
         document = {"name": target.model, "ready": ready}
         return json_response(document, 200 if ready else NOT_READY)
 
-    async def infer(request: Request) -> Response:
-        """Run the model's default signature on JSON tensors."""
+    async def infer(call: InferenceCall) -> Reply:
+        """Run the model's default signature on JSON tensors, or on a JSON header plus binary tensors."""
 
         async def work() -> Answer:
-            target = target_of(request)
-            body = await read_body(request, max_body_bytes)
+            target = target_of(call.params)
+            body = await call.body(max_body_bytes)
+            header_length = v2_json.parse_header_length(call.headers.get(HEADER_LENGTH), len(body))
             with dataplane.lease(target) as loaded:
                 signature = dataplane.signature(loaded, None)
-                decoded = v2_json.decode_infer(body, signature, dataplane.max_tensor_elements)
+                decoded = v2_json.decode_infer(body, signature, dataplane.max_tensor_elements, header_length)
                 dataplane.validate(signature, decoded.inputs)
                 outputs = await dataplane.run(loaded, signature, decoded.inputs)
                 if decoded.requested_outputs is not None:  # names already checked against the signature
                     outputs = {n: outputs[n] for n in decoded.requested_outputs}
                 datatypes = {n: signature.outputs[n].dtype for n in outputs if n in signature.outputs}
-                encoded = v2_json.encode_infer(loaded.model, loaded.version_label, decoded.id, outputs, datatypes)
-                return Answer(encoded, loaded.model, loaded.version_label)
+                encoded, binary_header = v2_json.encode_infer(
+                    loaded.model, loaded.version_label, decoded.id, outputs, datatypes, decoded.wants_binary
+                )
+                if binary_header is None:
+                    return Answer(encoded, loaded.model, loaded.version_label)
+                extra = ((HEADER_LENGTH, str(binary_header)),)
+                return Answer(encoded, loaded.model, loaded.version_label, OCTET_STREAM, extra)
 
-        return await observer.answer(dataplane.metric_label(request.path_params["model_name"]), work)
+        return await observer.answer(dataplane.metric_label(call.params["model_name"]), work)
 
     router.add_api_route("/v2", server_metadata, methods=["GET"], summary="Server metadata")
     router.add_api_route("/v2/", server_metadata, methods=["GET"], include_in_schema=False)
+    inference: list[InferenceRoute] = []
     for base in ("/v2/models/{model_name}", "/v2/models/{model_name}/versions/{version}"):
         router.add_api_route(base, model_metadata, methods=["GET"], summary="Model metadata")
         router.add_api_route(base + "/ready", model_ready, methods=["GET"], summary="Model ready")
-        router.add_api_route(base + "/infer", infer, methods=["POST"], summary="Inference")
-    return router
+        inference.append(InferenceRoute(base + "/infer", infer, "Inference"))
+    add_routes(router, inference)
+    return router, inference

@@ -1,14 +1,15 @@
-"""Open Inference Protocol (KServe V2) REST JSON: infer request and response, model metadata, errors.
+"""Open Inference Protocol (KServe V2) REST: infer request and response, model metadata, errors.
 
-The binary tensor extension will reuse ``decode_infer_header``: its body starts with the same JSON object (of
-``Inference-Header-Content-Length`` bytes), and inputs whose parameters carry ``binary_data_size`` take their
-values from the bytes after it instead of from ``data``.
+Includes the binary tensor extension: a body may start with a JSON header of ``Inference-Header-Content-Length``
+bytes, and inputs whose parameters carry ``binary_data_size`` take their values from the bytes after it, in input
+order (fixed-size types as raw little-endian bytes, BYTES as 4-byte little-endian lengths each followed by that
+many bytes). Outputs asked for with ``"binary_data": true`` come back the same way.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,35 @@ class InferRequest:
     parameters: dict[str, Any]
     inputs: dict[str, np.ndarray]
     requested_outputs: list[str] | None  # None: every output
+    binary_outputs: frozenset[str] = frozenset()  # outputs to answer as raw bytes (binary extension)
+
+    def wants_binary(self, name: str) -> bool:
+        return name in self.binary_outputs or self.parameters.get("binary_data_output") is True
+
+
+class _BinaryPart:
+    """The bytes after the JSON header, handed out in order to the inputs that declare binary_data_size."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = memoryview(data)
+        self._offset = 0
+
+    def take(self, size: object, where: str) -> memoryview:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise InvalidArgument(f"{where} has an invalid binary_data_size {str(size)[:40]}")
+        if self._offset + size > len(self._data):
+            raise InvalidArgument(
+                f"{where} declares binary_data_size {size} but only {len(self._data) - self._offset} bytes remain"
+            )
+        chunk = self._data[self._offset : self._offset + size]
+        self._offset += size
+        return chunk
+
+    def check_consumed(self) -> None:
+        if self._offset != len(self._data):
+            raise InvalidArgument(
+                f"the binary part has {len(self._data) - self._offset} bytes that no input's binary_data_size claims"
+            )
 
 
 def encode_error(message: str) -> bytes:
@@ -44,24 +74,49 @@ def encode_error(message: str) -> bytes:
 # -- request --
 
 
-def decode_infer(body: bytes, signature: SignatureSpec, max_elements: int) -> InferRequest:
-    """Parse an inference request body (JSON only) against the signature the model serves."""
-    return decode_infer_header(parse_object(body), signature, max_elements)
+def parse_header_length(value: str | None, body_size: int) -> int | None:
+    """The Inference-Header-Content-Length header: None when absent, else a valid offset into the body."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text.isdigit() or int(text) > body_size:
+        raise InvalidArgument(
+            f"Inference-Header-Content-Length {quote(text)} is not a length within the {body_size}-byte body"
+        )
+    return int(text)
 
 
-def decode_infer_header(document: Mapping[str, Any], signature: SignatureSpec, max_elements: int) -> InferRequest:
+def decode_infer(
+    body: bytes, signature: SignatureSpec, max_elements: int, header_length: int | None = None
+) -> InferRequest:
+    """Parse an inference request (JSON, or JSON header + binary part) against the signature the model serves."""
+    if header_length is None:
+        return decode_infer_header(parse_object(body), signature, max_elements)
+    binary = _BinaryPart(body[header_length:])
+    request = decode_infer_header(parse_object(body[:header_length]), signature, max_elements, binary)
+    binary.check_consumed()
+    return request
+
+
+def decode_infer_header(
+    document: Mapping[str, Any], signature: SignatureSpec, max_elements: int, binary: _BinaryPart | None = None
+) -> InferRequest:
     """Validate a parsed inference request and turn its inputs into arrays of the signature's dtypes."""
     request_id = document.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidArgument(f"'id' must be a string, got {json_type(request_id)}")
     entries = _input_entries(document)
     check_names(entries.keys(), signature.inputs.keys(), kind="input", where="the request", owner=_OWNER)
-    inputs = {name: _input_array(entry, signature.inputs[name], max_elements) for name, entry in entries.items()}
+    inputs = {
+        name: _input_array(entry, signature.inputs[name], max_elements, binary) for name, entry in entries.items()
+    }
+    requested, binary_outputs = _requested_outputs(document.get("outputs"), signature)
     return InferRequest(
         id=request_id,
         parameters=_parameters(document.get("parameters"), "the request"),
         inputs=inputs,
-        requested_outputs=_requested_outputs(document.get("outputs"), signature),
+        requested_outputs=requested,
+        binary_outputs=binary_outputs,
     )
 
 
@@ -91,24 +146,63 @@ def _input_entries(document: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return by_name
 
 
-def _input_array(entry: Mapping[str, Any], spec: TensorSpec, max_elements: int) -> np.ndarray:
+def _input_array(
+    entry: Mapping[str, Any], spec: TensorSpec, max_elements: int, binary: _BinaryPart | None
+) -> np.ndarray:
     where = f"input {quote(spec.name)}"
     dtype = _datatype(entry.get("datatype"), where, spec)
     shape = _shape(entry.get("shape"), where)
     count = math.prod(shape)
     if count > max_elements:
         raise InvalidArgument(f"{where} has {count} elements, more than the limit of {max_elements}")
-    if "binary_data_size" in _parameters(entry.get("parameters"), where):
-        raise InvalidArgument(
-            f"{where} has binary data (binary_data_size), but the request has no binary part "
-            "(Inference-Header-Content-Length)"
-        )
+    parameters = _parameters(entry.get("parameters"), where)
+    if "binary_data_size" in parameters:
+        if binary is None:
+            raise InvalidArgument(
+                f"{where} has binary data (binary_data_size), but the request has no binary part "
+                "(Inference-Header-Content-Length)"
+            )
+        return _binary_array(binary.take(parameters["binary_data_size"], where), dtype, shape, where)
     if "data" not in entry:
         raise InvalidArgument(f"{where} has no 'data'")
     flat = flatten_v2_data(entry["data"], dtype, f"{where} data", max_elements, label=dtype.v2_name)
     if flat.size != count:
         raise InvalidArgument(f"{where} has shape {format_shape(shape)} ({count} elements) but {flat.size} values")
     return flat.reshape(shape)
+
+
+def _binary_array(chunk: memoryview, dtype: DType, shape: tuple[int, ...], where: str) -> np.ndarray:
+    count = math.prod(shape)
+    if dtype.is_string:
+        items = _split_bytes_elements(chunk, where)
+        if len(items) != count:
+            raise InvalidArgument(f"{where} has shape {format_shape(shape)} ({count} elements) but {len(items)} values")
+        array = np.empty(count, dtype=object)
+        array[:] = items
+        return array.reshape(shape)
+    wire = dtype.numpy.newbyteorder("<")
+    if len(chunk) != count * wire.itemsize:
+        raise InvalidArgument(
+            f"{where} has shape {format_shape(shape)} ({count} x {wire.itemsize} bytes) but {len(chunk)} bytes"
+        )
+    # A copy: the request buffer is not ours to keep, and TensorFlow wants native, aligned memory.
+    return np.frombuffer(chunk, dtype=wire).astype(dtype.numpy).reshape(shape)
+
+
+def _split_bytes_elements(chunk: memoryview, where: str) -> list[bytes]:
+    """BYTES in binary form: each element is a 4-byte little-endian length followed by that many bytes."""
+    items: list[bytes] = []
+    offset, end = 0, len(chunk)
+    while offset < end:
+        if offset + 4 > end:
+            raise InvalidArgument(f"{where} binary BYTES data ends inside an element length")
+        size = int.from_bytes(chunk[offset : offset + 4], "little")
+        offset += 4
+        if offset + size > end:
+            raise InvalidArgument(f"{where} binary BYTES element of {size} bytes runs past the data")
+        items.append(bytes(chunk[offset : offset + size]))
+        offset += size
+    return items
 
 
 def _datatype(value: object, where: str, spec: TensorSpec) -> DType:
@@ -137,23 +231,28 @@ def _shape(value: object, where: str) -> tuple[int, ...]:
     return tuple(value)
 
 
-def _requested_outputs(value: object, signature: SignatureSpec) -> list[str] | None:
+def _requested_outputs(value: object, signature: SignatureSpec) -> tuple[list[str] | None, frozenset[str]]:
+    """The requested output names (None: all) and those asked for as binary data."""
     if value is None:
-        return None
+        return None, frozenset()
     if not isinstance(value, list):
         raise InvalidArgument(f"'outputs' must be a list of output objects, got {json_type(value)}")
     names: list[str] = []
+    binary: set[str] = set()
     for i, entry in enumerate(value):
         name = entry.get("name") if isinstance(entry, dict) else None
         if not isinstance(name, str):
             raise InvalidArgument(f"outputs[{i}] must be an object with a 'name' string")
         if name in names:
             raise InvalidArgument(f"output {quote(name)} is requested more than once")
-        if "classification" in _parameters(entry.get("parameters"), f"output {quote(name)}"):
+        parameters = _parameters(entry.get("parameters"), f"output {quote(name)}")
+        if "classification" in parameters:
             raise InvalidArgument(f"output {quote(name)} asks for classification, which is not supported")
+        if parameters.get("binary_data") is True:
+            binary.add(name)
         names.append(name)
     check_names(names, signature.outputs.keys(), kind="output", where="the request", owner=_OWNER, require_all=False)
-    return names
+    return names, frozenset(binary)
 
 
 # -- response --
@@ -165,26 +264,51 @@ def encode_infer(
     request_id: str | None,
     outputs: Mapping[str, np.ndarray],
     datatypes: Mapping[str, DType],
-) -> bytes:
-    """The inference response: every output flat in row-major order, BYTES as UTF-8 text (else base64)."""
+    binary_outputs: Callable[[str], bool] | None = None,
+) -> tuple[bytes, int | None]:
+    """The inference response and, when any output travels as raw bytes, the length of its JSON header.
+
+    JSON outputs are flat in row-major order, BYTES as UTF-8 text (else base64); binary outputs follow the JSON
+    header in output order.
+    """
     document: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
     if request_id is not None:
         document["id"] = request_id
-    document["outputs"] = [
-        _output(name, array, datatypes.get(name) or _dtype_of(name, array)) for name, array in outputs.items()
-    ]
-    return dumps(document)
+    blobs: list[bytes] = []
+    entries = []
+    for name, array in outputs.items():
+        dtype = datatypes.get(name) or _dtype_of(name, array)
+        if binary_outputs is not None and binary_outputs(name):
+            blob = _binary_blob(array, dtype)
+            blobs.append(blob)
+            entries.append(_output_header(name, array, dtype) | {"parameters": {"binary_data_size": len(blob)}})
+        else:
+            entries.append(_output(name, array, dtype))
+    document["outputs"] = entries
+    header = dumps(document)
+    if not blobs:
+        return header, None
+    return b"".join([header, *blobs]), len(header)
+
+
+def _output_header(name: str, array: np.ndarray, dtype: DType) -> dict[str, Any]:
+    return {"name": name, "datatype": dtype.v2_name, "shape": list(array.shape)}
 
 
 def _output(name: str, array: np.ndarray, dtype: DType) -> dict[str, Any]:
     if not dtype.is_string:
         array = array.astype(dtype.numpy, copy=False)
-    return {
-        "name": name,
-        "datatype": dtype.v2_name,
-        "shape": list(array.shape),
-        "data": to_json_value(array.reshape(-1), name, binary="base64_text"),
-    }
+    return _output_header(name, array, dtype) | {"data": to_json_value(array.reshape(-1), name, binary="base64_text")}
+
+
+def _binary_blob(array: np.ndarray, dtype: DType) -> bytes:
+    if dtype.is_string:
+        parts: list[bytes] = []
+        for item in array.reshape(-1).tolist():
+            data = item if isinstance(item, bytes) else str(item).encode()
+            parts += [len(data).to_bytes(4, "little"), data]
+        return b"".join(parts)
+    return np.ascontiguousarray(array, dtype=dtype.numpy.newbyteorder("<")).tobytes()
 
 
 def _dtype_of(name: str, array: np.ndarray) -> DType:

@@ -164,3 +164,25 @@ def test_classify_and_regress_signatures(client: TestClient) -> None:
     wrong_method = client.post("/v1/models/iris:regress", json={"examples": [{"x": 1.0}]})
     assert wrong_method.status_code == 400
     assert "method" in wrong_method.json()["error"]
+
+
+def test_framework_routes_answer_like_the_fast_lane(client: TestClient) -> None:
+    """The inference POSTs are also FastAPI routes (documented in OpenAPI) and give the same answers there."""
+    lane = client.app
+    framework = TestClient(lane.fastapi)  # type: ignore[attr-defined]  # no lifespan: shares the running manager
+    body = {"instances": [SETOSA]}
+    through_lane = client.post("/v1/models/iris:predict", json=body)
+    through_framework = framework.post("/v1/models/iris:predict", json=body)
+    assert through_framework.status_code == through_lane.status_code == 200
+    assert through_framework.json() == through_lane.json()
+    assert through_framework.headers["X-Model-Version"] == "1"
+    bad = framework.post("/v1/models/iris:predict", content=b"{")
+    assert bad.status_code == 400
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in (
+        "/v1/models/{model_name}:predict",
+        "/v1/models/{model_name}/labels/{label}:classify",
+        "/v2/models/{model_name}/infer",
+        "/v2/health/ready",
+    ):
+        assert path in paths

@@ -1,0 +1,102 @@
+"""A thin ASGI lane for the inference POSTs, in front of FastAPI.
+
+The inference routes are still registered with FastAPI (so the OpenAPI document describes them, and a request the
+lane does not take still works), but the lane matches them first with the same path patterns and answers without
+the framework's routing, request and response objects: on the hot path those cost more than the model call of a
+small model. Everything else goes to FastAPI untouched.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from starlette.responses import Response
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api.observe import InferenceCall, InferenceHandler, Reply
+
+
+@dataclass(frozen=True)
+class InferenceRoute:
+    path: str  # a FastAPI path template, e.g. /v1/models/{model_name}:predict
+    handler: InferenceHandler
+    summary: str
+
+
+def to_response(reply: Reply) -> Response:
+    return Response(reply.body, reply.status, headers=dict(reply.headers), media_type=reply.content_type)
+
+
+def add_routes(router: APIRouter, routes: list[InferenceRoute]) -> None:
+    """Register inference routes with FastAPI (documentation and fallback), all through the same handlers."""
+    for route in routes:
+        router.add_api_route(
+            route.path,
+            _framework_endpoint(route.handler),
+            methods=["POST"],
+            summary=route.summary,
+            response_class=Response,
+        )
+
+
+def _framework_endpoint(handler: InferenceHandler) -> Callable[[Request], Any]:
+    async def endpoint(request: Request) -> Response:
+        call = InferenceCall(dict(request.path_params), request.headers, request.stream())
+        return to_response(await handler(call))
+
+    return endpoint
+
+
+class FastLane:
+    """ASGI middleware: POSTs matching an inference route are answered here, the rest go to ``app``."""
+
+    def __init__(self, app: FastAPI, routes: list[InferenceRoute]) -> None:
+        self._app: ASGIApp = app
+        self.fastapi = app
+        self.state = app.state  # what the app factory stored (components), reachable as on the app itself
+        self._routes = [(compile_path(route.path)[0], route.handler) for route in routes]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            for pattern, handler in self._routes:
+                match = pattern.match(path)
+                if match is not None:
+                    await self._serve(scope, receive, send, match, handler)
+                    return
+        await self._app(scope, receive, send)
+
+    @staticmethod
+    async def _serve(
+        scope: Scope, receive: Receive, send: Send, match: re.Match[str], handler: InferenceHandler
+    ) -> None:
+        params = {name: value for name, value in match.groupdict().items() if value is not None}
+        call = InferenceCall(params, _headers(scope), _body_chunks(receive))
+        reply = await handler(call)
+        headers = [
+            (b"content-type", reply.content_type.encode("latin-1")),
+            (b"content-length", str(len(reply.body)).encode("latin-1")),
+        ]
+        headers += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in reply.headers]
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        await send({"type": "http.response.body", "body": reply.body})
+
+
+def _headers(scope: Scope) -> Mapping[str, str]:
+    # ASGI servers send lower-case header names; a request has a handful, so a dict is cheaper than a view.
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+
+
+async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return

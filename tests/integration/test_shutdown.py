@@ -1,0 +1,60 @@
+"""Graceful SIGTERM on the real server process: unready at once, in-flight requests finish, exit 0."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from apptools import ServerProcess, free_port, publish, wait_until
+from service.repository.local import LocalRepository
+
+BIG_BATCH = {"instances": [[5.1, 3.5, 1.4, 0.2]] * 20_000}
+
+
+def test_sigterm_turns_unready_finishes_in_flight_and_exits_zero(demo_model_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    publish(LocalRepository(root), "iris", 1, demo_model_dir)
+    env = {
+        "RTSERVE_REPOSITORY": str(root),
+        "RTSERVE_CACHE_DIR": str(tmp_path / "cache"),
+        "RTSERVE_SHUTDOWN_DELAY_S": "1.5",
+        "RTSERVE_DRAIN_TIMEOUT_S": "20",
+    }
+    server = ServerProcess(env, free_port(), tmp_path / "server.log")
+    server.wait_ready()
+    results: list[int] = []
+    errors: list[str] = []
+
+    def send_requests() -> None:
+        # Bounded: stops at the first refused connection (the listener closed) or after 200 requests.
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            for _ in range(200):
+                try:
+                    results.append(http.post("/v1/models/iris:predict", json=BIG_BATCH).status_code)
+                except httpx.ConnectError:
+                    return
+                except httpx.HTTPError as error:  # a request cut off mid-flight would land here
+                    errors.append(repr(error))
+                    return
+
+    senders = [threading.Thread(target=send_requests) for _ in range(4)]
+    for sender in senders:
+        sender.start()
+    wait_until(lambda: len(results) >= 4, 60, what="requests to flow")
+    server.process.send_signal(signal.SIGTERM)
+    # Unready at once, while the process keeps answering during the shutdown delay.
+    wait_until(lambda: httpx.get(server.url + "/v2/health/ready").status_code == 400, 1.0, what="unready")
+    assert httpx.get(server.url + "/v2/health/live").status_code == 200
+    started = time.monotonic()
+    exit_code = server.process.wait(60)
+    for sender in senders:
+        sender.join(30)
+    log = server.log()
+    assert exit_code == 0, log
+    assert errors == [], f"in-flight requests were cut off: {errors}"
+    assert set(results) == {200}
+    assert time.monotonic() - started < 30
