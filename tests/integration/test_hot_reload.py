@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import httpx
+
 from apptools import ServerProcess, free_port, wait_until
 from conftest import S3Server
-
 from service.publish import push_version
 from service.repository.s3 import S3Repository
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from apptools import publish, running_app
 from fastapi.testclient import TestClient
 
+from apptools import publish, running_app
 from service.repository.local import LocalRepository
 from service.settings import Settings
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from modelfactory import example
 
+from modelfactory import example
 from service.demo import FEATURES, SPECIES, load_iris, write_demo_model
 from service.runtime.tensorflow import TensorFlowLoader, TensorFlowServable
 from service.tensors import CLASSIFY_METHOD, PREDICT_METHOD

@@ -6,9 +6,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from fakes import FakeLoader, write_fake_version
 from prometheus_client import CollectorRegistry
 
+from fakes import FakeLoader, write_fake_version
 from service.errors import Code, RepositoryError
 from service.manager import AVAILABLE, END, ModelManager
 from service.metrics import Metrics

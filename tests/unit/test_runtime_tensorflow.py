@@ -12,6 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import saved_model_pb2
+
 from modelfactory import (
     CLASSIFY_CLASSES,
     KERAS_BIAS,
@@ -21,9 +24,6 @@ from modelfactory import (
     example,
     unsupported_dtype_module,
 )
-from tensorflow.core.framework import types_pb2
-from tensorflow.core.protobuf import saved_model_pb2
-
 from service.errors import Internal, InvalidArgument, ModelLoadError, NotFound, Unavailable
 from service.runtime.tensorflow import (
     TensorFlowLoader,
