@@ -91,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
         return demo_model(args.destination)
     settings = settings_from(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # botocore narrates every credential lookup at INFO; only its warnings are news to an operator.
+    for noisy in ("botocore", "boto3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     if args.command == "serve":
         return serve(settings)
     if args.command == "push":
