@@ -4,10 +4,10 @@
 # user, fit for a read-only root filesystem (the model cache and /tmp are volumes).
 #
 #   docker build -t rtserve .
-#   docker run --rm -p 8080:8080 --read-only --tmpfs /tmp --tmpfs /var/cache/rtserve \
+#   docker run --rm -p 8080:8080 --read-only --tmpfs /tmp:mode=1777 --tmpfs /var/cache/rtserve:mode=1777 \
 #     -e RTSERVE_REPOSITORY=s3://models -e RTSERVE_S3__ENDPOINT_URL=http://minio:9000 rtserve
 #
-# The base is pinned by digest (python:3.11-slim-bookworm, linux/amd64 + arm64 index); refresh it with
+# The base is pinned by the digest of the python:3.11-slim-bookworm image index; refresh it with
 #   docker buildx imagetools inspect python:3.11-slim-bookworm
 # and update both FROM lines together.
 

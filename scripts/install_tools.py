@@ -228,6 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.skip_checkov:
         ensure_checkov(args.force)
     ensure_kubernetes_validate()
+    if shutil.which("promtool") is None:
+        log("note: promtool is missing; the PromQL tests need it: apt-get install prometheus (Debian)")
     log(f"done: put {BIN} first on PATH to use these by hand")
     return 0
 

@@ -87,7 +87,7 @@ def create_app(
         loader or default_loader(settings),
         metrics,
     )
-    dataplane = DataPlane(manager, metrics, settings.max_tensor_elements, settings.tensorflow_threads()[1])
+    dataplane = DataPlane(manager, settings.max_tensor_elements, settings.request_timeout_s)
     components = Components(settings, metrics, manager, dataplane, Lifecycle())
 
     @asynccontextmanager
@@ -96,8 +96,7 @@ def create_app(
         try:
             yield
         finally:
-            manager.stop()
-            dataplane.close()
+            manager.stop()  # drains every version's batcher
 
     app = FastAPI(
         title="rtserve",

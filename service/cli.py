@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -78,6 +79,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # TensorFlow's C++ INFO/WARNING lines (oneDNN banners, per-op failures of synthetic warm-up) drown the
+    # server's own log; errors still show. Set TF_CPP_MIN_LOG_LEVEL to override.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         return run(args)
     except (ServingError, ValueError) as error:

@@ -6,10 +6,8 @@ whichever protocol a client speaks.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -18,7 +16,6 @@ import numpy as np
 from service.codecs.arrays import check_shape, quote
 from service.errors import InvalidArgument, NotFound
 from service.manager import LoadedVersion, ModelManager, ModelSnapshot
-from service.metrics import Metrics
 from service.tensors import DEFAULT_SIGNATURE, SignatureSpec
 
 
@@ -50,15 +47,10 @@ class Target:
 class DataPlane:
     """Resolution, validation and execution shared by the TF Serving and Open Inference protocols."""
 
-    def __init__(self, manager: ModelManager, metrics: Metrics, max_tensor_elements: int, workers: int) -> None:
+    def __init__(self, manager: ModelManager, max_tensor_elements: int, request_timeout_s: float = 0.0) -> None:
         self._manager = manager
-        self._metrics = metrics
         self.max_tensor_elements = max_tensor_elements
-        # Inference runs outside the event loop; one worker per core keeps TensorFlow's own pools busy.
-        self._executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="rtserve-infer")
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        self._request_timeout_s = request_timeout_s
 
     # -- resolution -----------------------------------------------------------------------------------------
 
@@ -141,19 +133,17 @@ class DataPlane:
     # -- execution ------------------------------------------------------------------------------------------
 
     async def run(
-        self, loaded: LoadedVersion, signature: SignatureSpec, inputs: Mapping[str, np.ndarray]
+        self,
+        loaded: LoadedVersion,
+        signature: SignatureSpec,
+        inputs: Mapping[str, np.ndarray],
+        deadline: float | None = None,
     ) -> dict[str, np.ndarray]:
-        """Run a validated request on the version's servable, off the event loop."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._run_timed, loaded, signature.name, inputs)
+        """Run a validated request in the version's next batch, on its inference thread.
 
-    def _run_timed(
-        self, loaded: LoadedVersion, signature: str, inputs: Mapping[str, np.ndarray]
-    ) -> dict[str, np.ndarray]:
-        started = time.perf_counter()
-        try:
-            return loaded.servable.run(signature, inputs)
-        finally:
-            self._metrics.inference_duration.labels(loaded.model, loaded.version_label).observe(
-                time.perf_counter() - started
-            )
+        ``deadline`` is a time.monotonic() value (e.g. now + a client's timeout header); without one, the
+        server's request_timeout_s applies from this call, when set.
+        """
+        if deadline is None and self._request_timeout_s > 0:
+            deadline = time.monotonic() + self._request_timeout_s
+        return await loaded.batcher.submit(signature, inputs, deadline)

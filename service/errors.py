@@ -31,6 +31,8 @@ class ServingError(Exception):
     """An error with a canonical code and a one-line message that names the problem."""
 
     code: Code = Code.UNKNOWN
+    # Seconds after which a retry may succeed (HTTP Retry-After); only errors about load set it.
+    retry_after_s: int | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -61,6 +63,14 @@ class ResourceExhausted(ServingError):
 
 class Unavailable(ServingError):
     code = Code.UNAVAILABLE
+
+
+class Overloaded(Unavailable):
+    """A model version's queue is full: refused at once, before any work, so the client can back off."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class DeadlineExceeded(ServingError):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 
+from service.batching import Batcher
 from service.errors import Code, RepositoryError, ServingError
 from service.metrics import Metrics
 from service.repository.base import SERVING_CONFIG_NAME, Repository, VersionListing
@@ -39,13 +40,14 @@ class VersionStatus:
 
 
 class LoadedVersion:
-    """A servable in memory. Requests lease it so that unloading waits for the ones still using it."""
+    """A servable in memory and its batcher. Requests lease it so that unloading waits for the ones still using it."""
 
-    def __init__(self, model: str, version: int, servable: Servable, path: Path) -> None:
+    def __init__(self, model: str, version: int, servable: Servable, path: Path, batcher: Batcher) -> None:
         self.model = model
         self.version = version
         self.version_label = str(version)
         self.servable = servable
+        self.batcher = batcher
         self.path = path
         self._lock = threading.Lock()
         self._leases = 0
@@ -73,6 +75,11 @@ class LoadedVersion:
         with self._lock:
             self._retired = True
         return self._idle.wait(timeout_s)
+
+    def close(self, timeout_s: float) -> None:
+        """Drain and stop the batcher (its thread may still be running a batch), then free the model."""
+        self.batcher.close(timeout_s)
+        self.servable.close()
 
 
 @dataclass(frozen=True)
@@ -167,7 +174,7 @@ class ModelManager:
         for record in self._records.values():
             for version_record in record.versions.values():
                 if version_record.loaded is not None:
-                    version_record.loaded.servable.close()
+                    version_record.loaded.close(self._settings.drain_timeout_s)
                     version_record.loaded = None
         self._snapshot = MappingProxyType({})
 
@@ -276,7 +283,10 @@ class ModelManager:
         try:
             path = fetch_version(self._repository, listing, self._cache_dir)
             servable = self._loader(path)
-            servable.warm_up((1,))
+            batching = self._settings.batching.for_model(name)
+            # Every batch size the batcher will use, so that no request pays for a first run at a new shape.
+            servable.warm_up(batching.warm_up_sizes())
+            batcher = Batcher(servable, batching, self._metrics, name, str(version))
         except ServingError as error:
             self._load_failed(name, entry, error.code, error.message)
             return
@@ -284,7 +294,7 @@ class ModelManager:
             log.exception("model %s version %d: unexpected load error", name, version)
             self._load_failed(name, entry, Code.UNKNOWN, f"{type(error).__name__}: {error}")
             return
-        entry.loaded = LoadedVersion(name, version, servable, path)
+        entry.loaded = LoadedVersion(name, version, servable, path, batcher)
         entry.failures = 0
         self._metrics.model_loads.labels(name, str(version), "success").inc()
         self._metrics.model_load_duration.labels(name, str(version)).observe(self._clock() - started)
@@ -321,7 +331,7 @@ class ModelManager:
         self._publish()  # new requests stop seeing it before we wait for the ones in flight
         if not loaded.retire(self._settings.drain_timeout_s):
             log.warning("model %s version %d: unloading with requests still in flight", name, version)
-        loaded.servable.close()
+        loaded.close(self._settings.drain_timeout_s)
         prune_cache(self._cache_dir, name, self._cached_paths(name))
         self._set_status(name, entry, VersionStatus(version, END))
         log.info("model %s version %d unloaded", name, version)

@@ -32,6 +32,8 @@ LATENCY_BUCKETS = (
     5.0,
     10.0,
 )
+# Queue waits start far below a model call: a busy version hands work over in tens of microseconds.
+QUEUE_WAIT_BUCKETS = (0.00005, 0.0001, *LATENCY_BUCKETS)
 LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 STATES = ("START", "LOADING", "AVAILABLE", "UNLOADING", "END")
@@ -64,7 +66,7 @@ class Metrics:
         )
         self.batch_size = Histogram(
             "rtserve_batch_size",
-            "Requests coalesced into one model call.",
+            "Requests coalesced into one model call (requests, not rows).",
             MODEL_LABELS,
             buckets=BATCH_BUCKETS,
             registry=registry,
@@ -73,6 +75,13 @@ class Metrics:
             "rtserve_queue_depth",
             "Requests waiting for a model version's inference thread.",
             MODEL_LABELS,
+            registry=registry,
+        )
+        self.queue_wait = Histogram(
+            "rtserve_queue_wait_seconds",
+            "Time a request waited in a model version's queue before its model call started.",
+            MODEL_LABELS,
+            buckets=QUEUE_WAIT_BUCKETS,
             registry=registry,
         )
         self.inflight = Gauge(

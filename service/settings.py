@@ -6,10 +6,11 @@ Built once in ``main()`` (or by a test) and passed down; nothing reads the envir
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.policy import VersionPolicy, parse_version_policy
@@ -33,6 +34,60 @@ class TensorFlowSettings(BaseModel):
 
     intra_op_threads: int = Field(0, ge=0, description="Threads inside one op (matrix multiply, ...)")
     inter_op_threads: int = Field(0, ge=0, description="Ops run in parallel")
+
+
+class BatchingOverride(BaseModel):
+    """One model's departures from the server's batching defaults; unset fields keep the default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool | None = None
+    max_batch_size: int | None = Field(None, ge=1)
+    batch_timeout_us: int | None = Field(None, ge=0)
+    max_queue: int | None = Field(None, ge=1)
+
+
+class BatchingSettings(BaseModel):
+    """Adaptive batching per loaded model version (one inference thread each). Starting points, to be tuned by
+    the benchmark in bench/."""
+
+    enabled: bool = Field(
+        True, description="Coalesce concurrent requests; when false every request is a model call of its own"
+    )
+    max_batch_size: int = Field(
+        32, ge=1, description="Most rows (first-dimension entries) in one model call; larger requests run alone"
+    )
+    batch_timeout_us: int = Field(
+        1000,
+        ge=0,
+        description="Longest time the oldest queued request waits for company; a lone request on an idle "
+        "version never waits, a queue holding a full batch never waits",
+    )
+    max_queue: int = Field(
+        256, ge=1, description="Requests queued per model version; beyond it requests get 503 with Retry-After"
+    )
+    retry_after_s: int = Field(1, ge=1, description="The Retry-After header (seconds) sent with a queue-full 503")
+    overrides: dict[str, BatchingOverride] = Field(
+        default_factory=dict,
+        description='Per-model overrides as JSON, e.g. {"iris": {"max_batch_size": 64, "batch_timeout_us": 500}}',
+    )
+
+    def for_model(self, model: str) -> BatchingSettings:
+        """The settings one model's versions batch with: the defaults, then that model's override."""
+        override = self.overrides.get(model)
+        changes = override.model_dump(exclude_none=True) if override else {}
+        return self.model_copy(update={**changes, "overrides": {}})
+
+    def warm_up_sizes(self) -> tuple[int, ...]:
+        """Batch sizes a version runs before it serves: powers of two up to max_batch_size, and that size."""
+        if not self.enabled:
+            return (1,)
+        sizes = {self.max_batch_size}
+        size = 1
+        while size < self.max_batch_size:
+            sizes.add(size)
+            size *= 2
+        return tuple(sorted(sizes))
 
 
 def usable_cpus() -> int:
@@ -84,8 +139,13 @@ class Settings(BaseSettings):
         16 * 1024 * 1024, gt=0, description="Largest number of elements in one request tensor"
     )
 
+    request_timeout_s: float = Field(
+        0.0, ge=0, description="Deadline for an inference request without its own; 0 means none"
+    )
+
     s3: S3Settings = Field(default_factory=S3Settings)  # type: ignore[arg-type]
     tensorflow: TensorFlowSettings = Field(default_factory=TensorFlowSettings)  # type: ignore[arg-type]
+    batching: BatchingSettings = Field(default_factory=BatchingSettings)  # type: ignore[arg-type]
 
     @field_validator("models", mode="before")
     @classmethod
@@ -118,3 +178,25 @@ class Settings(BaseSettings):
         """(intra_op, inter_op) thread counts, resolving 0 to the usable CPUs."""
         cpus = usable_cpus()
         return (self.tensorflow.intra_op_threads or cpus, self.tensorflow.inter_op_threads or cpus)
+
+
+@dataclass(frozen=True)
+class EnvironmentVariable:
+    """One setting as the environment spells it, for documentation and for the chart's contract test."""
+
+    name: str
+    default: object
+    description: str
+
+
+def environment_variables(model: type[BaseModel] = Settings, prefix: str = "RTSERVE_") -> list[EnvironmentVariable]:
+    """Every RTSERVE_* variable Settings reads, nested groups flattened with ``__``."""
+    found: list[EnvironmentVariable] = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found += environment_variables(annotation, f"{prefix}{name.upper()}__")
+            continue
+        default = field.default_factory() if field.default_factory is not None else field.default  # type: ignore[call-arg]
+        found.append(EnvironmentVariable(f"{prefix}{name.upper()}", default, field.description or ""))
+    return found

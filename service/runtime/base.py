@@ -12,7 +12,7 @@ from service.tensors import SignatureSpec
 
 
 class Servable(Protocol):
-    """One loaded model version. ``run`` is called from one inference thread at a time per signature."""
+    """One loaded model version. ``run`` is called only from the version's inference thread (its batcher)."""
 
     @property
     def signatures(self) -> Mapping[str, SignatureSpec]: ...

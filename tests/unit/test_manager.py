@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from fakes import FakeLoader, write_fake_version
-from service.errors import Code, RepositoryError
+from fakes import SIGNATURE, FakeLoader, write_fake_version
+from service.errors import Code, RepositoryError, Unavailable
 from service.manager import AVAILABLE, END, ModelManager
 from service.metrics import Metrics
 from service.repository.local import LocalRepository
@@ -56,7 +58,7 @@ def test_loads_latest_version_and_reports_available(tmp_path: Path, repo_root: P
     assert sorted(model.available) == [2]
     assert model.default_version == 2
     assert manager.is_ready()
-    assert loader.loaded[0].warmed == (1,)
+    assert loader.loaded[0].warmed == (1, 2, 4, 8, 16, 32)  # every batch size up to the default max of 32
     assert (
         metrics.registry.get_sample_value(
             "rtserve_model_version_state", {"model_name": "m", "model_version": "2", "state": AVAILABLE}
@@ -195,3 +197,29 @@ def test_repository_outage_keeps_serving(tmp_path: Path, repo_root: Path) -> Non
     assert metrics.registry.get_sample_value("rtserve_repository_poll_errors_total") == 1.0
     assert manager.is_ready()
     assert sorted(manager.snapshot()["m"].available) == [1]
+
+
+def test_each_version_batches_with_its_model_settings(tmp_path: Path, repo_root: Path) -> None:
+    push(repo_root, tmp_path, "m", 1)
+    push(repo_root, tmp_path, "plain", 1)
+    batching = {"max_batch_size": 6, "overrides": {"plain": {"enabled": False}}}
+    manager, loader, _ = make_manager(tmp_path, repo_root, models=["m", "plain"], batching=batching)
+    manager.poll_once()
+    by_model = {name: model.available[1] for name, model in manager.snapshot().items()}
+    assert [s.warmed for s in loader.loaded] == [(1, 2, 4, 6), (1,)]  # loaded in the order of `models`
+    outputs = asyncio.run(by_model["m"].batcher.submit(SIGNATURE, {"x": np.array([[1.0]], np.float32)}))
+    assert outputs["y"].tolist() == [[2.0]]
+
+
+def test_unload_closes_the_batcher_and_the_servable(tmp_path: Path, repo_root: Path) -> None:
+    push(repo_root, tmp_path, "m", 1)
+    manager, loader, _ = make_manager(tmp_path, repo_root)
+    manager.poll_once()
+    old = manager.snapshot()["m"].available[1]
+    push(repo_root, tmp_path, "m", 2)
+    manager.poll_once()
+    assert loader.loaded[0].closed
+    with pytest.raises(Unavailable, match="being unloaded"):
+        asyncio.run(old.batcher.submit(SIGNATURE, {"x": np.array([[1.0]], np.float32)}))
+    manager.stop()
+    assert loader.loaded[1].closed
