@@ -6,13 +6,14 @@ STAMP := $(VENV)/.installed-stamp
 MODELS ?= ./models
 PORT ?= 8080
 
-.PHONY: help venv serve test lint format demo-model clean
+.PHONY: help venv serve test lint format demo-model tools clean
 
 help:
 	@echo "make serve   - virtualenv + demo model 'iris' in $(MODELS) + server on :$(PORT)"
 	@echo "make test    - virtualenv + lint + every test"
 	@echo "make lint    - ruff and mypy --strict"
 	@echo "make format  - ruff format"
+	@echo "make tools   - helm, kubectl, hadolint, checkov into .tools/ (the chart tests use them)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "rtserve needs Python 3.11, found " + sys.version' 
@@ -32,15 +33,18 @@ serve: $(STAMP) $(MODELS)/iris/1/saved_model.pb
 	$(VENV)/bin/rtserve serve --repository $(MODELS) --port $(PORT)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check service tests bench
-	$(VENV)/bin/ruff format --check service tests bench
+	$(VENV)/bin/ruff check service tests bench scripts
+	$(VENV)/bin/ruff format --check service tests bench scripts
 	$(VENV)/bin/mypy
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format service tests bench
-	$(VENV)/bin/ruff check --fix service tests bench
+	$(VENV)/bin/ruff format service tests bench scripts
+	$(VENV)/bin/ruff check --fix service tests bench scripts
 
-test: $(STAMP) lint
+tools: $(STAMP)
+	$(PY) scripts/install_tools.py
+
+test: $(STAMP) lint tools
 	$(PY) -m pytest -p no:cacheprovider
 
 clean:

@@ -1,0 +1,456 @@
+"""The chart and the app agree: every RTSERVE_* variable the chart (or the image, or k8s/) sets is a Settings
+field that accepts the value; every metric the dashboard, the alerts and the adapter rules name is defined in
+service/metrics.py and exported by a running server; the probe paths and ports answer as the chart expects; the
+`helm test` script passes against a real server; SIGTERM turns the server unready and it exits 0 in time.
+
+The live tests start the real server (`rtserve serve`) on loopback with the environment the chart's ConfigMap
+gives it (k8s/values-dev.yaml), on the demo model written by `rtserve demo-model`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from kube_support import (
+    CHART,
+    K8S,
+    ROOT,
+    Manifest,
+    Rendering,
+    adapter_metric_names,
+    dashboard_expressions,
+    exposed_series_names,
+    load_all,
+    load_one,
+    metric_names_in,
+    scenario_files,
+    scenario_name,
+    settings_env_names,
+)
+from service.metrics import Metrics
+from service.settings import Settings
+
+SCENARIOS = [scenario_name(path) for path in scenario_files()]
+LIVE_SCENARIO = "k8s/values-dev"
+SETTINGS_ENV = settings_env_names(Settings)
+READY_TIMEOUT_S = 240.0
+
+
+# --- Environment names ----------------------------------------------------------------------------------------
+
+
+def test_settings_enumeration_sees_nested_fields() -> None:
+    """Control for the checks below: the enumeration reaches nested models and rejects what is not there."""
+    assert {
+        "RTSERVE_REPOSITORY",
+        "RTSERVE_PORT",
+        "RTSERVE_S3__ENDPOINT_URL",
+        "RTSERVE_TENSORFLOW__INTRA_OP_THREADS",
+    } <= SETTINGS_ENV
+    assert "RTSERVE_S3__ENDPOINT" not in SETTINGS_ENV
+    assert "RTSERVE_TENSORFLOW_INTRA_OP_THREADS" not in SETTINGS_ENV
+
+
+def rtserve_env_names(objects: list[Manifest]) -> dict[str, set[str]]:
+    """RTSERVE_* names per object: ConfigMap data keys and container env entries."""
+    found: dict[str, set[str]] = {}
+    for obj in objects:
+        label = f"{obj['kind']}/{obj['metadata']['name']}"
+        names: set[str] = set()
+        if obj["kind"] == "ConfigMap":
+            names |= set(obj.get("data", {}))
+        spec = obj.get("spec", {})
+        pod = spec.get("template", {}).get("spec", spec) if obj["kind"] != "Pod" else spec
+        for container in pod.get("containers", []) + pod.get("initContainers", []):
+            names |= {env["name"] for env in container.get("env", [])}
+        rtserve = {name for name in names if name.startswith("RTSERVE_")}
+        if rtserve:
+            found[label] = rtserve
+    return found
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_chart_env_names_are_settings_fields(chart_renderings: dict[str, Rendering], scenario: str) -> None:
+    found = rtserve_env_names(chart_renderings[scenario].objects)
+    assert found, "the chart sets no RTSERVE_* variable?"
+    unknown = {label: sorted(names - SETTINGS_ENV) for label, names in found.items() if names - SETTINGS_ENV}
+    assert unknown == {}, f"not fields of service.settings.Settings: {unknown}"
+
+
+def test_dev_cluster_and_image_env_names_are_settings_fields(k8s_objects: list[Manifest]) -> None:
+    found = rtserve_env_names(k8s_objects)
+    assert any(label.startswith("Job/") for label in found)
+    unknown = {label: sorted(names - SETTINGS_ENV) for label, names in found.items() if names - SETTINGS_ENV}
+    assert unknown == {}
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    image_env = {word.split("=")[0] for word in dockerfile.split() if word.startswith("RTSERVE_") and "=" in word}
+    assert image_env and image_env <= SETTINGS_ENV, image_env - SETTINGS_ENV
+
+
+def expected_setting(settings: Settings, name: str) -> Any:
+    value: Any = settings
+    for part in name.removeprefix("RTSERVE_").lower().split("__"):
+        value = getattr(value, part)
+    return value
+
+
+def same_value(raw: str, parsed: Any) -> bool:
+    if isinstance(parsed, bool):
+        return raw.lower() in {"1", "true", "yes", "on"} if parsed else raw.lower() in {"0", "false", "no", "off"}
+    if isinstance(parsed, int | float):
+        return float(raw) == float(parsed)
+    if isinstance(parsed, list):
+        return [part.strip() for part in raw.split(",")] == parsed
+    if isinstance(parsed, dict):
+        return bool(json.loads(raw) == parsed)
+    return bool(raw == parsed)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_settings_accept_the_chart_config(
+    chart_renderings: dict[str, Rendering], scenario: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Settings built from exactly the chart's ConfigMap take every value as the chart meant it."""
+    for name in list(os.environ):
+        if name.startswith("RTSERVE_"):
+            monkeypatch.delenv(name)
+    config = chart_renderings[scenario].config()
+    for name, value in config.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    wrong = {
+        name: (value, expected_setting(settings, name))
+        for name, value in config.items()
+        if not same_value(value, expected_setting(settings, name))
+    }
+    assert wrong == {}, f"set by the chart -> read by Settings: {wrong}"
+
+
+# --- Metric names ---------------------------------------------------------------------------------------------
+
+
+def defined_series() -> set[str]:
+    registry = CollectorRegistry()
+    Metrics(registry)
+    return exposed_series_names(text_string_to_metric_families(generate_latest(registry).decode()))
+
+
+def referenced_metrics(chart_renderings: dict[str, Rendering]) -> dict[str, set[str]]:
+    """rtserve_* names per place that queries them: dashboard, alert rules, adapter rules, HPA."""
+    dashboard = json.loads((CHART / "files" / "dashboard.json").read_text(encoding="utf-8"))
+    rules = chart_renderings["ci/monitoring-values"].one("PrometheusRule")
+    adapter = load_one(K8S / "prometheus-adapter" / "config.yaml")
+    hpa = chart_renderings["ci/autoscaling-values"].one("HorizontalPodAutoscaler")
+    return {
+        "dashboard": {name for expr in dashboard_expressions(dashboard) for name in metric_names_in(expr)},
+        "alert rules": {
+            name
+            for group in rules["spec"]["groups"]
+            for rule in group["rules"]
+            for name in metric_names_in(rule["expr"])
+        },
+        "adapter rules": {name for rule in adapter["rules"] for name in metric_names_in(rule["seriesQuery"])},
+        "HPA": {m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"},
+    }
+
+
+def test_metric_references_are_defined_in_service_metrics(chart_renderings: dict[str, Rendering]) -> None:
+    defined = defined_series()
+    assert "rtserve_inflight_requests" in defined and "rtserve_request_duration_seconds_bucket" in defined
+    references = referenced_metrics(chart_renderings)
+    for place, names in references.items():
+        assert names, f"no rtserve metric found in the {place}"
+    undefined = {place: sorted(names - defined) for place, names in references.items() if names - defined}
+    assert undefined == {}, f"not defined by service/metrics.py: {undefined}"
+
+
+def test_hpa_metric_is_served_by_the_adapter(chart_renderings: dict[str, Rendering]) -> None:
+    adapter = load_one(K8S / "prometheus-adapter" / "config.yaml")
+    references = referenced_metrics(chart_renderings)
+    assert references["HPA"] <= adapter_metric_names(adapter)
+    for rule in adapter["rules"]:
+        overrides = rule["resources"]["overrides"]
+        assert overrides == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
+
+
+def test_dev_prometheus_labels_what_the_adapter_and_alerts_group_by() -> None:
+    config = load_one(K8S / "prometheus" / "prometheus.yml")
+    targets = {
+        relabel.get("target_label") for job in config["scrape_configs"] for relabel in job.get("relabel_configs", [])
+    }
+    assert {"namespace", "pod", "__metrics_path__", "__address__"} <= targets
+
+
+# --- The live server ------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def http(url: str, body: Any = None, timeout: float = 10) -> Answer:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return Answer(answer.status, {k.lower(): v for k, v in answer.headers.items()}, answer.read())
+    except urllib.error.HTTPError as error:
+        return Answer(error.code, {k.lower(): v for k, v in error.headers.items()}, error.read())
+
+
+def status_or_none(url: str) -> int | None:
+    try:
+        return http(url, timeout=2).status
+    except OSError:
+        return None
+
+
+class Server:
+    """`rtserve serve` as a subprocess, its output in a log file."""
+
+    def __init__(self, repository: Path, env: dict[str, str], workdir: Path) -> None:
+        executable = Path(sys.executable).with_name("rtserve")
+        if not executable.exists():
+            pytest.fail(
+                f"{executable} is missing: install the project into the venv (pip install -e '.[dev]')", pytrace=False
+            )
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = workdir / f"server-{self.port}.log"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("RTSERVE_")},
+            **env,
+            "RTSERVE_HOST": "127.0.0.1",
+            "RTSERVE_PORT": str(self.port),
+            "RTSERVE_CACHE_DIR": str(workdir / f"cache-{self.port}"),
+            "RTSERVE_REPOSITORY": str(repository),
+        }
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [str(executable), "serve", "--repository", str(repository), "--port", str(self.port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=workdir,
+            )
+
+    def output(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")[-6000:]
+
+    def wait_for(self, what: str, condition: Callable[[], bool], timeout: float = READY_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"server exited ({self.process.returncode}) before {what}:\n{self.output()}")
+            if condition():
+                return
+            time.sleep(0.25)
+        pytest.fail(f"server not {what} within {timeout:.0f}s:\n{self.output()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("live")
+
+
+@pytest.fixture(scope="module")
+def demo_repository(workdir: Path) -> Path:
+    repository = workdir / "models"
+    executable = Path(sys.executable).with_name("rtserve")
+    if not executable.exists():
+        pytest.fail(f"{executable} is missing: install the project into the venv", pytrace=False)
+    result = subprocess.run(
+        [str(executable), "demo-model", str(repository / "iris")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, f"rtserve demo-model failed:\n{result.stdout}\n{result.stderr}"
+    assert (repository / "iris" / "1" / "saved_model.pb").is_file()
+    return repository
+
+
+@pytest.fixture(scope="module")
+def live_rendering(chart_renderings: dict[str, Rendering]) -> Rendering:
+    return chart_renderings[LIVE_SCENARIO]
+
+
+@pytest.fixture(scope="module")
+def server(live_rendering: Rendering, demo_repository: Path, workdir: Path) -> Iterator[Server]:
+    """The server with the chart's ConfigMap as its environment (loopback, a free port and a local repository
+    replace the in-cluster values), waited on until /v2/health/ready answers 200."""
+    config = dict(live_rendering.config())
+    # Long enough to watch the server answer not-ready after SIGTERM (test_sigterm_...); the chart's own value
+    # is checked by test_settings_accept_the_chart_config.
+    config["RTSERVE_SHUTDOWN_DELAY_S"] = "2"
+    process = Server(demo_repository, config, workdir)
+    try:
+        process.wait_for("ready", lambda: status_or_none(f"{process.base}/v2/health/ready") == 200)
+        yield process
+    finally:
+        process.stop()
+
+
+def resolve_port(container: Manifest, port: int | str) -> int:
+    if isinstance(port, int):
+        return port
+    return int(next(p["containerPort"] for p in container["ports"] if p["name"] == port))
+
+
+def test_probe_ports_are_the_server_port(live_rendering: Rendering) -> None:
+    container = live_rendering.container()
+    config = live_rendering.config()
+    service = live_rendering.one("Service")["spec"]["ports"][0]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert resolve_port(container, container[probe]["httpGet"]["port"]) == int(config["RTSERVE_PORT"])
+    assert resolve_port(container, service["targetPort"]) == int(config["RTSERVE_PORT"])
+
+
+def test_probe_paths_answer_200_on_a_ready_server(live_rendering: Rendering, server: Server) -> None:
+    container = live_rendering.container()
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        path = container[probe]["httpGet"]["path"]
+        answer = http(f"{server.base}{path}")
+        assert answer.status == 200, f"{probe} {path} answered {answer.status}: {answer.body[:300]!r}"
+
+
+def test_metrics_named_by_the_chart_are_exported(chart_renderings: dict[str, Rendering], server: Server) -> None:
+    predict = http(f"{server.base}/v1/models/iris:predict", {"instances": [[5.1, 3.5, 1.4, 0.2]]})
+    assert predict.status == 200, predict.body
+    infer = http(
+        f"{server.base}/v2/models/iris/infer",
+        {"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]},
+    )
+    assert infer.status == 200, infer.body
+    scrape = http(f"{server.base}/metrics")
+    assert scrape.status == 200
+    families = list(text_string_to_metric_families(scrape.body.decode()))
+    exported = exposed_series_names(families)
+    missing = {
+        place: sorted(names - exported)
+        for place, names in referenced_metrics(chart_renderings).items()
+        if names - exported
+    }
+    assert missing == {}, f"queried but not exported by /metrics: {missing}"
+    # The HPA's custom metric must have real series (the adapter discovers series, not declarations).
+    inflight = [s for f in families for s in f.samples if s.name == "rtserve_inflight_requests"]
+    assert inflight and all("protocol" in sample.labels for sample in inflight)
+
+
+def test_helm_test_script_passes_against_the_server(live_rendering: Rendering, server: Server) -> None:
+    container = live_rendering.test_pod()["spec"]["containers"][0]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    env["TARGET_URL"] = server.base
+    command = [sys.executable if part == "python" else part for part in container["command"]]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, check=False, env={**os.environ, **env}
+    )
+    assert result.returncode == 0, f"helm test script failed:\n{result.stdout}\n{result.stderr}"
+    assert "/v2/health/ready: 200" in result.stdout
+    assert f"{env['TEST_MODEL']} version 1 predicted" in result.stdout
+
+
+def test_not_ready_without_models_while_alive(live_rendering: Rendering, workdir: Path) -> None:
+    """A pod whose configured model has no version answers liveness but not readiness (zero models is not
+    ready), so the startup and readiness probes hold it out of the Service; then SIGTERM exits 0 in time."""
+    empty = workdir / "empty-repository"
+    empty.mkdir()
+    process = Server(empty, dict(live_rendering.config()), workdir)
+    try:
+        process.wait_for("live", lambda: status_or_none(f"{process.base}/v2/health/live") == 200)
+        for _ in range(8):
+            status = status_or_none(f"{process.base}/v2/health/ready")
+            assert status is not None and not 200 <= status < 300, f"ready answered {status} with no model"
+            time.sleep(0.25)
+        grace = live_rendering.deployment()["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        process.process.send_signal(signal.SIGTERM)
+        assert process.process.wait(timeout=grace) == 0, process.output()
+    finally:
+        process.stop()
+
+
+def test_sigterm_turns_unready_then_exits_zero(live_rendering: Rendering, server: Server) -> None:
+    """Last of the live tests (it stops the shared server): readiness fails at once after SIGTERM while the
+    process still answers, and the process exits 0 within the grace period the chart computes (less the
+    preStop sleep, which runs before the signal)."""
+    assert status_or_none(f"{server.base}/v2/health/ready") == 200
+    pod = live_rendering.deployment()["spec"]["template"]["spec"]
+    pre_stop = int(live_rendering.container()["lifecycle"]["preStop"]["exec"]["command"][1])
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    seen: list[int | None] = []
+    while time.monotonic() - started < 1.5:
+        seen.append(status_or_none(f"{server.base}/v2/health/ready"))
+        time.sleep(0.1)
+    assert seen and all(status is None or not 200 <= status < 300 for status in seen), seen
+    assert any(status is not None for status in seen), "the server should keep answering during the delay"
+    assert server.process.wait(timeout=pod["terminationGracePeriodSeconds"] - pre_stop) == 0, server.output()
+
+
+def test_k8s_publish_job_uses_rtserve_push(k8s_objects: list[Manifest]) -> None:
+    job = next(obj for obj in k8s_objects if obj["kind"] == "Job")
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    script = " ".join(container.get("command", []) + container.get("args", []))
+    assert "rtserve demo-model /tmp/model" in script
+    assert "rtserve push /tmp/model/1 --model iris" in script
+    env = {item["name"]: item for item in container["env"]}
+    assert env["RTSERVE_REPOSITORY"]["value"] == "s3://models"
+    assert env["RTSERVE_S3__ENDPOINT_URL"]["value"].startswith("http://minio.")
+
+
+def test_dev_values_point_at_the_dev_cluster(k8s_objects: list[Manifest]) -> None:
+    """k8s/values-dev.yaml names the Secret, the MinIO endpoint and the dashboard label that k8s/ provides."""
+    values = load_one(K8S / "values-dev.yaml")
+    secret = next(o for o in k8s_objects if o["kind"] == "Secret")
+    s3 = values["repository"]["s3"]
+    assert s3["existingSecret"] == secret["metadata"]["name"]
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(secret["stringData"])
+    minio = next(o for o in k8s_objects if o["kind"] == "Service" and o["metadata"]["name"] == "minio")
+    port = next(p["port"] for p in minio["spec"]["ports"] if p["name"] == "s3")
+    assert s3["endpointUrl"] == f"http://minio.{minio['metadata']['namespace']}.svc:{port}"
+    grafana = next(o for o in k8s_objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "grafana")
+    sidecar = next(c for c in grafana["spec"]["template"]["spec"]["containers"] if c["name"] == "dashboard-sidecar")
+    sidecar_env = {item["name"]: item["value"] for item in sidecar["env"]}
+    chart_labels = load_one(CHART / "values.yaml")["metrics"]["dashboard"]["labels"]
+    assert chart_labels == {sidecar_env["LABEL"]: sidecar_env["LABEL_VALUE"]}
+    assert values["metrics"]["dashboard"]["enabled"] is True
+    namespaces = load_all((K8S / "namespace.yaml").read_text(encoding="utf-8"))
+    assert namespaces[0]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
