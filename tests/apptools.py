@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.repository.base import Repository
+from service.runtime.base import Loader
 from service.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -44,9 +45,9 @@ def publish(repository: Repository, model: str, version: int, saved_model: Path)
 
 
 @contextmanager
-def running_app(settings: Settings, ready: bool = True) -> Iterator[TestClient]:
+def running_app(settings: Settings, ready: bool = True, loader: Loader | None = None) -> Iterator[TestClient]:
     """The app in-process with its lifespan (model manager) running; waits for readiness by default."""
-    app = create_app(settings)
+    app = create_app(settings, loader=loader)
     with TestClient(app, raise_server_exceptions=False) as client:
         if ready:
             wait_until(lambda: client.get("/v2/health/ready").status_code == 200, what="the app to be ready")

@@ -273,9 +273,7 @@ def test_response_data_is_flat_row_major() -> None:
 
 def test_response_bytes_fall_back_to_base64_text() -> None:
     label = np.array([b"ok", b"\xff\xfe"], dtype=object)
-    (output,) = json.loads(encode_json("m", "1", None, {"label_bytes": label}, {"label_bytes": STRING}))[
-        "outputs"
-    ]
+    (output,) = json.loads(encode_json("m", "1", None, {"label_bytes": label}, {"label_bytes": STRING}))["outputs"]
     assert output["data"] == ["ok", "//4="]
 
 

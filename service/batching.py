@@ -1,0 +1,366 @@
+"""Adaptive batching: one bounded queue and one inference thread per loaded model version.
+
+Requests are enqueued from the event loop without blocking and answered through their asyncio future. The
+inference thread coalesces queued requests of one signature into a single model call, concatenated along the
+first (batch) dimension, and splits the outputs back by row counts. Waiting for company is adaptive:
+
+* a queue that already holds a full batch runs at once;
+* a lone request on a version idle for longer than ``batch_timeout_us`` runs at once (low load pays nothing);
+* a lone request right after a wait that drew no company runs at once too (a single closed-loop client would
+  otherwise pay the timeout on every request); the next batch of more than one request re-arms the wait;
+* otherwise the oldest request waits at most ``batch_timeout_us`` from its arrival for the batch to fill.
+
+Requests of one signature run in arrival order: a batch is always a prefix of that signature's queued requests.
+``rtserve_batch_size`` counts requests per model call (not rows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from service.codecs.arrays import quote
+from service.errors import DeadlineExceeded, InvalidArgument, Overloaded, Unavailable
+from service.metrics import Metrics
+from service.runtime.base import Servable
+from service.settings import BatchingSettings
+from service.tensors import SignatureSpec
+
+log = logging.getLogger(__name__)
+
+Outputs = dict[str, np.ndarray]
+# What a request gets back: its outputs, or the exception to raise in its caller.
+Outcome = Outputs | BaseException
+# Dtype and trailing shape of every input, in signature order: requests with equal keys concatenate.
+MergeKey = tuple[tuple[np.dtype[Any], tuple[int, ...]], ...]
+
+
+def mergeable_signature(signature: SignatureSpec) -> bool:
+    """True when every input and output has the batch dimension first, so rows can be stacked and split."""
+    if not signature.inputs or not all(spec.is_batched for spec in signature.inputs.values()):
+        return False
+    # Unknown-rank outputs are checked on every call instead; a fixed first dimension never splits.
+    return all(spec.shape is None or spec.is_batched for spec in signature.outputs.values())
+
+
+def merge_key(input_names: Sequence[str], inputs: Mapping[str, np.ndarray]) -> tuple[int, MergeKey] | None:
+    """(rows, key) of a request, or None when its inputs do not agree on a batch dimension."""
+    parts = []
+    rows = -1
+    for name in input_names:
+        array = inputs.get(name)
+        if array is None or array.ndim == 0 or rows not in (-1, array.shape[0]):
+            return None
+        rows = array.shape[0]
+        parts.append((array.dtype, array.shape[1:]))
+    return rows, tuple(parts)
+
+
+def split_rows(outputs: Outputs, row_counts: Sequence[int]) -> list[Outputs] | None:
+    """Each request's share of a batched call's outputs (views, not copies); None when an output is not per-row."""
+    total = sum(row_counts)
+    if any(array.ndim == 0 or array.shape[0] != total for array in outputs.values()):
+        return None
+    shares = []
+    start = 0
+    for rows in row_counts:
+        shares.append({name: array[start : start + rows] for name, array in outputs.items()})
+        start += rows
+    return shares
+
+
+class _Request:
+    """One queued request; ``key`` is None when it must run alone."""
+
+    __slots__ = ("deadline", "enqueued_at", "future", "inputs", "key", "loop", "rows", "signature")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        signature: SignatureSpec,
+        inputs: Mapping[str, np.ndarray],
+        merge: tuple[int, MergeKey] | None,
+        deadline: float | None,
+    ) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[Outputs] = loop.create_future()
+        self.signature = signature
+        self.inputs = inputs
+        self.rows: int = merge[0] if merge is not None else 0
+        self.key: MergeKey | None = merge[1] if merge is not None else None
+        self.deadline = deadline
+        self.enqueued_at = time.monotonic()
+
+
+@dataclass
+class _Pick:
+    """What the inference thread would take from the queue right now."""
+
+    batch: list[_Request] = field(default_factory=list)
+    expired: list[_Request] = field(default_factory=list)
+    # Taken requests in queue order, so that a prefix can be popped without rebuilding the queue.
+    taken: list[_Request] = field(default_factory=list)
+    # No later request can join: the batch is at max rows, or the signature's next request does not fit.
+    full: bool = False
+
+
+def _settle(answers: list[tuple[asyncio.Future[Outputs], Outcome]]) -> None:
+    """Complete futures on their event loop; one already done (deadline, cancelled caller) keeps its answer."""
+    for future, outcome in answers:
+        if future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+
+def _expire(future: asyncio.Future[Outputs], message: str) -> None:
+    if not future.done():
+        future.set_exception(DeadlineExceeded(message))
+
+
+class Batcher:
+    """The queue and inference thread of one loaded model version. ``close()`` drains it and stops the thread."""
+
+    def __init__(
+        self, servable: Servable, settings: BatchingSettings, metrics: Metrics, model: str, version: str
+    ) -> None:
+        self._servable = servable
+        self._name = f"model {quote(model)} version {version}"
+        self._deadline_message = f"request deadline passed while waiting for {self._name}"
+        self._max_rows = settings.max_batch_size
+        self._timeout_s = settings.batch_timeout_us / 1e6
+        self._max_queue = settings.max_queue
+        self._retry_after_s = settings.retry_after_s
+        # Built once per version: which signatures may merge, and their input order for merge keys.
+        self._mergeable = {
+            name: tuple(spec.inputs)
+            for name, spec in servable.signatures.items()
+            if settings.enabled and mergeable_signature(spec)
+        }
+        self._batch_size = metrics.batch_size.labels(model, version)
+        self._queue_depth = metrics.queue_depth.labels(model, version)
+        self._queue_wait = metrics.queue_wait.labels(model, version)
+        self._inference_duration = metrics.inference_duration.labels(model, version)
+
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: deque[_Request] = deque()
+        self._closing = False
+        # Owned by the inference thread. A new version counts as idle for ever: its first lone request never waits.
+        self._last_finished = float("-inf")
+        self._company_expected = True
+        self._thread = threading.Thread(target=self._serve, name=f"rtserve-infer-{model}-{version}", daemon=True)
+        self._thread.start()
+
+    # -- the event loop's side ------------------------------------------------------------------------------
+
+    async def submit(
+        self, signature: SignatureSpec, inputs: Mapping[str, np.ndarray], deadline: float | None = None
+    ) -> Outputs:
+        """Run validated inputs in the version's next batch. ``deadline`` is a time.monotonic() value: past it
+        the caller gets DeadlineExceeded, and a request still queued is dropped without running."""
+        if deadline is not None and deadline <= time.monotonic():
+            raise DeadlineExceeded(f"request deadline passed before it was queued for {self._name}")
+        input_names = self._mergeable.get(signature.name)
+        merge = merge_key(input_names, inputs) if input_names is not None else None
+        request = _Request(asyncio.get_running_loop(), signature, inputs, merge, deadline)
+        self._enqueue(request)
+        if deadline is None:
+            return await request.future
+        timer = request.loop.call_later(deadline - time.monotonic(), _expire, request.future, self._deadline_message)
+        try:
+            return await request.future
+        finally:
+            timer.cancel()
+
+    def _enqueue(self, request: _Request) -> None:
+        with self._cond:
+            if self._closing:
+                raise Unavailable(f"{self._name} is being unloaded; retry")
+            if len(self._queue) >= self._max_queue:
+                raise Overloaded(
+                    f"{self._name} is overloaded: {self._max_queue} requests are queued; retry later",
+                    self._retry_after_s,
+                )
+            self._queue.append(request)
+            self._queue_depth.set(len(self._queue))
+            self._cond.notify()
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Refuse new requests, run every queued one, stop the thread. Whatever is still queued when the thread
+        does not finish in time is failed, so that no caller waits for ever."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join(timeout_s)
+        with self._cond:
+            stranded = list(self._queue)
+            self._queue.clear()
+            self._queue_depth.set(0)
+        if stranded:
+            log.warning(
+                "%s: inference thread still busy after %.0fs; failing %d queued requests",
+                self._name,
+                timeout_s,
+                len(stranded),
+            )
+            error = f"{self._name} was unloaded before this request ran; retry"
+            self._answer(stranded, [Unavailable(error) for _ in stranded])
+
+    # -- the inference thread -------------------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        while True:
+            pick = self._next_pick()
+            if pick is None:
+                return
+            if pick.expired:
+                self._answer(pick.expired, [DeadlineExceeded(self._deadline_message) for _ in pick.expired])
+            if pick.batch:
+                self._execute(pick.batch)
+                self._last_finished = time.monotonic()
+
+    def _next_pick(self) -> _Pick | None:
+        """Block until there is work, wait for company as the rules say, and take it; None once closed and empty."""
+        waited = False
+        with self._cond:
+            while True:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return None
+                now = time.monotonic()
+                pick = self._collect(now)
+                wait = self._wait_for_company(pick, now)
+                if wait <= 0:
+                    break
+                waited = True
+                self._cond.wait(wait)
+            self._take(pick.taken)
+        if len(pick.batch) > 1:
+            self._company_expected = True
+        elif waited:
+            self._company_expected = False
+        return pick
+
+    def _collect(self, now: float) -> _Pick:
+        """The batch the head request would run in: later requests of its signature, in order, while they fit."""
+        pick = _Pick()
+        head: _Request | None = None
+        rows = 0
+        for request in self._queue:
+            if request.deadline is not None and request.deadline <= now:
+                pick.expired.append(request)
+                pick.taken.append(request)
+                continue
+            if head is None:
+                head, rows = request, request.rows
+                pick.full = head.key is None or rows >= self._max_rows
+            elif request.signature.name != head.signature.name:
+                continue  # other signatures keep their place in the queue
+            elif request.key == head.key and rows + request.rows <= self._max_rows:
+                rows += request.rows
+                pick.full = rows >= self._max_rows
+            else:  # FIFO per signature: nothing may overtake a request that does not fit
+                pick.full = True
+                break
+            pick.batch.append(request)
+            pick.taken.append(request)
+            if pick.full:
+                break
+        return pick
+
+    def _wait_for_company(self, pick: _Pick, now: float) -> float:
+        """Seconds to wait for more requests before running ``pick``; 0 or less means run now."""
+        if not pick.batch or pick.full or self._closing:
+            return 0.0
+        head = pick.batch[0]
+        if len(pick.batch) == 1:
+            idle = head.enqueued_at - self._last_finished
+            if idle > self._timeout_s or not self._company_expected:
+                return 0.0
+        return head.enqueued_at + self._timeout_s - now
+
+    def _take(self, taken: list[_Request]) -> None:
+        queue = self._queue
+        if all(queued is request for queued, request in zip(queue, taken, strict=False)):
+            for _ in taken:
+                queue.popleft()
+        else:
+            chosen = {id(request) for request in taken}
+            self._queue = deque(request for request in queue if id(request) not in chosen)
+        self._queue_depth.set(len(self._queue))
+
+    def _execute(self, batch: list[_Request]) -> None:
+        started = time.monotonic()
+        for request in batch:
+            self._queue_wait.observe(started - request.enqueued_at)
+        self._batch_size.observe(len(batch))
+        try:
+            outcomes = self._run_batch(batch)
+        except Exception as error:  # a bug here must fail this batch only, never the thread
+            log.exception("%s: batch of %d requests failed unexpectedly", self._name, len(batch))
+            outcomes = [error] * len(batch)
+        self._answer(batch, outcomes)
+
+    def _run_batch(self, batch: list[_Request]) -> list[Outcome]:
+        if len(batch) == 1:  # no concatenation, no split, no copy
+            return [self._call(batch[0].signature.name, batch[0].inputs)]
+        signature = batch[0].signature.name
+        merged = {name: np.concatenate([r.inputs[name] for r in batch]) for name in self._mergeable[signature]}
+        outcome = self._call(signature, merged)
+        if isinstance(outcome, InvalidArgument):
+            # Bad data in one request: rerun them one by one so only that request fails, and its message
+            # (which may quote its values) reaches no other client.
+            return self._run_each(batch)
+        if isinstance(outcome, BaseException):
+            return [outcome] * len(batch)
+        shares = split_rows(outcome, [r.rows for r in batch])
+        if shares is None:
+            return self._not_splittable(signature, batch)
+        return list(shares)
+
+    def _not_splittable(self, signature: str, batch: list[_Request]) -> list[Outcome]:
+        """Outputs without a per-row first dimension: stop merging this signature and run the batch one by one."""
+        if self._mergeable.pop(signature, None) is not None:
+            log.warning(
+                "%s: signature %s returns outputs that do not split by rows; it runs unbatched from now on",
+                self._name,
+                quote(signature),
+            )
+        return self._run_each(batch)
+
+    def _run_each(self, batch: list[_Request]) -> list[Outcome]:
+        return [self._call(request.signature.name, request.inputs) for request in batch]
+
+    def _call(self, signature: str, inputs: Mapping[str, np.ndarray]) -> Outcome:
+        started = time.perf_counter()
+        try:
+            return self._servable.run(signature, inputs)
+        except Exception as error:  # handed to the waiting callers; InvalidArgument stays InvalidArgument
+            return error
+        finally:
+            self._inference_duration.observe(time.perf_counter() - started)
+
+    @staticmethod
+    def _answer(requests: Sequence[_Request], outcomes: Sequence[Outcome]) -> None:
+        """One thread-safe call per event loop for the whole batch, in queue order."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Outputs], Outcome]]] = {}
+        for request, outcome in zip(requests, outcomes, strict=True):
+            by_loop.setdefault(request.loop, []).append((request.future, outcome))
+        for loop, answers in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, answers)
+            except RuntimeError:  # the loop is closed: nobody is waiting for these answers any more
+                log.debug("dropping %d answers for a closed event loop", len(answers))
