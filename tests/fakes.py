@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -70,4 +71,15 @@ def write_fake_version(folder: Path, version: int, broken: bool = False) -> Path
     (folder / "variables" / "variables.index").write_bytes(b"index")
     if broken:
         (folder / "BROKEN").write_text("yes")
+    return folder
+
+
+def write_fake_saved_model(folder: Path, seed: str) -> Path:
+    """A folder shaped like a SavedModel (the repository never parses it): a graph file, variables, assets."""
+    (folder / "variables").mkdir(parents=True)
+    (folder / "assets").mkdir()
+    (folder / "saved_model.pb").write_bytes(b"graph:" + seed.encode() * 100)
+    (folder / "variables" / "variables.index").write_bytes(b"index:" + seed.encode())
+    (folder / "variables" / "variables.data-00000-of-00001").write_bytes(os.urandom(3000))
+    (folder / "assets" / "labels.txt").write_text("setosa\nversicolor\nvirginica\n")
     return folder

@@ -8,7 +8,6 @@ restart (moto keeps them in memory), so every test makes its own with ``create_b
 from __future__ import annotations
 
 import functools
-import os
 import socket
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from typing import Any
 import boto3
 import pytest
 
+from fakes import write_fake_saved_model
 from service.settings import S3Settings
 
 REGION = "us-east-1"
@@ -147,17 +147,6 @@ def s3_server(_moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_pat
     _moto_server.start()  # a previous test may have stopped it
     yield S3Server(_moto_server)
     _moto_server.start()
-
-
-def write_fake_saved_model(folder: Path, seed: str) -> Path:
-    """A folder shaped like a SavedModel (the repository never parses it): a graph file, variables, assets."""
-    (folder / "variables").mkdir(parents=True)
-    (folder / "assets").mkdir()
-    (folder / "saved_model.pb").write_bytes(b"graph:" + seed.encode() * 100)
-    (folder / "variables" / "variables.index").write_bytes(b"index:" + seed.encode())
-    (folder / "variables" / "variables.data-00000-of-00001").write_bytes(os.urandom(3000))
-    (folder / "assets" / "labels.txt").write_text("setosa\nversicolor\nvirginica\n")
-    return folder
 
 
 @pytest.fixture

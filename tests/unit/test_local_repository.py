@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fakes import write_fake_saved_model
 from service.errors import AlreadyExists, DataLoss, InvalidArgument, RepositoryError
 from service.publish import byte_progress, describe_repository, push_version
 from service.repository.base import MANIFEST_NAME, Repository
@@ -21,17 +22,6 @@ from service.repository.s3 import S3Repository
 from service.settings import S3Settings
 
 SavedModelFactory = Callable[[str], Path]
-
-
-def write_fake_saved_model(folder: Path, seed: str) -> Path:
-    """A folder shaped like a SavedModel (the repository never parses it): a graph file, variables, assets."""
-    (folder / "variables").mkdir(parents=True)
-    (folder / "assets").mkdir()
-    (folder / "saved_model.pb").write_bytes(b"graph:" + seed.encode() * 50)
-    (folder / "variables" / "variables.index").write_bytes(b"index:" + seed.encode())
-    (folder / "variables" / "variables.data-00000-of-00001").write_bytes(os.urandom(2048))
-    (folder / "assets" / "labels.txt").write_text("setosa\nversicolor\nvirginica\n")
-    return folder
 
 
 @pytest.fixture
