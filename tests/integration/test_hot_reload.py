@@ -91,6 +91,9 @@ def test_hot_reload_corrupt_version_and_s3_outage(
         assert versions[0] == 1
         assert versions[-1] == 2
         assert versions == sorted(versions), "a request went back to version 1 after 2 answered"
+        print(
+            f"swap under load: {len(versions)} requests, {versions.count(1)} by v1, {versions.count(2)} by v2, 0 failed"
+        )
 
         # 2. A corrupt version 3 never replaces 2.
         assert push_version(repository, corrupt_model_dir, "iris") == 3
