@@ -60,3 +60,13 @@ def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from service.demo import write_demo_model
 
     return write_demo_model(tmp_path_factory.mktemp("repository") / "iris")
+
+
+@pytest.fixture(scope="session")
+def reads_file_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model whose signature reads a file (ReadFile), which screening refuses; the file holds 5 bytes."""
+    from modelfactory import reads_file_model
+
+    target = tmp_path_factory.mktemp("secret") / "secret.txt"
+    target.write_text("hello")
+    return reads_file_model(_version_dir(tmp_path_factory, "reader"), str(target))

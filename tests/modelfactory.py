@@ -144,3 +144,90 @@ def example(**features: float) -> bytes:
     """A serialized tf.Example with one float per feature."""
     feature = {name: tf.train.Feature(float_list=tf.train.FloatList(value=[value])) for name, value in features.items()}
     return bytes(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+
+
+# -- hostile models: graphs that reach outside the model (runtime/screening.py refuses them) -------------------
+
+
+class _FloatModule(tf.Module):  # type: ignore[misc]
+    def __init__(self, body: Any) -> None:
+        super().__init__()
+        self._body = body
+
+    def serve(self, x: Any) -> dict[str, Any]:
+        return {"y": self._body(x)}
+
+
+def float_module(path: Path, body: Any) -> Path:
+    """``serving_default``: x float32 [-1] -> y = body(x), a tf.Module saved with tf.saved_model.save."""
+    module = _FloatModule(body)
+    serve = tf.function(module.serve, input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+    return path
+
+
+def reads_file_model(path: Path, target: str) -> Path:
+    """y = x + the byte length of the file ``target`` (tf.io.read_file: ReadFile)."""
+    return float_module(path, lambda x: x + tf.cast(tf.strings.length(tf.io.read_file(target)), tf.float32))
+
+
+def reads_file_in_branch_model(path: Path, target: str) -> Path:
+    """ReadFile hidden in a tf.cond branch, a library function of its own (y = x, or x + length when x is empty)."""
+
+    def body(x: Any) -> Any:
+        length = tf.cond(
+            tf.size(x) > 0,
+            lambda: tf.constant(0.0),
+            lambda: tf.cast(tf.strings.length(tf.io.read_file(target)), tf.float32),
+        )
+        return x + length
+
+    return float_module(path, body)
+
+
+def writes_file_model(path: Path, target: str) -> Path:
+    """y = x, and x written as text to the file ``target`` on every call (tf.io.write_file: WriteFile)."""
+
+    def body(x: Any) -> Any:
+        written = tf.io.write_file(target, tf.strings.reduce_join(tf.strings.as_string(x), separator=","))
+        with tf.control_dependencies([written]):
+            return tf.identity(x)
+
+    return float_module(path, body)
+
+
+def prints_model(path: Path, output_stream: object) -> Path:
+    """y = x, and x printed to ``output_stream`` (tf.print: PrintV2): sys.stderr, or a "file:///..." URL."""
+
+    def body(x: Any) -> Any:
+        printed = tf.print("x:", x, output_stream=output_stream)
+        with tf.control_dependencies([printed]):
+            return tf.identity(x)
+
+    return float_module(path, body)
+
+
+def saves_checkpoint_model(path: Path, prefix: str) -> Path:
+    """y = x, and x saved as a checkpoint under ``prefix`` by the signature itself (SaveV2 outside the saver)."""
+
+    def body(x: Any) -> Any:
+        saved = tf.raw_ops.SaveV2(prefix=prefix, tensor_names=["x"], shape_and_slices=[""], tensors=[x])
+        with tf.control_dependencies([saved]):
+            return tf.identity(x)
+
+    return float_module(path, body)
+
+
+def tf1_reads_file_model(path: Path, target: str) -> Path:
+    """A TF1-style SavedModel (graph nodes, no functions): y = x + the byte length of ``target``."""
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        x = v1.placeholder(tf.float32, [None], name="x")
+        y = x + tf.cast(tf.strings.length(tf.io.read_file(target)), tf.float32)
+        signature = v1.saved_model.predict_signature_def({"x": x}, {"y": y})
+        with v1.Session(graph=graph) as session:
+            builder = v1.saved_model.Builder(str(path))
+            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature})
+            builder.save()
+    return path

@@ -33,7 +33,8 @@ def http_status(code: Code) -> int:
 class HttpError(Exception):
     """A transport-level refusal (body too large, unsupported encoding) before any domain code runs."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers

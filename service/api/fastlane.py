@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -19,6 +19,7 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.observe import InferenceCall, InferenceHandler, Reply
+from service.api.openapi import path_parameters
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class InferenceRoute:
     path: str  # a FastAPI path template, e.g. /v1/models/{model_name}:predict
     handler: InferenceHandler
     summary: str
+    # The request body (and any header) for the OpenAPI document; path parameters are added from ``path``.
+    openapi_extra: dict[str, Any] = field(default_factory=dict)
 
 
 def to_response(reply: Reply) -> Response:
@@ -41,7 +44,13 @@ def add_routes(router: APIRouter, routes: list[InferenceRoute]) -> None:
             methods=["POST"],
             summary=route.summary,
             response_class=Response,
+            openapi_extra=_with_path_parameters(route),
         )
+
+
+def _with_path_parameters(route: InferenceRoute) -> dict[str, Any]:
+    declared = path_parameters(route.path)["parameters"] + route.openapi_extra.get("parameters", [])
+    return route.openapi_extra | {"parameters": declared}
 
 
 def _framework_endpoint(handler: InferenceHandler) -> Callable[[Request], Any]:

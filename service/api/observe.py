@@ -1,17 +1,20 @@
 """What every inference route shares: the call it receives, the reply it gives, and the wrapper that counts, times
-and shapes the outcome (error body, status mapping, X-Model-Version header)."""
+and shapes the outcome (error body, status mapping, X-Model-Version and X-Request-Id headers), logs one line for it
+and traces it."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from service.api.body import read_body
+from service.api.body import BodyLimits, read_body
 from service.api.errors import HttpError, http_status
 from service.errors import ServingError
+from service.logs import REQUEST_ID_HEADER, RequestLog, request_id
 from service.metrics import Metrics
+from service.tracing import NoTracing, Tracing
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +28,13 @@ class InferenceCall:
     params: Mapping[str, str]  # path parameters: model_name, and version or label when given
     headers: Mapping[str, str]  # lower-case names
     chunks: AsyncIterator[bytes]  # the body, as it arrives
+    # The body once read, for a sampled payload log line (RTSERVE_LOG_PAYLOAD_SAMPLE_RATE).
+    received: list[bytes] = field(default_factory=list)
 
-    async def body(self, max_bytes: int) -> bytes:
-        return await read_body(self.headers, self.chunks, max_bytes)
+    async def body(self, limits: BodyLimits) -> bytes:
+        data = await read_body(self.headers, self.chunks, limits)
+        self.received.append(data)
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,38 +61,66 @@ class Reply:
 InferenceHandler = Callable[[InferenceCall], Awaitable[Reply]]
 
 
-class InferenceObserver:
-    """Counts, times and shapes the outcome of every inference request for one protocol."""
+@dataclass(frozen=True)
+class Telemetry:
+    """Per-request logging and tracing, built once by the app factory and shared by both protocols."""
 
-    def __init__(self, metrics: Metrics, protocol: str, encode_error: Callable[[str], bytes]) -> None:
+    log: RequestLog = field(default_factory=RequestLog)
+    tracing: Tracing = field(default_factory=NoTracing)
+
+
+class InferenceObserver:
+    """Counts, times, logs, traces and shapes the outcome of every inference request for one protocol."""
+
+    def __init__(
+        self, metrics: Metrics, protocol: str, encode_error: Callable[[str], bytes], telemetry: Telemetry
+    ) -> None:
         self._metrics = metrics
         self._protocol = protocol
         self._encode_error = encode_error
         self._inflight = metrics.inflight.labels(protocol)
+        self._log = telemetry.log
+        self._tracing = telemetry.tracing
 
-    async def answer(self, served_model: str, work: Callable[[], Awaitable[Answer]]) -> Reply:
-        """Run ``work``; ``served_model`` is the label to count failures under ("" for unknown models)."""
+    async def answer(self, call: InferenceCall, served_model: str, work: Callable[[], Awaitable[Answer]]) -> Reply:
+        """Run ``work`` for ``call``; ``served_model`` is the label to count failures under ("" for unknown
+        models)."""
         started = time.perf_counter()
+        rid = request_id(call.headers)
+        trace = self._tracing.start(self._protocol, rid, call.headers) if self._tracing.enabled else None
         self._inflight.inc()
         model, version = served_model, ""
         try:
             result = await work()
             model, version = result.model_name, result.model_version
-            reply = Reply(200, result.body, result.content_type, (("x-model-version", version), *result.headers))
+            headers = (("x-model-version", version), (REQUEST_ID_HEADER, rid), *result.headers)
+            reply = Reply(200, result.body, result.content_type, headers)
         except ServingError as error:
-            reply = self._error(http_status(error.code), error.message, error)
+            reply = self._error(rid, http_status(error.code), error.message, error)
         except HttpError as error:
-            reply = self._error(error.status, error.message)
+            reply = self._error(rid, error.status, error.message, extra_headers=error.headers)
         except Exception:  # our fault: say so with a 500 and keep serving
-            log.exception("unexpected error serving a %s request", self._protocol)
-            reply = self._error(500, "internal error; see the server log")
+            log.exception("unexpected error serving %s request %s", self._protocol, rid)
+            reply = self._error(rid, 500, "internal error; see the server log")
         finally:
             self._inflight.dec()
+        seconds = time.perf_counter() - started
         self._metrics.requests.labels(model, version, self._protocol, str(reply.status)).inc()
-        self._metrics.request_duration.labels(model, version, self._protocol).observe(time.perf_counter() - started)
+        self._metrics.request_duration.labels(model, version, self._protocol).observe(seconds)
+        body = call.received[0] if call.received else None
+        self._log.emit(rid, self._protocol, model, version, reply.status, seconds, body)
+        if trace is not None:
+            trace.finish(model, version, reply.status)
         return reply
 
-    def _error(self, status: int, message: str, error: ServingError | None = None) -> Reply:
+    def _error(
+        self,
+        rid: str,
+        status: int,
+        message: str,
+        error: ServingError | None = None,
+        extra_headers: tuple[tuple[str, str], ...] = (),
+    ) -> Reply:
         retry_after = getattr(error, "retry_after_s", None)
         headers = (("retry-after", str(max(1, round(retry_after)))),) if retry_after is not None else ()
-        return Reply(status, self._encode_error(message), JSON, headers)
+        return Reply(status, self._encode_error(message), JSON, ((REQUEST_ID_HEADER, rid), *headers, *extra_headers))

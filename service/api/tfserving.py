@@ -12,9 +12,11 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from service.api import openapi
+from service.api.body import BodyLimits
 from service.api.errors import http_status
 from service.api.fastlane import InferenceRoute, add_routes
-from service.api.observe import JSON, Answer, InferenceCall, InferenceHandler, InferenceObserver, Reply
+from service.api.observe import JSON, Answer, InferenceCall, InferenceHandler, InferenceObserver, Reply, Telemetry
 from service.codecs import tfserving_json
 from service.codecs.arrays import quote
 from service.dataplane import DataPlane, Target, parse_version
@@ -100,10 +102,12 @@ def metadata_document(loaded: LoadedVersion) -> dict[str, Any]:
 # -- routes -------------------------------------------------------------------------------------------------
 
 
-def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) -> tuple[APIRouter, list[InferenceRoute]]:
+def build_router(
+    dataplane: DataPlane, metrics: Metrics, limits: BodyLimits, telemetry: Telemetry
+) -> tuple[APIRouter, list[InferenceRoute]]:
     """The TF Serving REST routes bound to one data plane, and the inference ones for the fast lane."""
     router = APIRouter(tags=["TensorFlow Serving REST"])
-    observer = InferenceObserver(metrics, PROTOCOL, tfserving_json.encode_error)
+    observer = InferenceObserver(metrics, PROTOCOL, tfserving_json.encode_error, telemetry)
 
     async def model_status(request: Request) -> Response:
         """TF Serving GetModelStatus: the state of every version (or one)."""
@@ -127,7 +131,7 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
 
         async def work() -> Answer:
             target = target_of(call.params)
-            body = await call.body(max_body_bytes)
+            body = await call.body(limits)
             with dataplane.lease(target) as loaded:
                 decoded = tfserving_json.decode_predict(
                     body, lambda name: dataplane.signature(loaded, name), dataplane.max_tensor_elements
@@ -138,13 +142,13 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
                 body_out = tfserving_json.encode_predict(outputs, decoded.columnar)
                 return Answer(body_out, loaded.model, loaded.version_label)
 
-        return await observer.answer(dataplane.metric_label(call.params["model_name"]), work)
+        return await observer.answer(call, dataplane.metric_label(call.params["model_name"]), work)
 
     def examples_handler(method: str, encode: Callable[[dict[str, Any]], bytes]) -> InferenceHandler:
         async def handler(call: InferenceCall) -> Reply:
             async def work() -> Answer:
                 target = target_of(call.params)
-                body = await call.body(max_body_bytes)
+                body = await call.body(limits)
                 decoded = tfserving_json.decode_examples(body, dataplane.max_tensor_elements)
                 with dataplane.lease(target) as loaded:
                     signature = dataplane.signature(loaded, decoded.signature_name, method)
@@ -153,7 +157,7 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
                     outputs = await dataplane.run(loaded, signature, inputs)
                     return Answer(encode(outputs), loaded.model, loaded.version_label)
 
-            return await observer.answer(dataplane.metric_label(call.params["model_name"]), work)
+            return await observer.answer(call, dataplane.metric_label(call.params["model_name"]), work)
 
         return handler
 
@@ -170,14 +174,26 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
     inference: list[InferenceRoute] = []
     for suffix in ADDRESSINGS:
         base = "/v1/models/{model_name}" + suffix
-        router.add_api_route(base, model_status, methods=["GET"], summary="Model status", response_class=Response)
         router.add_api_route(
-            base + "/metadata", model_metadata, methods=["GET"], summary="Model metadata", response_class=Response
+            base,
+            model_status,
+            methods=["GET"],
+            summary="Model status",
+            response_class=Response,
+            openapi_extra=openapi.path_parameters(base),
+        )
+        router.add_api_route(
+            base + "/metadata",
+            model_metadata,
+            methods=["GET"],
+            summary="Model metadata",
+            response_class=Response,
+            openapi_extra=openapi.path_parameters(base),
         )
         inference += [
-            InferenceRoute(base + ":predict", predict, "Predict"),
-            InferenceRoute(base + ":classify", classify, "Classify"),
-            InferenceRoute(base + ":regress", regress, "Regress"),
+            InferenceRoute(base + ":predict", predict, "Predict", openapi.tfserving_predict()),
+            InferenceRoute(base + ":classify", classify, "Classify", openapi.tfserving_examples()),
+            InferenceRoute(base + ":regress", regress, "Regress", openapi.tfserving_examples()),
         ]
     add_routes(router, inference)
     return router, inference

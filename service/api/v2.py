@@ -10,10 +10,12 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service import __version__
+from service.api import openapi
+from service.api.body import BodyLimits
 from service.api.errors import http_status
 from service.api.fastlane import InferenceRoute, add_routes
 from service.api.health import NOT_READY
-from service.api.observe import JSON, Answer, InferenceCall, InferenceObserver, Reply
+from service.api.observe import JSON, Answer, InferenceCall, InferenceObserver, Reply, Telemetry
 from service.codecs import v2_json
 from service.dataplane import DataPlane, Target, parse_version
 from service.errors import NotFound, ServingError
@@ -40,10 +42,12 @@ def error_response(error: ServingError) -> Response:
     return Response(v2_json.encode_error(error.message), http_status(error.code), media_type=JSON)
 
 
-def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) -> tuple[APIRouter, list[InferenceRoute]]:
+def build_router(
+    dataplane: DataPlane, metrics: Metrics, limits: BodyLimits, telemetry: Telemetry
+) -> tuple[APIRouter, list[InferenceRoute]]:
     """The V2 routes bound to one data plane, and the inference ones for the fast lane."""
     router = APIRouter(tags=["Open Inference Protocol"])
-    observer = InferenceObserver(metrics, PROTOCOL, v2_json.encode_error)
+    observer = InferenceObserver(metrics, PROTOCOL, v2_json.encode_error, telemetry)
 
     async def server_metadata() -> Response:
         """Server name, version and protocol extensions."""
@@ -79,7 +83,7 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
 
         async def work() -> Answer:
             target = target_of(call.params)
-            body = await call.body(max_body_bytes)
+            body = await call.body(limits)
             header_length = v2_json.parse_header_length(call.headers.get(HEADER_LENGTH), len(body))
             with dataplane.lease(target) as loaded:
                 signature = dataplane.signature(loaded, None)
@@ -97,14 +101,17 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
                 extra = ((HEADER_LENGTH, str(binary_header)),)
                 return Answer(encoded, loaded.model, loaded.version_label, OCTET_STREAM, extra)
 
-        return await observer.answer(dataplane.metric_label(call.params["model_name"]), work)
+        return await observer.answer(call, dataplane.metric_label(call.params["model_name"]), work)
 
     router.add_api_route("/v2", server_metadata, methods=["GET"], summary="Server metadata")
     router.add_api_route("/v2/", server_metadata, methods=["GET"], include_in_schema=False)
     inference: list[InferenceRoute] = []
     for base in ("/v2/models/{model_name}", "/v2/models/{model_name}/versions/{version}"):
-        router.add_api_route(base, model_metadata, methods=["GET"], summary="Model metadata")
-        router.add_api_route(base + "/ready", model_ready, methods=["GET"], summary="Model ready")
-        inference.append(InferenceRoute(base + "/infer", infer, "Inference"))
+        parameters = openapi.path_parameters(base)
+        router.add_api_route(base, model_metadata, methods=["GET"], summary="Model metadata", openapi_extra=parameters)
+        router.add_api_route(
+            base + "/ready", model_ready, methods=["GET"], summary="Model ready", openapi_extra=parameters
+        )
+        inference.append(InferenceRoute(base + "/infer", infer, "Inference", openapi.v2_infer()))
     add_routes(router, inference)
     return router, inference

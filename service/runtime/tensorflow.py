@@ -21,6 +21,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
 from service.errors import Internal, InvalidArgument, ModelLoadError, NotFound, ServingError, Unavailable
+from service.runtime.screening import ALLOW_SETTING, refusable_ops, refusal_message, screen
 from service.tensors import DType, SignatureSpec, TensorSpec, dtype_from_tf_name
 
 log = logging.getLogger(__name__)
@@ -277,12 +278,26 @@ class TensorFlowServable:
 
 
 class TensorFlowLoader:
-    """Loads a version folder as a TensorFlowServable; any failure is a one-line ModelLoadError."""
+    """Loads a version folder as a TensorFlowServable; any failure is a one-line ModelLoadError.
+
+    The graph is screened for file, process and network ops before TensorFlow sees it (runtime/screening.py);
+    ``allowed_file_ops`` names the refused ops that this server lets through anyway.
+    """
+
+    def __init__(self, allowed_file_ops: Iterable[str] = ()) -> None:
+        self._allowed = frozenset(allowed_file_ops)
+        unknown = sorted(self._allowed - refusable_ops())
+        if unknown:
+            log.warning("%s names ops that are never refused: %s", ALLOW_SETTING, ", ".join(unknown))
 
     def __call__(self, path: Path) -> TensorFlowServable:
         folder = Path(path)
         try:
-            signatures = describe_saved_model(folder)
+            meta_graph = _serve_meta_graph(_read_saved_model(folder))
+            findings = screen(meta_graph, self._allowed)
+            if findings:
+                raise _SavedModelError(refusal_message(findings))
+            signatures = _describe_meta_graph(folder, meta_graph)
             loaded = tf.saved_model.load(str(folder), tags=[SERVE_TAG])
             return TensorFlowServable(folder, loaded, _callable_signatures(folder, loaded, signatures))
         except Exception as error:

@@ -1,0 +1,94 @@
+"""API keys: parsing the keys file, reading keys from headers, constant-time matching, reloads."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from service.api.auth import KeyFile, is_accepted, parse_keys, presented_keys
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_parse_keys_skips_comments_and_blank_lines() -> None:
+    text = "# rtserve keys\n\n  alpha  \n\t# indented comment\nbeta\r\n   \n"
+    assert parse_keys(text) == ["alpha", "beta"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "keys"),
+    [
+        ([], []),
+        ([(b"authorization", b"Bearer abc")], [b"abc"]),
+        ([(b"authorization", b"bEaReR   abc  ")], [b"abc"]),
+        ([(b"authorization", b"Basic abc")], []),
+        ([(b"authorization", b"Bearer")], []),
+        ([(b"authorization", b"Bearer ")], []),
+        ([(b"x-api-key", b" abc ")], [b"abc"]),
+        ([(b"x-api-key", b"")], []),
+        ([(b"x-api-key", b"one"), (b"authorization", b"Bearer two")], [b"one", b"two"]),
+        ([(b"content-type", b"application/json")], []),
+    ],
+)
+def test_presented_keys(headers: list[tuple[bytes, bytes]], keys: list[bytes]) -> None:
+    assert presented_keys(headers) == keys
+
+
+def test_is_accepted_compares_against_every_key(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text("first\nsecond\nthird\n")
+    digests = KeyFile(path).digests()
+    assert len(digests) == 3
+    assert is_accepted(b"second", digests)
+    assert is_accepted(b"third", digests)
+    assert not is_accepted(b"secon", digests)
+    assert not is_accepted(b"second\n", digests)
+    assert not is_accepted(b"", digests)
+    assert not is_accepted(b"first", ())
+
+
+def test_changes_are_read_at_most_once_a_second(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text("old\n")
+    clock = FakeClock()
+    keys = KeyFile(path, clock)
+    path.write_text("new-key\n")
+    clock.now += 0.5
+    assert not is_accepted(b"new-key", keys.digests())  # not looked at yet
+    clock.now += 0.6
+    assert is_accepted(b"new-key", keys.digests())
+    assert not is_accepted(b"old", keys.digests())
+
+
+def test_an_unreadable_file_keeps_the_last_keys(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "keys"
+    path.write_text("kept\n")
+    clock = FakeClock()
+    keys = KeyFile(path, clock)
+    path.unlink()
+    clock.now += 2
+    with caplog.at_level(logging.WARNING):
+        assert is_accepted(b"kept", keys.digests())
+    assert "keeping the last keys" in caplog.text
+
+
+def test_an_empty_file_accepts_nothing_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "keys"
+    path.write_text("# no keys yet\n")
+    with caplog.at_level(logging.WARNING):
+        keys = KeyFile(path)
+    assert keys.digests() == ()
+    assert "holds no key" in caplog.text
+
+
+def test_a_missing_file_is_an_error_at_start(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="RTSERVE_AUTH__KEYS_FILE"):
+        KeyFile(tmp_path / "absent")
