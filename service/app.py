@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import orjson
 from fastapi import FastAPI
@@ -18,15 +19,19 @@ from starlette.responses import Response
 
 from service import __version__
 from service.api import health, tfserving, v2
+from service.api.auth import ApiKeyGate, KeyFile, exempt_paths
+from service.api.body import BodyLimits
 from service.api.fastlane import FastLane
-from service.api.observe import JSON
+from service.api.observe import JSON, Telemetry
 from service.dataplane import DataPlane
+from service.logs import RequestLog
 from service.manager import ModelManager
-from service.metrics import Metrics
+from service.metrics import DriftSeries, Metrics
 from service.repository.base import Repository
 from service.repository.factory import open_repository
 from service.runtime.base import Loader
-from service.settings import Settings
+from service.settings import AuthSettings, Settings
+from service.tracing import Tracing, build_tracing
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +71,7 @@ def default_loader(settings: Settings) -> Loader:
     from service.runtime.tensorflow import TensorFlowLoader, configure_threads
 
     configure_threads(*settings.tensorflow_threads())
-    return TensorFlowLoader()
+    return TensorFlowLoader(settings.allowed_file_ops)
 
 
 def create_app(
@@ -75,10 +80,12 @@ def create_app(
     repository: Repository | None = None,
     loader: Loader | None = None,
     registry: CollectorRegistry | None = None,
-) -> FastLane:
+    tracing: Tracing | None = None,
+) -> FastLane | ApiKeyGate:
     """Build the ASGI app: FastAPI for the control plane behind the inference fast lane.
 
-    The model manager starts with the app's lifespan and stops with it.
+    The model manager starts with the app's lifespan and stops with it. ``tracing`` replaces the one
+    RTSERVE_OTEL__* describes (tests pass one with an in-memory span exporter).
     """
     metrics = Metrics(registry or CollectorRegistry())
     manager = ModelManager(
@@ -89,6 +96,12 @@ def create_app(
     )
     dataplane = DataPlane(manager, settings.max_tensor_elements, settings.request_timeout_s)
     components = Components(settings, metrics, manager, dataplane, Lifecycle())
+    metrics.ready.set_function(lambda: float(components.is_ready()))
+    metrics.drift.bind(lambda: drift_series(manager))
+    telemetry = Telemetry(
+        RequestLog(settings.log_requests, settings.log_payload_sample_rate, settings.log_payload_max_bytes),
+        tracing or build_tracing(settings.otel),
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -97,6 +110,7 @@ def create_app(
             yield
         finally:
             manager.stop()  # drains every version's batcher
+            telemetry.tracing.shutdown()  # exports the spans still pending
 
     app = FastAPI(
         title="rtserve",
@@ -106,8 +120,9 @@ def create_app(
     )
     app.state.components = components
     app.include_router(health.build_router(components.is_ready))
-    v2_router, v2_inference = v2.build_router(dataplane, metrics, settings.max_body_bytes)
-    tf_router, tf_inference = tfserving.build_router(dataplane, metrics, settings.max_body_bytes)
+    limits = BodyLimits(settings.max_body_bytes, settings.body_timeout_s)
+    v2_router, v2_inference = v2.build_router(dataplane, metrics, limits, telemetry)
+    tf_router, tf_inference = tfserving.build_router(dataplane, metrics, limits, telemetry)
     app.include_router(v2_router)
     app.include_router(tf_router)
 
@@ -120,8 +135,31 @@ def create_app(
     async def validation_error(_: Request, error: RequestValidationError) -> Response:
         return Response(orjson.dumps({"error": f"invalid request: {error.errors()[:1]}"}), 400, media_type=JSON)
 
+    @app.exception_handler(Exception)
+    async def unexpected_error(_: Request, error: Exception) -> Response:
+        # Starlette logs the traceback; the client gets the protocols' error shape, not a plain-text page.
+        return Response(orjson.dumps({"error": "internal error; see the server log"}), 500, media_type=JSON)
+
     @app.get("/metrics", tags=["Monitoring"], summary="Prometheus metrics", response_class=Response)
     async def prometheus_metrics(_: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    return FastLane(app, v2_inference + tf_inference)
+    return with_authentication(FastLane(app, v2_inference + tf_inference), settings.auth, metrics)
+
+
+def with_authentication(lane: FastLane, auth: AuthSettings, metrics: Metrics) -> FastLane | ApiKeyGate:
+    """The lane behind an API-key gate when a keys file is configured, else the lane itself (no cost)."""
+    if auth.keys_file is None:
+        return lane
+    keys = KeyFile(Path(auth.keys_file))
+    exempt = exempt_paths(auth.exempt_health, auth.exempt_metrics)
+    return ApiKeyGate(lane, lane.state, keys, exempt, metrics.auth_failures)
+
+
+def drift_series(manager: ModelManager) -> Iterator[DriftSeries]:
+    """The drift reading of every AVAILABLE version that has a profile, for rtserve_drift_* at scrape time."""
+    for model in manager.snapshot().values():
+        for loaded in model.available.values():
+            if loaded.drift is not None:
+                samples, psi = loaded.drift.reading()
+                yield DriftSeries(model.name, loaded.version_label, samples, psi)

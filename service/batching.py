@@ -11,7 +11,8 @@ first (batch) dimension, and splits the outputs back by row counts. Waiting for 
 * otherwise the oldest request waits at most ``batch_timeout_us`` from its arrival for the batch to fill.
 
 Requests of one signature run in arrival order: a batch is always a prefix of that signature's queued requests.
-``rtserve_batch_size`` counts requests per model call (not rows).
+``rtserve_batch_size`` counts requests per model call (not rows). After a batch is answered, the thread feeds its
+inputs to the version's drift monitor, if it has one (service/drift.py): off the event loop and after the reply.
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ from typing import Any
 import numpy as np
 
 from service.codecs.arrays import quote
+from service.drift import DriftMonitor
 from service.errors import DeadlineExceeded, InvalidArgument, Overloaded, Unavailable
 from service.metrics import Metrics
 from service.runtime.base import Servable
 from service.settings import BatchingSettings
 from service.tensors import SignatureSpec
+from service.tracing import CURRENT_TRACE
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +83,19 @@ def split_rows(outputs: Outputs, row_counts: Sequence[int]) -> list[Outputs] | N
 class _Request:
     """One queued request; ``key`` is None when it must run alone."""
 
-    __slots__ = ("deadline", "enqueued_at", "future", "inputs", "key", "loop", "rows", "signature")
+    __slots__ = (
+        "batch_size",
+        "deadline",
+        "enqueued_at",
+        "finished_at",
+        "future",
+        "inputs",
+        "key",
+        "loop",
+        "rows",
+        "signature",
+        "started_at",
+    )
 
     def __init__(
         self,
@@ -98,6 +113,10 @@ class _Request:
         self.key: MergeKey | None = merge[1] if merge is not None else None
         self.deadline = deadline
         self.enqueued_at = time.monotonic()
+        # Set by the inference thread when the request's batch runs; a request trace records them as spans.
+        self.started_at = 0.0
+        self.finished_at = 0.0
+        self.batch_size = 0
 
 
 @dataclass
@@ -132,7 +151,13 @@ class Batcher:
     """The queue and inference thread of one loaded model version. ``close()`` drains it and stops the thread."""
 
     def __init__(
-        self, servable: Servable, settings: BatchingSettings, metrics: Metrics, model: str, version: str
+        self,
+        servable: Servable,
+        settings: BatchingSettings,
+        metrics: Metrics,
+        model: str,
+        version: str,
+        drift: DriftMonitor | None = None,
     ) -> None:
         self._servable = servable
         self._name = f"model {quote(model)} version {version}"
@@ -151,6 +176,8 @@ class Batcher:
         self._queue_depth = metrics.queue_depth.labels(model, version)
         self._queue_wait = metrics.queue_wait.labels(model, version)
         self._inference_duration = metrics.inference_duration.labels(model, version)
+        metrics.queue_capacity.labels(model, version).set(self._max_queue)
+        self._drift = drift
 
         self._cond = threading.Condition(threading.Lock())
         self._queue: deque[_Request] = deque()
@@ -174,9 +201,19 @@ class Batcher:
         merge = merge_key(input_names, inputs) if input_names is not None else None
         request = _Request(asyncio.get_running_loop(), signature, inputs, merge, deadline)
         self._enqueue(request)
-        if deadline is None:
+        trace = CURRENT_TRACE.get()
+        try:
+            return await self._answer_of(request)
+        finally:
+            if trace is not None and request.batch_size:
+                trace.record_batch(request.enqueued_at, request.started_at, request.finished_at, request.batch_size)
+
+    async def _answer_of(self, request: _Request) -> Outputs:
+        if request.deadline is None:
             return await request.future
-        timer = request.loop.call_later(deadline - time.monotonic(), _expire, request.future, self._deadline_message)
+        timer = request.loop.call_later(
+            request.deadline - time.monotonic(), _expire, request.future, self._deadline_message
+        )
         try:
             return await request.future
         finally:
@@ -312,7 +349,25 @@ class Batcher:
         except Exception as error:  # a bug here must fail this batch only, never the thread
             log.exception("%s: batch of %d requests failed unexpectedly", self._name, len(batch))
             outcomes = [error] * len(batch)
+        finished = time.monotonic()
+        for request in batch:
+            request.started_at, request.finished_at, request.batch_size = started, finished, len(batch)
         self._answer(batch, outcomes)
+        if self._drift is not None:
+            self._observe_drift(self._drift, batch, outcomes)
+
+    def _observe_drift(self, monitor: DriftMonitor, batch: list[_Request], outcomes: Sequence[Outcome]) -> None:
+        """Count the inputs of the requests that ran the profiled signature successfully."""
+        inputs = [
+            request.inputs
+            for request, outcome in zip(batch, outcomes, strict=True)
+            if request.signature.name == monitor.signature and not isinstance(outcome, BaseException)
+        ]
+        try:
+            monitor.observe(inputs)
+        except Exception:  # monitoring must never take the inference thread down: stop it instead
+            log.exception("%s: drift monitoring failed and is now off for this version", self._name)
+            self._drift = None
 
     def _run_batch(self, batch: list[_Request]) -> list[Outcome]:
         if len(batch) == 1:  # no concatenation, no split, no copy

@@ -1,4 +1,4 @@
-"""The ``rtserve`` command: serve, push, ls, demo-model."""
+"""The ``rtserve`` command: serve, push, ls, rollout, fleet status, demo-model."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -15,6 +16,8 @@ from typing import Any
 
 from service import __version__
 from service.errors import ServingError
+from service.logs import configure_logging
+from service.profile import DEFAULT_BINS
 from service.settings import Settings
 
 log = logging.getLogger("rtserve")
@@ -27,6 +30,8 @@ examples:
   rtserve serve --repository s3://models --models iris
   rtserve push ./export/iris --model iris --repository s3://models
   rtserve ls --repository s3://models
+  rtserve rollout iris --version 4 --in 60 --repository s3://models
+  rtserve fleet status --endpoints 10.0.0.5:8080,10.0.0.6:8080
 """
 
 
@@ -55,15 +60,68 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("source", type=Path, metavar="DIR", help="the SavedModel folder (holds saved_model.pb)")
     push.add_argument("--model", required=True, help="model name")
     push.add_argument("--version", type=int, help="version number (default: the next free one)")
+    push.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DATA",
+        help="training samples (.npy, .npz or .csv) of the default signature's numeric inputs: adds a reference "
+        "profile for drift monitoring (assets.extra/rtserve_profile.json)",
+    )
+    push.add_argument(
+        "--profile-bins", type=int, default=DEFAULT_BINS, metavar="N", help=f"bins per feature (default {DEFAULT_BINS})"
+    )
     add_repository_option(push)
 
     listing = commands.add_parser("ls", help="list the repository's models and versions")
     listing.add_argument("--model", help="only this model")
     add_repository_option(listing)
 
+    add_rollout_parser(commands)
+    add_fleet_parser(commands)
+
     demo = commands.add_parser("demo-model", help="train the demo model 'iris' and write it as version 1")
     demo.add_argument("destination", type=Path, metavar="DIR", help="the model folder, e.g. ./models/iris")
     return parser
+
+
+def add_rollout_parser(commands: Any) -> None:
+    rollout = commands.add_parser(
+        "rollout",
+        help="route a model's default requests to a version (writes serving.json)",
+        description="Rewrite the model's serving.json in the repository (labels and canary weight are kept). "
+        "With --at or --in every replica switches at that moment by its clock; the version is preloaded first.",
+    )
+    rollout.add_argument("model", metavar="MODEL", help="model name")
+    rollout.add_argument("--version", type=int, required=True, help="the version default requests go to")
+    when = rollout.add_mutually_exclusive_group()
+    when.add_argument("--at", metavar="TIME", help="switch at this UTC time, ISO 8601, e.g. 2026-11-25T12:00:00Z")
+    when.add_argument("--in", dest="in_s", type=float, metavar="SECONDS", help="switch this many seconds from now")
+    rollout.add_argument(
+        "--label", help="point this label at the version instead (the default follows it if it is the default's label)"
+    )
+    rollout.add_argument(
+        "--canary-weight", type=float, metavar="W", help="share 0..1 of default requests sent to the 'canary' label"
+    )
+    add_repository_option(rollout)
+
+
+def add_fleet_parser(commands: Any) -> None:
+    fleet = commands.add_parser("fleet", help="the replicas of a deployment")
+    actions = fleet.add_subparsers(dest="fleet_command", required=True, metavar="ACTION")
+    status = actions.add_parser(
+        "status",
+        help="which version every replica serves",
+        description="Read every replica's readiness and /metrics. Exit code 0 when every replica answers, is "
+        "ready and serves the same default version of every model; 1 otherwise.",
+    )
+    status.add_argument("--model", help="only this model")
+    status.add_argument("--endpoints", help="replicas, comma separated (host:port or URLs); default: ask Kubernetes")
+    status.add_argument("--namespace", help="Kubernetes namespace (default: the service account's or context's)")
+    status.add_argument("--service", default="rtserve", help="the Service whose endpoints are the replicas")
+    status.add_argument(
+        "--selector", help="label selector for the Services instead, e.g. app.kubernetes.io/name=rtserve"
+    )
+    status.add_argument("--timeout", type=float, default=3.0, help="seconds per request to a replica")
 
 
 def add_repository_option(parser: argparse.ArgumentParser) -> None:
@@ -94,20 +152,27 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "demo-model":
         return demo_model(args.destination)
     settings = settings_from(args)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The server logs to stdout in RTSERVE_LOG_FORMAT; the other commands print their results on stdout, so their
+    # log lines go to stderr.
+    configure_logging(settings.log_level, settings.log_format, None if args.command == "serve" else sys.stderr)
     # botocore narrates every credential lookup at INFO; only its warnings are news to an operator.
     for noisy in ("botocore", "boto3", "s3transfer"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     if args.command == "serve":
         return serve(settings)
     if args.command == "push":
-        return push(settings, args.source, args.model, args.version)
+        return push(settings, args.source, args.model, args.version, args.profile, args.profile_bins)
+    if args.command == "rollout":
+        return rollout(settings, args)
+    if args.command == "fleet":
+        return fleet_status(args)
     return list_repository(settings, args.model)
 
 
 def serve(settings: Settings) -> int:
     import uvicorn
 
+    from service.api.protocol import with_header_deadline
     from service.app import create_app
 
     app = create_app(settings)
@@ -118,7 +183,9 @@ def serve(settings: Settings) -> int:
         port=settings.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
+        http=with_header_deadline(settings.header_timeout_s),
         access_log=False,
+        log_config=None,  # uvicorn's records go through our handler, in our format
     )
 
     class DrainingServer(uvicorn.Server):
@@ -140,12 +207,21 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def push(settings: Settings, source: Path, model: str, version: int | None) -> int:
+def push(
+    settings: Settings,
+    source: Path,
+    model: str,
+    version: int | None,
+    profile: Path | None = None,
+    profile_bins: int = DEFAULT_BINS,
+) -> int:
     from service.publish import push_version
     from service.repository.factory import open_repository
 
     repository = open_repository(settings.repository, settings.s3)
-    published = push_version(repository, source, model, version, progress=sys.stderr.isatty())
+    published = push_version(
+        repository, source, model, version, sys.stderr.isatty(), profile_data=profile, profile_bins=profile_bins
+    )
     print(f"published {model} version {published} to {repository.uri}")
     return 0
 
@@ -161,6 +237,49 @@ def list_repository(settings: Settings, model: str | None) -> int:
         complete = "yes" if row.complete else "no (no MANIFEST.json)"
         print(f"{row.model:<24} {row.version:>8} {row.files:>6} {row.bytes:>12}  {complete}")
     return 0
+
+
+def activation_time(at: str | None, in_s: float | None, now: float) -> float | None:
+    from service.routing import parse_activation
+
+    if in_s is not None:
+        if in_s <= 0:
+            raise ValueError("--in needs a positive number of seconds")
+        return now + in_s
+    return parse_activation(at) if at is not None else None
+
+
+def rollout(settings: Settings, args: argparse.Namespace) -> int:
+    from service.repository.factory import open_repository
+    from service.rollout import RolloutRequest, describe
+    from service.rollout import rollout as write_rollout
+
+    now = time.time()
+    request = RolloutRequest(
+        args.model, args.version, args.label, activation_time(args.at, args.in_s, now), args.canary_weight
+    )
+    done = write_rollout(open_repository(settings.repository, settings.s3), request, now)
+    for warning in done.warnings:
+        print(f"rtserve: warning: {warning}", file=sys.stderr)
+    print(done.after.to_json().decode(), end="")
+    print(describe(args.model, done))
+    return 0
+
+
+def fleet_status(args: argparse.Namespace) -> int:
+    from service.fleet import connect_kubernetes, kubernetes_endpoints, render
+    from service.fleet import fleet_status as read_fleet
+
+    if args.endpoints:
+        endpoints = [e for e in args.endpoints.split(",") if e.strip()]
+    else:
+        endpoints = kubernetes_endpoints(connect_kubernetes(), args.namespace, args.service, args.selector)
+        if not endpoints:
+            print("rtserve: no endpoints found for the Service", file=sys.stderr)
+            return 1
+    text, converged = render(read_fleet(endpoints, args.timeout), args.model)
+    print(text)
+    return 0 if converged else 1
 
 
 def demo_model(destination: Path) -> int:

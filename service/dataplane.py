@@ -6,14 +6,15 @@ whichever protocol a client speaks.
 
 from __future__ import annotations
 
+import random
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
-from service.codecs.arrays import check_shape, quote
+from service.codecs.arrays import check_shape, is_decimal, quote
 from service.errors import InvalidArgument, NotFound
 from service.manager import LoadedVersion, ModelManager, ModelSnapshot
 from service.tensors import DEFAULT_SIGNATURE, SignatureSpec
@@ -23,7 +24,7 @@ def parse_version(text: str | None) -> int | None:
     """A version from a URL path: digits only (TF Serving's rule and message), None when absent."""
     if text is None:
         return None
-    if not text.isdigit() or len(text) > 18:
+    if not is_decimal(text) or len(text) > 18:
         raise InvalidArgument(f"Failed to convert version: {quote(text)} to numeric.")
     return int(text)
 
@@ -47,10 +48,21 @@ class Target:
 class DataPlane:
     """Resolution, validation and execution shared by the TF Serving and Open Inference protocols."""
 
-    def __init__(self, manager: ModelManager, max_tensor_elements: int, request_timeout_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        manager: ModelManager,
+        max_tensor_elements: int,
+        request_timeout_s: float = 0.0,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
         self._manager = manager
         self.max_tensor_elements = max_tensor_elements
         self._request_timeout_s = request_timeout_s
+        # The wall clock, because serving.json's activate_at is a UTC time shared by every replica.
+        self._clock = clock
+        self._draw = (rng or random.Random()).random  # the canary split: one uniform draw per default request
 
     # -- resolution -----------------------------------------------------------------------------------------
 
@@ -74,9 +86,10 @@ class DataPlane:
         elif target.version is not None:
             version = target.version
         else:
-            if model.default_version is None:
+            default = model.route.pick(self._clock(), self._draw)
+            if default is None:
                 raise NotFound(f"model {quote(target.model)} has no AVAILABLE version yet")
-            version = model.default_version
+            version = default
         loaded = model.available.get(version)
         if loaded is None:
             raise NotFound(f"{target.describe()} is not AVAILABLE (version {version})")

@@ -16,11 +16,12 @@ from pathlib import Path
 from types import MappingProxyType
 
 from service.batching import Batcher
+from service.drift import DriftMonitor, open_drift_monitor
 from service.errors import Code, RepositoryError, ServingError
 from service.metrics import Metrics
 from service.repository.base import SERVING_CONFIG_NAME, Repository, VersionListing
 from service.repository.cache import clean_stale_downloads, fetch_version, prune_cache
-from service.routing import ServingConfig, parse_serving_config
+from service.routing import DefaultRoute, ServingConfig, format_activation, parse_serving_config
 from service.runtime.base import Loader, Servable
 from service.settings import Settings
 
@@ -42,13 +43,22 @@ class VersionStatus:
 class LoadedVersion:
     """A servable in memory and its batcher. Requests lease it so that unloading waits for the ones still using it."""
 
-    def __init__(self, model: str, version: int, servable: Servable, path: Path, batcher: Batcher) -> None:
+    def __init__(
+        self,
+        model: str,
+        version: int,
+        servable: Servable,
+        path: Path,
+        batcher: Batcher,
+        drift: DriftMonitor | None = None,
+    ) -> None:
         self.model = model
         self.version = version
         self.version_label = str(version)
         self.servable = servable
         self.batcher = batcher
         self.path = path
+        self.drift = drift  # fed by the batcher, read when Prometheus scrapes
         self._lock = threading.Lock()
         self._leases = 0
         self._retired = False
@@ -89,12 +99,17 @@ class ModelSnapshot:
     name: str
     available: Mapping[int, LoadedVersion]
     labels: Mapping[str, int]
-    default_version: int | None
+    route: DefaultRoute
     statuses: tuple[VersionStatus, ...]
 
     @property
     def ready(self) -> bool:
         return bool(self.available)
+
+    @property
+    def default_version(self) -> int | None:
+        """The default right now (the canary share aside); requests resolve through ``route`` themselves."""
+        return self.route.version_at(time.time())
 
 
 @dataclass
@@ -114,6 +129,8 @@ class _ModelRecord:
     previous_listing: dict[int, tuple[tuple[str, int, str], ...]] = field(default_factory=dict)
     serving: ServingConfig = field(default_factory=ServingConfig)
     polled_once: bool = False
+    routing_gauges: bool = False  # the default-version gauges read this model's snapshot once registered
+    rollout_blocked: bool = False  # the last snapshot found the new default due but not AVAILABLE (logged once)
 
 
 class ModelManager:
@@ -127,12 +144,15 @@ class ModelManager:
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
         self._repository = repository
         self._loader = loader
         self._metrics = metrics
         self._clock = clock
+        # serving.json's activate_at is a UTC time: compared with the wall clock, never the monotonic one.
+        self._wall_clock = wall_clock
         self._rng = rng or random.Random()
         self._records: dict[str, _ModelRecord] = {}
         self._snapshot: Mapping[str, ModelSnapshot] = MappingProxyType({})
@@ -240,23 +260,46 @@ class ModelManager:
         listings = self._repository.list_versions(name)
         record.serving = self._read_serving_config(name, record.serving)
         complete = self._complete_versions(record, listings)
-        policy = self._settings.policy_for(name)
-        wanted = policy.select(complete)
-        for version in sorted(wanted, reverse=True):
+        now = self._wall_clock()
+        # The routing's versions are wanted whatever the policy says: a pending default must be warm at its switch.
+        wanted = self._settings.policy_for(name).select(complete) | (record.serving.versions_to_load(now) & complete)
+        first = record.serving.effective_default(now)
+        for version in sorted(wanted, key=lambda v: (v != first, -v)):  # what serves now first, then newest first
             self._ensure_loaded(name, record, listings[version])
-        self._unload_unwanted(name, record, wanted)
+        self._unload_unwanted(name, record, wanted | self._still_routed(record))
         record.polled_once = True
+
+    def _still_routed(self, record: _ModelRecord) -> set[int]:
+        """Loaded versions the routing may still send requests to; they are never unloaded."""
+        now = self._wall_clock()
+        loaded = {v for v, r in record.versions.items() if r.loaded is not None}
+        route = record.serving.route(loaded)
+        routed = record.serving.versions_to_load(now)
+        if not route.switched(now) and route.before is not None:
+            routed.add(route.before)  # the old default serves until the new one takes over on this replica
+        return routed & loaded
 
     def _read_serving_config(self, name: str, current: ServingConfig) -> ServingConfig:
         data = self._repository.read_model_file(name, SERVING_CONFIG_NAME)
         if data is None:
             return ServingConfig()
         try:
-            return parse_serving_config(data)
+            config = parse_serving_config(data)
         except ValueError as error:
             # A bad edit must not reroute traffic: keep the last good routing and say why.
             log.error("model %s: ignoring invalid %s: %s", name, SERVING_CONFIG_NAME, error)
             return current
+        return self._with_previous_default(name, config, current)
+
+    def _with_previous_default(self, name: str, config: ServingConfig, current: ServingConfig) -> ServingConfig:
+        """A hand-written activation without previous_default keeps what this replica served when it read it."""
+        if config.activate_at is None or config.previous_default is not None:
+            return config
+        if replace(current, previous_default=None) == config:
+            return current  # the same file again: keep the version remembered the first time
+        snapshot = self._snapshot.get(name)
+        served = snapshot.route.version_at(self._wall_clock()) if snapshot is not None else None
+        return replace(config, previous_default=served)
 
     @staticmethod
     def _complete_versions(record: _ModelRecord, listings: Mapping[int, VersionListing]) -> set[int]:
@@ -286,7 +329,9 @@ class ModelManager:
             batching = self._settings.batching.for_model(name)
             # Every batch size the batcher will use, so that no request pays for a first run at a new shape.
             servable.warm_up(batching.warm_up_sizes())
-            batcher = Batcher(servable, batching, self._metrics, name, str(version))
+            where = f"model {name} version {version}"
+            drift = open_drift_monitor(path, servable.signatures, self._settings.drift, where)
+            batcher = Batcher(servable, batching, self._metrics, name, str(version), drift)
         except ServingError as error:
             self._load_failed(name, entry, error.code, error.message)
             return
@@ -294,7 +339,7 @@ class ModelManager:
             log.exception("model %s version %d: unexpected load error", name, version)
             self._load_failed(name, entry, Code.UNKNOWN, f"{type(error).__name__}: {error}")
             return
-        entry.loaded = LoadedVersion(name, version, servable, path, batcher)
+        entry.loaded = LoadedVersion(name, version, servable, path, batcher, drift)
         entry.failures = 0
         self._metrics.model_loads.labels(name, str(version), "success").inc()
         self._metrics.model_load_duration.labels(name, str(version)).observe(self._clock() - started)
@@ -312,6 +357,8 @@ class ModelManager:
 
     def _unload_unwanted(self, name: str, record: _ModelRecord, wanted: set[int]) -> None:
         loaded = {v for v, r in record.versions.items() if r.loaded is not None}
+        # A label naming a version that is not (yet) in the repository is no gap to fill.
+        wanted = {v for v in wanted if v in record.versions}
         if not wanted:
             # Nothing complete is wanted (an emptied folder, a policy naming absent versions): keep serving.
             return
@@ -352,17 +399,57 @@ class ModelManager:
 
     def _model_snapshot(self, name: str, record: _ModelRecord) -> ModelSnapshot:
         available = {v: r.loaded for v, r in record.versions.items() if r.loaded is not None}
-        default = record.serving.default_version(set(available))
-        if default is not None:
-            self._metrics.default_version.labels(name).set(default)
+        route = record.serving.route(set(available))
+        self._note_rollout(name, record, route)
         statuses = tuple(replace(r.status) for _, r in sorted(record.versions.items(), key=lambda item: -item[0]))
         return ModelSnapshot(
             name=name,
             available=MappingProxyType(available),
             labels=MappingProxyType(dict(record.serving.labels)),
-            default_version=default,
+            route=route,
             statuses=statuses,
         )
+
+    def _note_rollout(self, name: str, record: _ModelRecord, route: DefaultRoute) -> None:
+        """Register the routing gauges once a default exists, and log when a due switch has to wait."""
+        if not record.routing_gauges and route.before is not None:
+            record.routing_gauges = True
+            self._register_routing_gauges(name)
+        blocked = route.blocked(self._wall_clock())
+        if blocked and not record.rollout_blocked and route.activate_at is not None:
+            log.warning(
+                "model %s: serving.json switched the default to version %s at %s, but it is not AVAILABLE here; "
+                "version %s keeps serving until it is",
+                name,
+                route.after,
+                format_activation(route.activate_at),
+                route.before,
+            )
+        record.rollout_blocked = blocked
+
+    def _register_routing_gauges(self, name: str) -> None:
+        """Gauges computed at scrape time from the live snapshot, so they change at activate_at, not at a poll."""
+
+        def route_of() -> DefaultRoute | None:
+            snapshot = self._snapshot.get(name)
+            return snapshot.route if snapshot is not None else None
+
+        def default() -> float:
+            route = route_of()
+            version = route.version_at(self._wall_clock()) if route is not None else None
+            return float("nan") if version is None else float(version)
+
+        def pending() -> float:
+            route = route_of()
+            return float((route.pending_at(self._wall_clock()) if route is not None else None) or 0)
+
+        def blocked() -> float:
+            route = route_of()
+            return 1.0 if route is not None and route.blocked(self._wall_clock()) else 0.0
+
+        self._metrics.default_version.labels(name).set_function(default)
+        self._metrics.pending_default_version.labels(name).set_function(pending)
+        self._metrics.rollout_blocked.labels(name).set_function(blocked)
 
 
 def _first_load_pending(model: ModelSnapshot) -> bool:

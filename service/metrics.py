@@ -7,7 +7,12 @@ plus ``protocol`` and ``code`` where they apply. Requests for models that do not
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 MODEL_LABELS = ("model_name", "model_version")
 
@@ -115,6 +120,19 @@ class Metrics:
             ["model_name"],
             registry=registry,
         )
+        self.pending_default_version = Gauge(
+            "rtserve_model_pending_default_version",
+            "The version the default switches to at serving.json's activate_at; 0 when no switch is pending.",
+            ["model_name"],
+            registry=registry,
+        )
+        self.rollout_blocked = Gauge(
+            "rtserve_model_rollout_blocked",
+            "1 while serving.json's activate_at has passed but the new default is not AVAILABLE on this replica "
+            "(the previous default keeps serving).",
+            ["model_name"],
+            registry=registry,
+        )
         self.repository_polls = Counter(
             "rtserve_repository_polls_total",
             "Polls of the model repository, by outcome (success or error).",
@@ -132,7 +150,72 @@ class Metrics:
             registry=registry,
         )
 
+        self.auth_failures = Counter(
+            "rtserve_auth_failures_total",
+            "Requests refused by API-key authentication, by reason (missing_key: 401, invalid_key: 403).",
+            ["reason"],
+            registry=registry,
+        )
+
+        # Observability (docs/operations.md "Metrics", "Drift"): readiness as a series, so that alerts and the
+        # dashboard see it without kube-state-metrics; queue capacity, so saturation is a ratio; drift scores.
+        self.ready = Gauge(
+            "rtserve_ready",
+            "1 when this replica is ready (GET /v2/health/ready answers 200), 0 when not (loading, draining).",
+            registry=registry,
+        )
+        self.queue_capacity = Gauge(
+            "rtserve_queue_capacity",
+            "Requests a model version's queue holds before it answers 503 (the batching max_queue).",
+            MODEL_LABELS,
+            registry=registry,
+        )
+        self.drift = DriftCollector()
+        registry.register(self.drift)
+
     def set_version_state(self, model: str, version: int, state: str) -> None:
         """Make exactly one of the version's state series 1 (TF Serving reports unloaded versions as END)."""
         for candidate in STATES:
             self.version_state.labels(model, str(version), candidate).set(1.0 if candidate == state else 0.0)
+
+
+@dataclass(frozen=True)
+class DriftSeries:
+    """One loaded version's drift reading: rows in its window, and the PSI per feature (None: too few rows)."""
+
+    model: str
+    version: str
+    samples: int
+    psi: Mapping[str, float] | None
+
+
+class DriftCollector(Collector):
+    """rtserve_drift_psi and rtserve_drift_window_samples, read from the loaded versions at scrape time.
+
+    The scores are computed only when Prometheus asks, and a version's series go away with the version.
+    """
+
+    def __init__(self) -> None:
+        self._source: Callable[[], Iterable[DriftSeries]] = tuple
+
+    def bind(self, source: Callable[[], Iterable[DriftSeries]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        psi = GaugeMetricFamily(
+            "rtserve_drift_psi",
+            "Population stability index of a feature's live inputs (the sliding window) against the version's "
+            "reference profile; exported once the window holds RTSERVE_DRIFT__MIN_SAMPLES rows.",
+            labels=[*MODEL_LABELS, "feature"],
+        )
+        samples = GaugeMetricFamily(
+            "rtserve_drift_window_samples",
+            "Rows of live inputs in a profiled model version's drift window.",
+            labels=list(MODEL_LABELS),
+        )
+        for series in self._source():
+            samples.add_metric([series.model, series.version], series.samples)
+            for feature, score in (series.psi or {}).items():
+                psi.add_metric([series.model, series.version, feature], score)
+        yield psi
+        yield samples

@@ -15,6 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from service.errors import AlreadyExists, DataLoss, InvalidArgument
+from service.profile import DEFAULT_BINS, PROFILE_PATH, Profile, build_profile, dump_profile, load_samples
 from service.repository.base import (
     MANIFEST_NAME,
     ProgressCallback,
@@ -24,6 +25,7 @@ from service.repository.base import (
     check_version,
 )
 from service.repository.manifest import Manifest, check_sizes, payload_files, read_manifest
+from service.tensors import DEFAULT_SIGNATURE
 
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 
@@ -72,10 +74,18 @@ def next_version(repository: Repository, model: str) -> int:
 
 
 def push_version(
-    repository: Repository, source: Path, model: str, version: int | None = None, progress: bool = False
+    repository: Repository,
+    source: Path,
+    model: str,
+    version: int | None = None,
+    progress: bool = False,
+    profile_data: Path | None = None,
+    profile_bins: int = DEFAULT_BINS,
 ) -> int:
     """Publish the SavedModel folder ``source`` as ``model`` version ``version`` (next free one when None).
 
+    With ``profile_data`` (training samples, see service/profile.py) the version also gets a reference profile
+    for drift monitoring at ``assets.extra/rtserve_profile.json``; ``source`` itself is not modified.
     Returns the version written. Never overwrites: an existing version raises AlreadyExists.
     """
     check_model_name(model)
@@ -86,10 +96,48 @@ def push_version(
         check_version(version)
         if version in repository.list_versions(model):
             raise AlreadyExists(f"{model} version {version} already exists in {repository.uri}")
+    if profile_data is None:
+        _upload(repository, source, model, version, progress)
+        return version
+    profile = profile_of(source, profile_data, profile_bins)
+    with tempfile.TemporaryDirectory(prefix="rtserve-push-") as folder:
+        _upload(repository, stage_with_profile(source, profile, Path(folder)), model, version, progress)
+    return version
+
+
+def _upload(repository: Repository, source: Path, model: str, version: int, progress: bool) -> None:
     total = sum(path.stat().st_size for _rel, path in payload_files(source))
     with byte_progress(total, f"{model}/{version}", progress) as callback:
         repository.upload_version(model, version, source, callback)
-    return version
+
+
+def profile_of(source: Path, data: Path, bins: int = DEFAULT_BINS) -> Profile:
+    """The reference profile of training samples ``data`` for the default signature of SavedModel ``source``."""
+    # TensorFlow's protobufs describe the signature; imported only when a profile is asked for.
+    from service.runtime.tensorflow import describe_saved_model
+
+    try:
+        signatures = describe_saved_model(source)
+    except Exception as error:  # the loader's one-line cause: unreadable or not a SavedModel
+        raise InvalidArgument(f"cannot read the signatures of {source}: {error}") from None
+    signature = signatures.get(DEFAULT_SIGNATURE)
+    if signature is None:
+        raise InvalidArgument(f"{source} has no {DEFAULT_SIGNATURE!r} signature to profile the inputs of")
+    return build_profile(signature, load_samples(data, signature), bins)
+
+
+def stage_with_profile(source: Path, profile: Profile, staging: Path) -> Path:
+    """``staging`` made to mirror ``source`` by symbolic links, plus the profile file (replacing any there)."""
+    for rel, path in payload_files(source):
+        if rel == PROFILE_PATH:
+            continue
+        link = staging / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(path.resolve())
+    target = staging / PROFILE_PATH
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(dump_profile(profile))
+    return staging
 
 
 def describe_repository(repository: Repository, model: str | None = None) -> list[VersionRow]:

@@ -60,8 +60,9 @@ class BatchingSettings(BaseModel):
     batch_timeout_us: int = Field(
         1000,
         ge=0,
-        description="Longest time the oldest queued request waits for company; a lone request on an idle "
-        "version never waits, a queue holding a full batch never waits",
+        description="Longest time the oldest queued request waits for company. No wait when the queue holds a "
+        "full batch, for a lone request on a version idle for longer than this, or right after a wait that drew "
+        "no company; 0 never waits (batches are then what queued while the model was busy)",
     )
     max_queue: int = Field(
         256, ge=1, description="Requests queued per model version; beyond it requests get 503 with Retry-After"
@@ -88,6 +89,46 @@ class BatchingSettings(BaseModel):
             sizes.add(size)
             size *= 2
         return tuple(sorted(sizes))
+
+
+class AuthSettings(BaseModel):
+    """Optional API-key authentication for every route; off unless ``keys_file`` is set."""
+
+    keys_file: str | None = Field(
+        None,
+        description="File of accepted API keys, one per line ('#' comments and blank lines ignored), e.g. a "
+        "mounted Secret; re-read within a second of a change. Unset: no authentication",
+    )
+    exempt_health: bool = Field(True, description="Let /v2/health/live and /v2/health/ready answer without a key")
+    exempt_metrics: bool = Field(True, description="Let /metrics answer without a key")
+
+
+class DriftSettings(BaseModel):
+    """Drift monitoring of versions that carry a reference profile (``rtserve push --profile``)."""
+
+    enabled: bool = Field(True, description="Compare live inputs with the reference profile of each version")
+    window_size: int = Field(
+        2000, ge=10, description="Rows in the sliding window of live inputs (give or take a tenth)"
+    )
+    min_samples: int = Field(
+        200, ge=1, description="Rows the window needs before rtserve_drift_psi is exported for a version"
+    )
+    max_features: int = Field(
+        64, ge=1, description="Most profiled features monitored per version (each is a metric series)"
+    )
+
+
+class OtelSettings(BaseModel):
+    """Optional OpenTelemetry traces, exported over OTLP/HTTP; off by default."""
+
+    enabled: bool = Field(False, description="Export a trace per inference request (queue wait and inference spans)")
+    endpoint: str = Field(
+        "http://localhost:4318/v1/traces", description="OTLP/HTTP traces endpoint, e.g. of an OpenTelemetry Collector"
+    )
+    service_name: str = Field("rtserve", description="The service.name resource attribute of the spans")
+    sample_ratio: float = Field(
+        1.0, ge=0, le=1, description="Share of requests traced when the caller sent no sampled traceparent"
+    )
 
 
 def usable_cpus() -> int:
@@ -121,6 +162,14 @@ class Settings(BaseSettings):
     host: str = Field("0.0.0.0", description="Address to listen on")
     port: int = Field(8080, ge=0, le=65535, description="HTTP port for both protocols, health and metrics")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level")
+    log_format: Literal["json", "text"] = Field(
+        "json", description="Log lines as JSON objects (one per line) or as plain text"
+    )
+    log_requests: bool = Field(True, description="Log one line per inference request")
+    log_payload_sample_rate: float = Field(
+        0.0, ge=0, le=1, description="Share of request log lines that include the request body; 0 never"
+    )
+    log_payload_max_bytes: int = Field(4096, ge=1, description="Longest request body a log line includes")
 
     poll_interval_s: float = Field(5.0, gt=0, description="Seconds between repository polls")
     poll_jitter: float = Field(0.1, ge=0, le=1, description="Poll interval jitter as a fraction")
@@ -135,6 +184,15 @@ class Settings(BaseSettings):
         0.0, ge=0, description="On SIGTERM, seconds to stay up answering not-ready before draining"
     )
     max_body_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Largest request body accepted")
+    body_timeout_s: float = Field(
+        60.0, gt=0, description="Longest time to receive a whole request body; a client that stalls gets 408"
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest time for a request's headers, from the connection opening or the request's first "
+        "byte; past it the connection is closed",
+    )
     max_tensor_elements: int = Field(
         16 * 1024 * 1024, gt=0, description="Largest number of elements in one request tensor"
     )
@@ -142,14 +200,22 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(
         0.0, ge=0, description="Deadline for an inference request without its own; 0 means none"
     )
+    allowed_file_ops: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Ops that model screening refuses (file, process, network) but this server allows, comma "
+        "separated, e.g. InitializeTableFromTextFileV2",
+    )
 
     s3: S3Settings = Field(default_factory=S3Settings)  # type: ignore[arg-type]
     tensorflow: TensorFlowSettings = Field(default_factory=TensorFlowSettings)  # type: ignore[arg-type]
     batching: BatchingSettings = Field(default_factory=BatchingSettings)  # type: ignore[arg-type]
+    auth: AuthSettings = Field(default_factory=AuthSettings)  # type: ignore[arg-type]
+    drift: DriftSettings = Field(default_factory=DriftSettings)  # type: ignore[arg-type]
+    otel: OtelSettings = Field(default_factory=OtelSettings)  # type: ignore[arg-type]
 
-    @field_validator("models", mode="before")
+    @field_validator("models", "allowed_file_ops", mode="before")
     @classmethod
-    def _split_models(cls, value: object) -> object:
+    def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value

@@ -77,6 +77,11 @@ def _index(path: Sequence[int]) -> str:
 # -- checks the data plane and both protocols share --
 
 
+def is_decimal(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes superscript and full-width digits, which int() refuses or reads."""
+    return text.isascii() and text.isdigit()
+
+
 def check_shape(spec: TensorSpec, array: np.ndarray, where: str | None = None) -> None:
     """Refuse an array whose shape the signature does not accept (-1 matches any size)."""
     if not spec.accepts_shape(tuple(array.shape)):

@@ -223,3 +223,138 @@ def test_unload_closes_the_batcher_and_the_servable(tmp_path: Path, repo_root: P
         asyncio.run(old.batcher.submit(SIGNATURE, {"x": np.array([[1.0]], np.float32)}))
     manager.stop()
     assert loader.loaded[1].closed
+
+
+# -- serving.json rollouts: activate_at, pending defaults, canary ---------------------------------------------
+
+NOON = 1_764_072_000.0  # 2025-11-25T12:00:00Z
+
+
+class WallClock(Clock):
+    def __init__(self) -> None:
+        self.now = NOON - 60
+
+
+def rollout_manager(
+    tmp_path: Path, repo_root: Path, wall: WallClock, **overrides: object
+) -> tuple[ModelManager, FakeLoader, Metrics]:
+    settings = Settings(repository=str(repo_root), cache_dir=str(tmp_path / "cache"), **overrides)  # type: ignore[arg-type]
+    loader = FakeLoader()
+    metrics = Metrics(CollectorRegistry())
+    manager = ModelManager(settings, LocalRepository(repo_root), loader, metrics, clock=Clock(), wall_clock=wall)
+    return manager, loader, metrics
+
+
+def write_serving(repo_root: Path, document: str) -> None:
+    LocalRepository(repo_root).write_model_file("m", "serving.json", document.encode())
+
+
+def gauge(metrics: Metrics, name: str) -> float | None:
+    return metrics.registry.get_sample_value(name, {"model_name": "m"})
+
+
+ACTIVATION = '{"default": 2, "activate_at": "2025-11-25T12:00:00Z", "previous_default": 1}'
+
+
+def test_versions_named_by_serving_json_load_whatever_the_policy(tmp_path: Path, repo_root: Path) -> None:
+    wall = WallClock()
+    for version in (1, 2, 3):
+        push(repo_root, tmp_path, "m", version)
+    write_serving(repo_root, '{"default": 1, "labels": {"canary": 2}}')
+    manager, _, _ = rollout_manager(tmp_path, repo_root, wall)  # latest:1 picks 3 only
+    manager.poll_once()
+    manager.poll_once()
+    model = manager.snapshot()["m"]
+    assert sorted(model.available) == [1, 2, 3]
+    assert model.route.version_at(wall.now) == 1
+    write_serving(repo_root, '{"default": 3}')  # no longer named: unloaded, 3 stays for the policy
+    manager.poll_once()
+    assert sorted(manager.snapshot()["m"].available) == [3]
+
+
+def test_pending_default_is_preloaded_and_switches_at_activate_at_without_a_poll(
+    tmp_path: Path, repo_root: Path
+) -> None:
+    wall = WallClock()
+    for version in (1, 2):
+        push(repo_root, tmp_path, "m", version)
+    write_serving(repo_root, ACTIVATION)
+    manager, _, metrics = rollout_manager(tmp_path, repo_root, wall, version_policy="specific:1")
+    manager.poll_once()
+    route = manager.snapshot()["m"].route
+    assert sorted(manager.snapshot()["m"].available) == [1, 2]  # 2 is warm before its time
+    assert route.version_at(wall.now) == 1
+    assert gauge(metrics, "rtserve_model_default_version") == 1.0
+    assert gauge(metrics, "rtserve_model_pending_default_version") == 2.0
+    wall.now = NOON  # no poll in between: the same snapshot answers differently, and so do the gauges
+    assert manager.snapshot()["m"].route.version_at(wall.now) == 2
+    assert gauge(metrics, "rtserve_model_default_version") == 2.0
+    assert gauge(metrics, "rtserve_model_pending_default_version") == 0.0
+    assert gauge(metrics, "rtserve_model_rollout_blocked") == 0.0
+    manager.poll_once()  # 1 stays for the policy, 2 for the routing
+    assert sorted(manager.snapshot()["m"].available) == [1, 2]
+
+
+def test_the_previous_default_is_unloaded_only_after_the_switch(tmp_path: Path, repo_root: Path) -> None:
+    wall = WallClock()
+    for version in (1, 2):
+        push(repo_root, tmp_path, "m", version)
+    write_serving(repo_root, ACTIVATION)
+    manager, loader, _ = rollout_manager(tmp_path, repo_root, wall)  # latest:1 wants 2 only
+    manager.poll_once()
+    manager.poll_once()
+    assert sorted(manager.snapshot()["m"].available) == [1, 2]
+    assert loader.loaded[0].offset == 1.0  # what serves now loads first
+    wall.now = NOON
+    manager.poll_once()
+    assert sorted(manager.snapshot()["m"].available) == [2]
+
+
+def test_a_due_default_that_failed_keeps_the_old_one_and_says_so(
+    tmp_path: Path, repo_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    wall = WallClock()
+    push(repo_root, tmp_path, "m", 1)
+    push(repo_root, tmp_path, "m", 2, broken=True)
+    write_serving(repo_root, ACTIVATION)
+    manager, _, metrics = rollout_manager(tmp_path, repo_root, wall)
+    manager.poll_once()
+    wall.now = NOON + 1
+    manager.poll_once()
+    model = manager.snapshot()["m"]
+    assert sorted(model.available) == [1]
+    assert model.route.version_at(wall.now) == 1
+    assert gauge(metrics, "rtserve_model_rollout_blocked") == 1.0
+    assert gauge(metrics, "rtserve_model_pending_default_version") == 2.0
+    assert "it is not AVAILABLE here; version 1 keeps serving" in caplog.text
+
+
+def test_hand_written_activation_keeps_what_this_replica_served(tmp_path: Path, repo_root: Path) -> None:
+    wall = WallClock()
+    push(repo_root, tmp_path, "m", 1)
+    manager, _, _ = rollout_manager(tmp_path, repo_root, wall)
+    manager.poll_once()
+    push(repo_root, tmp_path, "m", 2)
+    write_serving(repo_root, '{"default": 2, "activate_at": "2025-11-25T12:00:00Z"}')
+    manager.poll_once()
+    manager.poll_once()  # the same file again must not forget the remembered version
+    model = manager.snapshot()["m"]
+    assert sorted(model.available) == [1, 2]
+    assert model.route.version_at(wall.now) == 1
+    assert model.route.version_at(NOON) == 2
+
+
+def test_canary_weight_sends_a_share_of_default_requests(tmp_path: Path, repo_root: Path) -> None:
+    import random
+
+    from service.dataplane import DataPlane, Target
+
+    push(repo_root, tmp_path, "m", 1)
+    push(repo_root, tmp_path, "m", 2)
+    write_serving(repo_root, '{"default": 1, "labels": {"canary": 2}, "canary_weight": 0.2}')
+    manager, _, _ = make_manager(tmp_path, repo_root)
+    manager.poll_once()
+    dataplane = DataPlane(manager, 1000, rng=random.Random(7))
+    versions = [dataplane.resolve(Target("m")).version for _ in range(2000)]
+    assert 0.17 < versions.count(2) / len(versions) < 0.23
+    assert {dataplane.resolve(Target("m", version=1)).version for _ in range(50)} == {1}  # explicit: never split

@@ -437,7 +437,8 @@ def test_k8s_publish_job_uses_rtserve_push(k8s_objects: list[Manifest]) -> None:
 
 
 def test_dev_values_point_at_the_dev_cluster(k8s_objects: list[Manifest]) -> None:
-    """k8s/values-dev.yaml names the Secret, the MinIO endpoint and the dashboard label that k8s/ provides."""
+    """k8s/values-dev.yaml names the Secret and the MinIO endpoint that k8s/ provides; k8s/ ships the chart's
+    dashboard with the label its Grafana sidecar watches."""
     values = load_one(K8S / "values-dev.yaml")
     secret = next(o for o in k8s_objects if o["kind"] == "Secret")
     s3 = values["repository"]["s3"]
@@ -451,6 +452,12 @@ def test_dev_values_point_at_the_dev_cluster(k8s_objects: list[Manifest]) -> Non
     sidecar_env = {item["name"]: item["value"] for item in sidecar["env"]}
     chart_labels = load_one(CHART / "values.yaml")["metrics"]["dashboard"]["labels"]
     assert chart_labels == {sidecar_env["LABEL"]: sidecar_env["LABEL_VALUE"]}
-    assert values["metrics"]["dashboard"]["enabled"] is True
+    # k8s/ ships the chart's dashboard itself (so the chart's copy stays off here), labelled for the sidecar.
+    assert values["metrics"]["dashboard"]["enabled"] is False
+    dashboards = [o for o in k8s_objects if o["kind"] == "ConfigMap" and "rtserve.json" in o.get("data", {})]
+    assert len(dashboards) == 1
+    assert dashboards[0]["metadata"]["labels"][sidecar_env["LABEL"]] == sidecar_env["LABEL_VALUE"]
+    chart_dashboard = json.loads((CHART / "files" / "dashboard.json").read_text(encoding="utf-8"))
+    assert json.loads(dashboards[0]["data"]["rtserve.json"]) == chart_dashboard
     namespaces = load_all((K8S / "namespace.yaml").read_text(encoding="utf-8"))
     assert namespaces[0]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"

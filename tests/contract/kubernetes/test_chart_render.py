@@ -521,8 +521,9 @@ def test_prometheus_operator_objects(chart_renderings: dict[str, Rendering]) -> 
     assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    rules = rendering.one("PrometheusRule")["spec"]["groups"][0]["rules"]
-    assert all(rule["alert"].startswith("Rtserve") for rule in rules)
+    rules = [rule for group in rendering.one("PrometheusRule")["spec"]["groups"] for rule in group["rules"]]
+    assert all(rule.get("alert", "Rtserve").startswith("Rtserve") for rule in rules)
+    assert all(rule.get("record", "rtserve:").startswith("rtserve:") for rule in rules)
     pod_annotations = rendering.deployment()["spec"]["template"]["metadata"]["annotations"]
     assert "prometheus.io/scrape" not in pod_annotations, "metrics.podAnnotations=false"
 

@@ -1,0 +1,114 @@
+"""serving.json: parsing, validation messages, and the default route a snapshot precomputes."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from service.routing import (
+    DefaultRoute,
+    ServingConfig,
+    format_activation,
+    parse_activation,
+    parse_serving_config,
+    usable_version,
+)
+
+NOON = parse_activation("2026-11-25T12:00:00Z")
+
+
+def test_full_document_round_trips() -> None:
+    text = (
+        b'{"default": "stable", "labels": {"stable": 3, "canary": 4}, "canary_weight": 0.1,'
+        b' "activate_at": "2026-11-25T12:00:00Z", "previous_default": 2}'
+    )
+    config = parse_serving_config(text)
+    assert config == ServingConfig("stable", {"stable": 3, "canary": 4}, 0.1, NOON, 2)
+    assert config.target() == 3
+    assert parse_serving_config(config.to_json()) == config
+    assert b'"activate_at": "2026-11-25T12:00:00.000Z"' in config.to_json()
+
+
+def test_activation_times_need_a_zone() -> None:
+    assert parse_activation("2026-11-25T13:00:00+01:00") == NOON
+    assert format_activation(NOON + 0.25) == "2026-11-25T12:00:00.250Z"
+    with pytest.raises(ValueError, match="no time zone"):
+        parse_activation("2026-11-25T12:00:00")
+    with pytest.raises(ValueError, match="not an ISO 8601 time"):
+        parse_activation("tomorrow at noon")
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        (b"[]", "must be a JSON object"),
+        (b'{"default": 1, "canary_wieght": 0.5}', "unknown field 'canary_wieght'"),
+        (b'{"default": "stable"}', "'default' must be a positive version or one of its labels"),
+        (b'{"default": 0}', "'default' must be a positive version"),
+        (b'{"labels": {"stable": "3"}}', "label 'stable' must map to a positive version"),
+        (b'{"labels": {"7": 3}}', "label '7' is not a valid label name"),
+        (b'{"default": 1, "canary_weight": 0.1}', "needs a 'canary' label"),
+        (b'{"default": 1, "labels": {"canary": 2}, "canary_weight": 1.5}', "'canary_weight' must be a number"),
+        (b'{"default": 1, "labels": {"canary": 2}, "canary_weight": true}', "'canary_weight' must be a number"),
+        (b'{"default": 2, "activate_at": 1764072000}', "'activate_at' must be a time in ISO 8601"),
+        (b'{"default": 2, "activate_at": "2026-11-25T12:00:00"}', "'activate_at': .* has no time zone"),
+        (b'{"activate_at": "2026-11-25T12:00:00Z"}', "'activate_at' needs a 'default'"),
+        (b'{"default": 2, "previous_default": 1}', "'previous_default' only applies with 'activate_at'"),
+        (b'{"default": 2, "activate_at": "2026-11-25T12:00:00Z", "previous_default": -1}', "'previous_default' must"),
+    ],
+)
+def test_invalid_documents_name_the_problem(document: bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_serving_config(document)
+
+
+def test_without_activation_the_default_applies_at_once() -> None:
+    route = ServingConfig(default=2).route({1, 2})
+    assert route.version_at(0.0) == 2
+    assert route.pending_at(0.0) is None
+    # A default that is not AVAILABLE falls back to the newest version that is.
+    assert ServingConfig(default=3).route({1, 2}).version_at(0.0) == 2
+    assert ServingConfig().route(set()).version_at(0.0) is None
+
+
+def test_activation_switches_exactly_at_its_time() -> None:
+    route = ServingConfig(default=2, activate_at=NOON, previous_default=1).route({1, 2})
+    assert route.version_at(NOON - 0.001) == 1
+    assert route.pending_at(NOON - 0.001) == 2
+    assert route.version_at(NOON) == 2
+    assert route.pending_at(NOON) is None
+    assert not route.blocked(NOON)
+
+
+def test_a_due_default_that_is_not_available_keeps_the_old_one() -> None:
+    route = ServingConfig(default=2, activate_at=NOON, previous_default=1).route({1})
+    assert route.version_at(NOON + 60) == 1
+    assert route.blocked(NOON + 60)
+    assert route.pending_at(NOON + 60) == 2
+    assert not route.blocked(NOON - 1)
+
+
+def test_before_the_switch_the_new_version_is_no_fallback() -> None:
+    # The previous default is gone here (say it failed): serve another version, not the one that is not due yet.
+    route = ServingConfig(default=3, activate_at=NOON, previous_default=1).route({2, 3})
+    assert route.version_at(NOON - 1) == 2
+    assert usable_version(None, {3}, avoid=3) == 3  # unless it is the only one
+
+
+def test_versions_to_load_include_the_previous_default_until_the_switch() -> None:
+    config = ServingConfig("stable", {"stable": 3, "canary": 4}, 0.0, NOON, previous_default=2)
+    assert config.versions_to_load(NOON - 1) == {2, 3, 4}
+    assert config.versions_to_load(NOON) == {3, 4}
+    assert config.effective_default(NOON - 1) == 2
+    assert config.effective_default(NOON) == 3
+
+
+def test_canary_weight_splits_default_requests() -> None:
+    route = ServingConfig(1, {"canary": 2}, canary_weight=0.25).route({1, 2})
+    draws = itertools.cycle([0.0, 0.3, 0.6, 0.9])
+    picks = [route.pick(0.0, lambda: next(draws)) for _ in range(8)]
+    assert picks == [2, 1, 1, 1, 2, 1, 1, 1]
+    # A canary version that is not AVAILABLE takes nothing; no draw is even made without a canary.
+    assert ServingConfig(1, {"canary": 3}, canary_weight=0.25).route({1}).canary is None
+    assert DefaultRoute(before=1).pick(0.0, lambda: pytest.fail("drew without a canary")) == 1
