@@ -26,6 +26,9 @@ from service.errors import FailedPrecondition
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+DEFAULT_GAUGE = "rtserve_model_default_version"
+PENDING_GAUGE = "rtserve_model_pending_default_version"
+BLOCKED_GAUGE = "rtserve_model_rollout_blocked"
 
 
 @dataclass(frozen=True)
@@ -72,9 +75,9 @@ def models_from_metrics(text: str) -> dict[str, ModelView]:
             elif sample.name == "rtserve_model_loads_total" and sample.labels.get("outcome") == "failure":
                 if sample.value > 0:
                     failures.setdefault(model, set()).add(int(sample.labels["model_version"]))
-            else:
+            elif sample.name in (DEFAULT_GAUGE, PENDING_GAUGE, BLOCKED_GAUGE):
                 gauges.setdefault(sample.name, {})[model] = sample.value
-    names = set(states) | set(gauges.get("rtserve_model_default_version", {}))
+    names = set(states) | set(gauges.get(DEFAULT_GAUGE, {}))
     return {name: _model_view(name, gauges, states.get(name, {}), failures.get(name, set())) for name in names}
 
 
@@ -88,9 +91,9 @@ def _model_view(
     available = tuple(sorted(v for v, state in states.items() if state == "AVAILABLE"))
     return ModelView(
         name=name,
-        default=version("rtserve_model_default_version"),
-        pending=version("rtserve_model_pending_default_version"),
-        blocked=gauges.get("rtserve_model_rollout_blocked", {}).get(name, 0.0) == 1.0,
+        default=version(DEFAULT_GAUGE),
+        pending=version(PENDING_GAUGE),
+        blocked=gauges.get(BLOCKED_GAUGE, {}).get(name, 0.0) == 1.0,
         available=available,
         failed=tuple(sorted(failures - set(available))),
     )
