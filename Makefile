@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 MODELS ?= ./models
 PORT ?= 8080
 
-.PHONY: help venv serve test lint format demo-model tools clean
+.PHONY: help venv serve test lint format demo-model tools bench bench-quick clean
 
 help:
 	@echo "make serve   - virtualenv + demo model 'iris' in $(MODELS) + server on :$(PORT)"
@@ -14,6 +14,8 @@ help:
 	@echo "make lint    - ruff and mypy --strict"
 	@echo "make format  - ruff format"
 	@echo "make tools   - helm, kubectl, hadolint, checkov into .tools/ (the chart tests use them)"
+	@echo "make bench  - the load benchmark against KServe, MLServer, the seed and the floors (~20 min, docs/benchmarks.md)"
+	@echo "make bench-quick - a smoke run of the benchmark (c=32 only, results in bench/results/)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "rtserve needs Python 3.11, found " + sys.version' 
@@ -46,6 +48,12 @@ tools: $(STAMP)
 
 test: $(STAMP) lint tools
 	$(PY) -m pytest -p no:cacheprovider
+
+bench: $(STAMP)
+	$(PY) -m bench.run
+
+bench-quick: $(STAMP)
+	$(PY) -m bench.run --quick
 
 clean:
 	rm -rf $(VENV) .rtserve-cache .pytest_cache .mypy_cache .ruff_cache

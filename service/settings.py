@@ -206,12 +206,12 @@ class Settings(BaseSettings):
         "separated, e.g. InitializeTableFromTextFileV2",
     )
 
-    s3: S3Settings = Field(default_factory=S3Settings)  # type: ignore[arg-type]
-    tensorflow: TensorFlowSettings = Field(default_factory=TensorFlowSettings)  # type: ignore[arg-type]
-    batching: BatchingSettings = Field(default_factory=BatchingSettings)  # type: ignore[arg-type]
-    auth: AuthSettings = Field(default_factory=AuthSettings)  # type: ignore[arg-type]
-    drift: DriftSettings = Field(default_factory=DriftSettings)  # type: ignore[arg-type]
-    otel: OtelSettings = Field(default_factory=OtelSettings)  # type: ignore[arg-type]
+    s3: S3Settings = Field(default_factory=S3Settings)
+    tensorflow: TensorFlowSettings = Field(default_factory=TensorFlowSettings)
+    batching: BatchingSettings = Field(default_factory=BatchingSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
+    otel: OtelSettings = Field(default_factory=OtelSettings)
 
     @field_validator("models", "allowed_file_ops", mode="before")
     @classmethod

@@ -1,0 +1,551 @@
+"""Render a results.json as docs/benchmarks.md (tables, targets as ratios, profile, memory) plus the PNG plot.
+
+.venv/bin/python -m bench.report [bench/results/latest.json] [--docs]   # re-render without re-running
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from bench import envs
+from bench.profile import summarise
+
+TARGET_CONCURRENCY = 32
+KSERVE_FACTOR, MLSERVER_FACTOR, SEED_FACTOR = 10.0, 10.0, 100.0
+FLOOR_SHARE, P99_LIMIT_MS, TAIL_FACTOR, ROWS_SHARE = 0.6, 15.0, 3.0, 0.7
+NOISY_PCT = 10.0
+
+
+# ---------------------------------------------------------------- lookups
+
+
+def lane_of(results: dict[str, Any], server: str, lane: str) -> dict[str, Any] | None:
+    return next((e for e in results["lanes"] if e["server"] == server and e["lane"] == lane), None)
+
+
+def label(results: dict[str, Any], entry: dict[str, Any]) -> str:
+    siblings = [e for e in results["lanes"] if e["server"] == entry["server"]]
+    return entry["title"] if len(siblings) == 1 else f"{entry['title']} {entry['lane']}"
+
+
+def closed_run(results: dict[str, Any], server: str, lane: str, rows: int, c: int) -> dict[str, Any] | None:
+    entry = lane_of(results, server, lane)
+    if not entry or entry.get("status") != "ok":
+        return None
+    runs = entry["payloads"][str(rows)]["closed"]
+    return next((run for run in runs if run["connections"] == c), None)
+
+
+def open_run(results: dict[str, Any], server: str, lane: str, rows: int, fraction: float) -> dict[str, Any] | None:
+    entry = lane_of(results, server, lane)
+    if not entry or entry.get("status") != "ok":
+        return None
+    runs = entry["payloads"][str(rows)]["open"]
+    return next((run for run in runs if abs(run["fraction"] - fraction) < 1e-9), None)
+
+
+def inprocess_rows_per_s(results: dict[str, Any], batch: int) -> float | None:
+    return next((r["rows_per_s"] for r in results["inprocess"]["rates"] if r["rows"] == batch), None)
+
+
+# ---------------------------------------------------------------- targets
+
+
+def _verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("**met**" if ok else "**not met**")
+
+
+def _ratio_target(
+    results: dict[str, Any], name: str, ours: tuple[str, str], theirs: tuple[str, str], factor: float, fmt: str
+) -> dict[str, Any]:
+    mine = closed_run(results, *ours, 1, TARGET_CONCURRENCY)
+    other = closed_run(results, *theirs, 1, TARGET_CONCURRENCY)
+    if not mine or not other or other["rps"] <= 0:
+        missing = [f"{s} {lane}" for (s, lane), run in ((ours, mine), (theirs, other)) if not run]
+        return {"target": name, "measured": "missing: " + ", ".join(missing), "ratio": "", "ok": None}
+    ratio = mine["rps"] / other["rps"]
+    measured = f"{mine['rps']:,.0f} vs {other['rps']:,.0f} req/s"
+    return {"target": name, "measured": measured, "ratio": fmt.format(ratio), "ok": ratio >= factor, "value": ratio}
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    c = TARGET_CONCURRENCY
+    rows: list[dict[str, Any]] = [
+        _ratio_target(
+            results,
+            f"1 row, c={c}: >= 10x KServe (TF Serving REST vs KServe V1, same body)",
+            ("rtserve", "tfserving"),
+            ("kserve", "tfserving"),
+            KSERVE_FACTOR,
+            "{:.1f}x",
+        ),
+        _ratio_target(
+            results,
+            f"1 row, c={c}: >= 10x KServe (V2 JSON)",
+            ("rtserve", "v2-json"),
+            ("kserve", "v2-json"),
+            KSERVE_FACTOR,
+            "{:.1f}x",
+        ),
+        _ratio_target(
+            results,
+            f"1 row, c={c}: >= 10x MLServer (V2 JSON)",
+            ("rtserve", "v2-json"),
+            ("mlserver", "v2-json"),
+            MLSERVER_FACTOR,
+            "{:.1f}x",
+        ),
+        _ratio_target(
+            results,
+            f"1 row, c={c}: >= 60% of the bare ASGI floor (TF Serving REST, same body)",
+            ("rtserve", "tfserving"),
+            ("floor-asgi", "tfserving"),
+            FLOOR_SHARE,
+            "{:.0%}",
+        ),
+    ]
+    for lane in ("tfserving", "v2-json"):
+        run = closed_run(results, "rtserve", lane, 1, c)
+        p99 = run["latency_ms"]["p99"] if run else None
+        rows.append(
+            {
+                "target": f"1 row, c={c}: p99 < 15 ms (rtserve {lane})",
+                "measured": f"p99 {p99:.2f} ms (p50 {run['latency_ms']['p50']:.2f} ms)" if run else "missing",
+                "ratio": f"{p99 / P99_LIMIT_MS:.0%} of the limit" if p99 is not None else "",
+                "ok": (p99 < P99_LIMIT_MS) if p99 is not None else None,
+            }
+        )
+    rows.append(
+        _ratio_target(
+            results,
+            f"1 row, c={c}: >= 100x the seed design (Flask + Keras, same body)",
+            ("rtserve", "tfserving"),
+            ("seed", "tfserving"),
+            SEED_FACTOR,
+            "{:.0f}x",
+        )
+    )
+    half = open_run(results, "rtserve", "tfserving", 1, 0.5)
+    if half:
+        p50, p99 = half["latency_ms"]["p50"], half["latency_ms"]["p99"]
+        failed = half["non2xx"] + half["errors"] + half["unfinished"]
+        rows.append(
+            {
+                "target": "open loop at half the max sustainable rate: p99 <= 3x p50 (rtserve TF Serving REST, 1 row)",
+                "measured": f"{half['rate']:,.0f} req/s offered: p50 {p50:.2f} ms, p99 {p99:.2f} ms, {failed} failed",
+                "ratio": f"p99 = {p99 / p50:.1f}x p50",
+                "ok": p99 <= TAIL_FACTOR * p50 and failed == 0,
+            }
+        )
+    else:
+        rows.append(
+            {
+                "target": "open loop at half the max sustainable rate: p99 <= 3x p50",
+                "measured": "missing",
+                "ratio": "",
+                "ok": None,
+            }
+        )
+    bound = inprocess_rows_per_s(results, 64)
+    best: tuple[float, str, int] | None = None
+    for lane in ("tfserving", "v2-json", "v2-binary"):
+        entry = lane_of(results, "rtserve", lane)
+        if entry and entry.get("status") == "ok":
+            for run in entry["payloads"]["64"]["closed"]:
+                candidate = (run["rps"] * 64, lane, run["connections"])
+                best = max(best, candidate) if best else candidate
+    if best and bound:
+        rows.append(
+            {
+                "target": "64 rows: >= 70% of the in-process call rate at batch 64, in rows/s (best rtserve lane)",
+                "measured": f"{best[0]:,.0f} rows/s ({best[1]}, c={best[2]}) vs {bound:,.0f} rows/s in-process",
+                "ratio": f"{best[0] / bound:.0%}",
+                "ok": best[0] >= ROWS_SHARE * bound,
+            }
+        )
+    memory = results.get("memory")
+    if memory:
+        rows.append(
+            {
+                "target": "memory: RSS of one rtserve process at idle and at its peak during a version swap (reported)",
+                "measured": f"idle {memory['rss_idle_mib']:.0f} MiB, swap peak "
+                f"{memory['rss_peak_during_swap_mib']:.0f} MiB, after {memory['rss_after_swap_mib']:.0f} MiB",
+                "ratio": f"peak = {memory['rss_peak_during_swap_mib'] / memory['rss_idle_mib']:.2f}x idle",
+                "ok": None,
+            }
+        )
+    return rows
+
+
+def verdict_lines(results: dict[str, Any]) -> list[str]:
+    return [f"{_verdict(t['ok']).strip('*'):9} {t['target']}: {t['measured']} {t['ratio']}" for t in targets(results)]
+
+
+# ---------------------------------------------------------------- markdown
+
+
+def _table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> list[str]:
+    header = list(header)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return lines
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2f}" if value < 100 else f"{value:,.0f}"
+
+
+def _closed_tables(results: dict[str, Any], rows: int) -> list[str]:
+    out: list[dict[str, Any]] = []
+    for entry in results["lanes"]:
+        if entry.get("status") != "ok":
+            continue
+        for run in entry["payloads"][str(rows)]["closed"]:
+            out.append({"label": label(results, entry), **run})
+    summary_cs = sorted({run["connections"] for run in out})
+    by_label: dict[str, dict[int, dict[str, Any]]] = {}
+    for run in out:
+        by_label.setdefault(run["label"], {})[run["connections"]] = run
+    lines = _table(
+        ["server / lane", *(f"c={c} req/s" for c in summary_cs), "best rows/s"],
+        [
+            [
+                name,
+                *(f"{runs[c]['rps']:,.0f}" if c in runs else "" for c in summary_cs),
+                f"{max(r['rps'] for r in runs.values()) * rows:,.0f}",
+            ]
+            for name, runs in by_label.items()
+        ],
+    )
+    lines += ["", "Every run (CPU in % of one core; other = every other process and the kernel meanwhile):", ""]
+    lines += _table(
+        [
+            "server / lane",
+            "c",
+            "req/s",
+            "rows/s",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "errors",
+            "server CPU",
+            "wrk CPU",
+            "other CPU",
+        ],
+        [
+            [
+                run["label"],
+                run["connections"],
+                f"{run['rps']:,.0f}",
+                f"{run['rps'] * rows:,.0f}",
+                _ms(run["latency_ms"]["p50"]),
+                _ms(run["latency_ms"]["p90"]),
+                _ms(run["latency_ms"]["p99"]),
+                run["error_count"],
+                f"{run['server_cpu_pct']:.0f}%",
+                f"{run['client_cpu_pct']:.0f}%",
+                f"{run.get('other_cpu_pct', 0):.0f}%",
+            ]
+            for run in out
+        ],
+    )
+    return lines
+
+
+def _open_table(results: dict[str, Any]) -> list[str]:
+    table_rows = []
+    for entry in results["lanes"]:
+        if entry.get("status") != "ok":
+            continue
+        for rows in ("1", "64"):
+            measured = entry["payloads"][rows]
+            for run in measured["open"]:
+                latency = run["latency_ms"]
+                failed = run["non2xx"] + run["errors"] + run["unfinished"]
+                table_rows.append(
+                    [
+                        label(results, entry),
+                        rows,
+                        f"{run['fraction']:.2f} x {measured['max_rate']:,.0f}",
+                        f"{run['rate']:,.0f}",
+                        f"{run['achieved_rps']:,.0f}",
+                        _ms(latency["p50"]),
+                        _ms(latency["p90"]),
+                        _ms(latency["p99"]),
+                        f"{latency['p99'] / latency['p50']:.1f}x" if latency["p50"] > 0 else "",
+                        failed,
+                        run["max_connections"],
+                        f"{run['dispatch_delay_ms']['p50']:.3f} / {run['dispatch_delay_ms']['p99']:.3f}",
+                    ]
+                )
+    return _table(
+        [
+            "server / lane",
+            "rows",
+            "offered = fraction x max",
+            "offered req/s",
+            "answered req/s",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "p99/p50",
+            "failed",
+            "connections",
+            "send delay p50/p99 ms",
+        ],
+        table_rows,
+    )
+
+
+def _profile_section(results: dict[str, Any]) -> list[str]:
+    prof = results.get("profile")
+    if not prof:
+        return ["No profile in this run."]
+    if "error" in prof:
+        return [f"py-spy failed: `{prof['error'][:300]}`"]
+    lines = [
+        f"py-spy {results['versions'].get('tools', {}).get('py-spy', '')} sampled the rtserve process at 200 Hz "
+        f"(`--nonblocking --threads`) for {results['plan']['profile_seconds']:g} s while wrk drove the 1-row TF "
+        f"Serving lane at c=32: {prof['samples']:,} samples of threads on CPU (idle threads are not sampled). Raw "
+        f"stacks: `bench/results/{results['started']}/{prof['raw_file']}`.",
+        "",
+        "Threads:",
+        "",
+    ]
+    lines += _table(["thread", "share of samples"], [[t["name"], f"{t['pct']:.1f}%"] for t in prof["threads"][:8]])
+    if prof.get("areas"):
+        lines += ["", "Self time by area (the sampled frame's package):", ""]
+        lines += _table(["area", "share of samples"], [[a["name"], f"{a['pct']:.1f}%"] for a in prof["areas"]])
+    lines += ["", "Where the samples were (self time, top 15):", ""]
+    lines += _table(["function", "self"], [[f"`{f['name']}`", f"{f['pct']:.1f}%"] for f in prof["self"][:15]])
+    lines += ["", "What they were under (inclusive, top 25):", ""]
+    lines += _table(["function", "inclusive"], [[f"`{f['name']}`", f"{f['pct']:.1f}%"] for f in prof["inclusive"]])
+    return lines
+
+
+def _memory_section(results: dict[str, Any]) -> list[str]:
+    memory = results.get("memory")
+    if not memory:
+        return ["Not measured in this run."]
+    load = memory.get("load_during_swap") or {}
+    failed = load.get("non2xx", 0) + load.get("errors", 0) + load.get("unfinished", 0) if load else "?"
+    swap = f"{memory['swap_seconds']:.2f} s" if memory.get("swap_seconds") is not None else "did not complete"
+    lines = _table(
+        ["moment", "VmRSS MiB", "VmHWM MiB"],
+        [
+            ["started, model loaded", f"{memory['rss_started_mib']:.0f}", ""],
+            ["idle after a 2 s warm-up load", f"{memory['rss_idle_mib']:.0f}", f"{memory['hwm_before_swap_mib']:.0f}"],
+            ["peak while version 2 replaced version 1 (5 ms samples)", f"{memory['rss_peak_during_swap_mib']:.0f}", ""],
+            ["3 s after the swap", f"{memory['rss_after_swap_mib']:.0f}", f"{memory['hwm_after_swap_mib']:.0f}"],
+        ],
+    )
+    lines += [
+        "",
+        f"The swap (push to version 2 available and version 1 gone) took {swap}; versions afterwards: "
+        f"`{memory.get('versions_after')}`. A light open-loop load of 200 req/s ran across it: "
+        f"{load.get('ok', '?')} answered, {failed} failed, p99 {load.get('latency_ms', {}).get('p99', 0):.2f} ms.",
+    ]
+    return lines
+
+
+def _noise_line(results: dict[str, Any]) -> str:
+    others = sorted(
+        run.get("other_cpu_pct", 0.0)
+        for entry in results["lanes"]
+        if entry.get("status") == "ok"
+        for measured in entry["payloads"].values()
+        for run in (*measured["closed"], *measured["open"])
+    )
+    if not others:
+        return "* Noise: no runs."
+    noisy = sum(1 for value in others if value > NOISY_PCT)
+    quiet = results.get("quiet", {})
+    return (
+        f"* Noise: CPU used by everything but the server and the generator during a run (kernel loopback work "
+        f"included) was {others[len(others) // 2]:.0f}% of a core at the median, {others[-1]:.0f}% at most; "
+        f"{noisy} of {len(others)} runs above {NOISY_PCT:.0f}%. Before each server the bench waited up to "
+        f"{quiet.get('each_s', 0):.0f} s (at most {quiet.get('budget_s', 0):.0f} s in all) for other processes to "
+        f"use less than a quarter of a core; {quiet.get('waited_s', 0):.0f} s waited in all. A run during which "
+        f"others used more than 15% of a core was measured again (up to twice; the quietest kept): "
+        f"{quiet.get('runs_measured_again', 0)} runs were."
+    )
+
+
+def render(results: dict[str, Any], plot_name: str) -> str:
+    m, plan, v = results["machine"], results["plan"], results["versions"]
+    rt = results["rtserve"]
+    dirty = (
+        f", plus uncommitted changes in {rt['service_files_changed']} files of service/"
+        if rt["service_files_changed"]
+        else ""
+    )
+    if rt.get("settings"):
+        dirty += "; rtserve settings: " + ", ".join(f"`{name}={value}`" for name, value in rt["settings"].items())
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Generated by `make bench` (`{results['command']}`) on {results.get('started_utc', results['started'])}, "
+        f"rtserve at commit "
+        f"`{rt['commit']}`{dirty}; {results['elapsed_s'] / 60:.0f} minutes. Everything below comes from that one run "
+        "on one machine: re-run `make bench` to regenerate this page (`bench/results/` keeps the raw JSON).",
+        "",
+        "## Targets",
+        "",
+        "Ratios from the same run (issue 4).",
+        "",
+    ]
+    lines += _table(
+        ["target", "measured", "ratio", "verdict"],
+        [[t["target"], t["measured"], t["ratio"], _verdict(t["ok"])] for t in targets(results)],
+    )
+    asgi = closed_run(results, "floor-asgi", "tfserving", 1, TARGET_CONCURRENCY)
+    fastapi = closed_run(results, "floor-fastapi", "tfserving", 1, TARGET_CONCURRENCY)
+    if asgi and fastapi:
+        lines += [
+            "",
+            f"For reference: the bare ASGI floor answers {asgi['rps'] / fastapi['rps']:.2f}x the requests "
+            f"per second of the same work through FastAPI (1 row, c={TARGET_CONCURRENCY}).",
+        ]
+    lines += ["", f"![throughput and open-loop latency]({plot_name})", "", "## Setup", ""]
+    lines += [
+        f"* Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}, Linux {m['kernel']}, "
+        f"Python {m['python']}.",
+        f"* CPU pinning (taskset): every server on CPU {plan['server_cpus']}, the load generator on CPU "
+        f"{plan['client_cpus']}, so the generator never takes the server's CPU and every server gets the same one "
+        "core. The in-process rate is measured on the server's CPU too. rtserve sizes TensorFlow's pools to the "
+        "CPUs it may use (1 here); the in-process measurement does the same.",
+        "* Model: the demo SavedModel (`rtserve demo-model`, signature `serving_default`: `features` float32 [-1,4] ->"
+        " `probabilities` float32 [-1,3]), one folder served by every server. Every lane's answers to the 1-row and "
+        "64-row requests were checked against the in-process probabilities (max abs difference 1e-4) before its "
+        "load; the floors answer without a model.",
+        f"* Closed loop: wrk, 1 thread, c connections, {plan['seconds']:g} s per run after a {plan['warmup_seconds']:g}"
+        " s warm-up at c=8; a run's errors are connect/read/write errors, timeouts (20 s) and non-2xx answers. "
+        "Between runs the bench waits until the server's CPU is idle (what a run left queued is done).",
+        f"* Open loop: `bench/loadgen/openloop.c` (ours, compiled with gcc at bench time): request i is due at "
+        f"t0 + i/rate; its latency runs from that intended time to the answer's last byte (a stalled server cannot "
+        f"hide the requests queued behind it); keep-alive connections, one request in flight each, up to 256. "
+        f"Offered rates are fractions {', '.join(f'{f:g}' for f in plan['open_fractions'])} of the lane's best "
+        f"closed-loop rate (the maximum sustainable rate), {plan['open_seconds']:g} s each. The send-delay column "
+        "shows the generator kept up: it is the delay between a request's intended time and its send (it grows "
+        "only when all connections are busy, which is the server being slow, not the generator).",
+        '* Payloads: 1 row and 64 rows of fixed Iris-like measurements; TF Serving REST `{"instances": ...}` '
+        "(also KServe V1, the seed design and the floors), V2 JSON, V2 binary (JSON header + little-endian float32"
+        " rows, output asked for as binary).",
+        f"* Load generators: {results['tools']['wrk']}; {results['tools']['gcc']}.",
+        _noise_line(results),
+        "",
+    ]
+    version_of = {
+        "rtserve": "rtserve",
+        "floor-asgi": "rtserve",
+        "floor-fastapi": "rtserve",
+        "kserve": "kserve",
+        "seed": "kserve",
+        "mlserver": "mlserver",
+    }
+    server_rows = []
+    for name, info in results["servers"].items():
+        venv = version_of.get(name, "")
+        packages = ", ".join(f"{p} {ver}" for p, ver in v.get(venv, {}).items())
+        where = "`.venv` (rtserve's)" if venv == "rtserve" else f"`bench/.venvs/{venv}`"
+        server_rows.append([info["title"], info["how"], where, packages])
+    lines += _table(["server", "how it runs", "virtualenv", "versions"], server_rows)
+    lines += ["", "## Closed loop (wrk)", ""]
+    for rows in (1, 64):
+        lines += [f"### {rows} row{'s' if rows > 1 else ''} per request", ""]
+        lines += _closed_tables(results, rows)
+        lines.append("")
+    lines += ["## Open loop (latency from the intended send time)", ""]
+    lines += _open_table(results)
+    lines += [
+        "",
+        "## The model in-process",
+        "",
+        f"The signature called directly, one caller, TensorFlow threads: {results['inprocess']['tensorflow_threads']}"
+        " (numpy -> `tf.constant` -> signature -> `.numpy()`).",
+        "",
+    ]
+    lines += _table(
+        ["batch rows", "calls/s", "rows/s"],
+        [[r["rows"], f"{r['calls_per_s']:,.0f}", f"{r['rows_per_s']:,.0f}"] for r in results["inprocess"]["rates"]],
+    )
+    lines += ["", "## rtserve memory across a version swap", ""]
+    lines += _memory_section(results)
+    lines += ["", "## Profile: rtserve under load", ""]
+    lines += _profile_section(results)
+    skipped = [e for e in results["lanes"] if e.get("status") != "ok"]
+    if skipped:
+        lines += ["", "## Lanes not measured", ""]
+        lines += _table(
+            ["server / lane", "status", "why"],
+            [[label(results, e), e["status"], e.get("why", "").replace("|", "/")[:200]] for e in skipped],
+        )
+    lines += [
+        "",
+        "## Reproduce",
+        "",
+        "```sh",
+        "make bench            # full run, rewrites this page",
+        ".venv/bin/python -m bench.run --quick   # smoke run into bench/results/",
+        "```",
+        "",
+        "Peers' virtualenvs are created on the first run from `bench/requirements/*.lock.txt`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+START = "<!-- generated by bench/report.py from one `make bench` run: edits between these markers are replaced -->"
+END = "<!-- end of the generated part; sections below it are kept as they are -->"
+
+
+def merge(existing: str, generated: str) -> str:
+    """The generated block in place of the previous one; anything else in the file (hand-written sections) kept."""
+    block = f"{START}\n{generated.rstrip()}\n{END}\n"
+    if START in existing and END in existing:
+        before, rest = existing.split(START, 1)
+        after = rest.split(END, 1)[1].strip()
+    else:
+        before, after = "", existing.strip()
+    return before + block + (f"\n{after}\n" if after else "")
+
+
+def write(results: dict[str, Any], results_file: Path, markdown: Path, plot: Path) -> None:
+    markdown.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [str(envs.ensure("tools")), str(envs.BENCH_DIR / "plot.py"), str(results_file), str(plot)],
+        check=True,
+        timeout=300,
+    )
+    existing = markdown.read_text(encoding="utf-8") if markdown.exists() else ""
+    markdown.write_text(merge(existing, render(results, plot.name)), encoding="utf-8")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="bench.report")
+    parser.add_argument("results", nargs="?", default=str(envs.BENCH_DIR / "results" / "latest.json"))
+    parser.add_argument("--docs", action="store_true", help="write docs/benchmarks.md instead of next to the JSON")
+    args = parser.parse_args()
+    results_file = Path(args.results)
+    results = json.loads(results_file.read_text(encoding="utf-8"))
+    prof = results.get("profile") or {}
+    raw = results_file.with_name(prof.get("raw_file", "")) if prof.get("raw_file") else None
+    if raw and raw.is_file():  # summarised again, so a newer summariser applies to older runs
+        results["profile"] = {**prof, **summarise(raw.read_text(encoding="utf-8"))}
+    if args.docs:
+        docs = envs.BENCH_DIR.parent / "docs"
+        markdown, plot = docs / "benchmarks.md", docs / "benchmarks.png"
+    else:
+        markdown, plot = results_file.with_name("benchmarks.md"), results_file.with_name("benchmarks.png")
+    write(results, results_file, markdown, plot)
+    print("\n".join([str(markdown), *verdict_lines(results)]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,277 @@
+"""The servers under test, how each is started, and the lanes (protocol + path) each one is measured on.
+
+Every server listens on 127.0.0.1 only, is pinned to the server CPUs with ``taskset`` and serves the same
+SavedModel folder. A server process is started in its own session, so stopping it (SIGTERM, then SIGKILL after a
+bounded wait) reaches exactly the processes it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import envs
+
+REPO_ROOT = envs.BENCH_DIR.parent
+RTSERVE = REPO_ROOT / ".venv" / "bin" / "rtserve"
+MODEL = "iris"
+READY_TIMEOUT_S = 240.0
+STOP_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One way of asking one server: its protocol (see bench.payloads) and path; ``verify`` checks the values."""
+
+    name: str
+    protocol: str
+    path: str
+    verify: bool = True
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    name: str
+    title: str
+    venv: str  # "rtserve" (the project's own .venv) or a bench venv name
+    lanes: tuple[Lane, ...]
+    how: str  # one line for the report: how it runs
+    extra_ports: int = 0
+
+
+TF_LANE = Lane("tfserving", "tfserving", f"/v1/models/{MODEL}:predict")
+V2_PATH = f"/v2/models/{MODEL}/infer"
+
+SERVERS: tuple[ServerSpec, ...] = (
+    ServerSpec(
+        "rtserve",
+        "rtserve",
+        "rtserve",
+        (TF_LANE, Lane("v2-json", "v2-json", V2_PATH), Lane("v2-binary", "v2-binary", V2_PATH)),
+        "`rtserve serve --repository DIR --host 127.0.0.1 --port P` (its defaults: one uvicorn process)",
+    ),
+    ServerSpec(
+        "floor-asgi",
+        "floor: bare ASGI",
+        "rtserve",
+        (Lane("tfserving", "tfserving", f"/v1/models/{MODEL}:predict", verify=False),),
+        "`bench/peers/floor_asgi.py` on uvicorn (uvloop + httptools, no access log): orjson -> numpy -> answer",
+    ),
+    ServerSpec(
+        "floor-fastapi",
+        "floor: FastAPI",
+        "rtserve",
+        (Lane("tfserving", "tfserving", f"/v1/models/{MODEL}:predict", verify=False),),
+        "`bench/peers/floor_fastapi.py`: the same work in a FastAPI route with Request/Response objects",
+    ),
+    ServerSpec(
+        "kserve",
+        "KServe",
+        "kserve",
+        (TF_LANE, Lane("v2-json", "v2-json", V2_PATH), Lane("v2-binary", "v2-binary", V2_PATH)),
+        "`bench/peers/kserve_model.py`: `kserve.ModelServer` (1 worker, gRPC off, latency log and access log off)"
+        " with a `kserve.Model` whose `predict` calls the signature",
+        extra_ports=1,
+    ),
+    ServerSpec(
+        "mlserver",
+        "MLServer",
+        "mlserver",
+        (Lane("v2-json", "v2-json", V2_PATH),),
+        "`mlserver start` with a custom `MLModel` runtime calling the signature; `parallel_workers: 0` (inference in"
+        " the server process: the default worker pool crashes with current uvloop), `debug: false` (no access log)",
+        extra_ports=2,
+    ),
+    ServerSpec(
+        "seed",
+        "seed: Flask + Keras",
+        "kserve",
+        (Lane("tfserving", "tfserving", "/predict"),),
+        "`bench/peers/seed_flask.py`: Flask `app.run` (Werkzeug dev server, threaded: its default), Keras"
+        " `model.predict` per request",
+    ),
+)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class Running:
+    spec: ServerSpec
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    started_s: float = field(default_factory=time.monotonic)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process (all its threads) so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    def stop(self) -> None:
+        if self.alive():
+            os.killpg(self.pid, signal.SIGTERM)
+            try:
+                self.process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.pid, signal.SIGKILL)
+                self.process.wait(STOP_TIMEOUT_S)
+        else:
+            with contextlib.suppress(ProcessLookupError):  # the leader is gone; what it left in its session goes too
+                os.killpg(self.pid, signal.SIGKILL)
+
+
+def _command(
+    spec: ServerSpec, port: int, extra: list[int], repository: Path, workdir: Path, options: tuple[str, ...]
+) -> list[str]:
+    model_dir = str(repository / MODEL / "1")
+    if spec.name == "rtserve":
+        cache = workdir / "rtserve-cache"
+        return [
+            str(RTSERVE),
+            "serve",
+            "--repository",
+            str(repository),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--cache-dir",
+            str(cache),
+            "--log-level",
+            "warning",
+            *options,
+        ]
+    if spec.name in ("floor-asgi", "floor-fastapi"):
+        module = "bench.peers." + spec.name.replace("-", "_")
+        return [sys.executable, "-m", module, "--port", str(port)]
+    python = str(envs.python_of(spec.venv))
+    peers = envs.BENCH_DIR / "peers"
+    if spec.name == "kserve":
+        return [
+            python,
+            str(peers / "kserve_model.py"),
+            "--http_port",
+            str(port),
+            "--grpc_port",
+            str(extra[0]),
+            "--model_name",
+            MODEL,
+            "--model_dir",
+            model_dir,
+        ]
+    if spec.name == "seed":
+        return [python, str(peers / "seed_flask.py"), "--port", str(port), "--model_dir", model_dir]
+    if spec.name == "mlserver":
+        folder = workdir / "mlserver"
+        (folder / MODEL).mkdir(parents=True, exist_ok=True)
+        settings = {
+            "host": "127.0.0.1",
+            "http_port": port,
+            "grpc_port": extra[0],
+            "metrics_port": extra[1],
+            "parallel_workers": 0,
+            "debug": False,
+        }
+        (folder / "settings.json").write_text(json.dumps(settings, indent=2), encoding="utf-8")
+        model_settings = {
+            "name": MODEL,
+            "implementation": "mlserver_runtime.SavedModelSignature",
+            "parameters": {"uri": model_dir},
+        }
+        (folder / MODEL / "model-settings.json").write_text(json.dumps(model_settings, indent=2), encoding="utf-8")
+        return [str(envs.python_of(spec.venv).parent / "mlserver"), "start", str(folder)]
+    raise ValueError(spec.name)
+
+
+# Settings given to rtserve on purpose (``bench.run --rtserve-env NAME=VALUE``, for tuning runs); recorded.
+RTSERVE_OVERRIDES: dict[str, str] = {}
+
+
+def server_environment() -> dict[str, str]:
+    """The bench's environment without anything that would change a server's defaults (but the overrides)."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("RTSERVE_", "PYTHON"))}
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", **RTSERVE_OVERRIDES)
+    return env
+
+
+def start(
+    spec: ServerSpec,
+    repository: Path,
+    workdir: Path,
+    cpus: str,
+    probe: tuple[str, bytes, dict[str, str]],
+    options: tuple[str, ...] = (),
+) -> Running:
+    """Start a server pinned to ``cpus`` and wait until ``probe`` (path, body, headers) answers 200."""
+    port = free_port()
+    extra = [free_port() for _ in range(spec.extra_ports)]
+    command = _command(spec, port, extra, repository, workdir, options)
+    env = server_environment()
+    if spec.name.startswith("floor-"):
+        env["PYTHONPATH"] = str(REPO_ROOT)
+    elif spec.name == "mlserver":
+        env["PYTHONPATH"] = str(envs.BENCH_DIR / "peers")
+    log_path = workdir / "logs" / f"{spec.name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            ["taskset", "-c", cpus, *command],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=workdir,
+            env=env,
+            start_new_session=True,
+        )
+    running = Running(spec, process, port, log_path)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    path, body, headers = probe
+    while time.monotonic() < deadline:
+        if not running.alive():
+            raise RuntimeError(f"{spec.name} exited ({process.returncode}) while starting; see {log_path}")
+        try:
+            status, _, _ = request(port, path, body, headers, timeout=10.0)
+            if status == 200:
+                return running
+        except OSError:
+            pass
+        time.sleep(0.5)
+    running.stop()
+    raise RuntimeError(f"{spec.name} did not answer within {READY_TIMEOUT_S:.0f} s; see {log_path}")
+
+
+def request(
+    port: int, path: str, body: bytes, headers: dict[str, str], timeout: float = 30.0, method: str = "POST"
+) -> tuple[int, bytes, dict[str, str]]:
+    """One request to 127.0.0.1:port: (status, body, lower-cased headers)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request(method, path, body=body if method == "POST" else None, headers=headers)
+        response = connection.getresponse()
+        data = response.read()
+        return response.status, data, {name.lower(): value for name, value in response.getheaders()}
+    finally:
+        connection.close()
