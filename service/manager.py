@@ -18,6 +18,7 @@ from types import MappingProxyType
 from service.batching import Batcher
 from service.drift import DriftMonitor, open_drift_monitor
 from service.errors import Code, RepositoryError, ServingError
+from service.heap import settle_heap
 from service.metrics import Metrics
 from service.repository.base import SERVING_CONFIG_NAME, Repository, VersionListing
 from service.repository.cache import clean_stale_downloads, fetch_version, prune_cache
@@ -145,6 +146,7 @@ class ModelManager:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         wall_clock: Callable[[], float] = time.time,
+        after_load_change: Callable[[], None] = settle_heap,
     ) -> None:
         self._settings = settings
         self._repository = repository
@@ -154,6 +156,7 @@ class ModelManager:
         # serving.json's activate_at is a UTC time: compared with the wall clock, never the monotonic one.
         self._wall_clock = wall_clock
         self._rng = rng or random.Random()
+        self._after_load_change = after_load_change
         self._records: dict[str, _ModelRecord] = {}
         self._snapshot: Mapping[str, ModelSnapshot] = MappingProxyType({})
         self._stop = threading.Event()
@@ -226,6 +229,7 @@ class ModelManager:
         listing is counted and that model keeps serving what it has.
         """
         names = self._model_names()
+        loaded_before = self._loaded_versions()
         any_failed = False
         for name in names:
             try:
@@ -235,6 +239,16 @@ class ModelManager:
                 log.warning("could not list model %s: %s", name, error.message)
         self._record_poll(success=not any_failed)
         self._publish()
+        if self._loaded_versions() != loaded_before:
+            self._after_load_change()
+
+    def _loaded_versions(self) -> set[tuple[str, int]]:
+        return {
+            (name, version)
+            for name, record in self._records.items()
+            for version, entry in record.versions.items()
+            if entry.loaded is not None
+        }
 
     def _model_names(self) -> list[str]:
         explicit = [name for name in self._settings.models if name != "*"]

@@ -55,7 +55,7 @@ class BatchingSettings(BaseModel):
         True, description="Coalesce concurrent requests; when false every request is a model call of its own"
     )
     max_batch_size: int = Field(
-        32, ge=1, description="Most rows (first-dimension entries) in one model call; larger requests run alone"
+        256, ge=1, description="Most rows (first-dimension entries) in one model call; larger requests run alone"
     )
     batch_timeout_us: int = Field(
         1000,

@@ -39,7 +39,10 @@ def make_manager(
     settings = Settings(repository=str(repo_root), cache_dir=str(tmp_path / "cache"), **overrides)  # type: ignore[arg-type]
     loader = FakeLoader()
     metrics = Metrics(CollectorRegistry())
-    manager = ModelManager(settings, LocalRepository(repo_root), loader, metrics, clock=clock or Clock())
+    # The heap is settled on real runs (tests/unit/test_heap.py); here it would only slow every poll down.
+    manager = ModelManager(
+        settings, LocalRepository(repo_root), loader, metrics, clock=clock or Clock(), after_load_change=lambda: None
+    )
     return manager, loader, metrics
 
 
@@ -58,7 +61,7 @@ def test_loads_latest_version_and_reports_available(tmp_path: Path, repo_root: P
     assert sorted(model.available) == [2]
     assert model.default_version == 2
     assert manager.is_ready()
-    assert loader.loaded[0].warmed == (1, 2, 4, 8, 16, 32)  # every batch size up to the default max of 32
+    assert loader.loaded[0].warmed == (1, 2, 4, 8, 16, 32, 64, 128, 256)  # every batch size up to the default max
     assert (
         metrics.registry.get_sample_value(
             "rtserve_model_version_state", {"model_name": "m", "model_version": "2", "state": AVAILABLE}
@@ -358,3 +361,26 @@ def test_canary_weight_sends_a_share_of_default_requests(tmp_path: Path, repo_ro
     versions = [dataplane.resolve(Target("m")).version for _ in range(2000)]
     assert 0.17 < versions.count(2) / len(versions) < 0.23
     assert {dataplane.resolve(Target("m", version=1)).version for _ in range(50)} == {1}  # explicit: never split
+
+
+def test_heap_is_settled_once_per_poll_that_changes_what_is_loaded(tmp_path: Path, repo_root: Path) -> None:
+    push(repo_root, tmp_path, "m", 1)
+    settings = Settings(repository=str(repo_root), cache_dir=str(tmp_path / "cache"))
+    settles: list[int] = []
+    manager = ModelManager(
+        settings,
+        LocalRepository(repo_root),
+        FakeLoader(),
+        Metrics(CollectorRegistry()),
+        clock=Clock(),
+        after_load_change=lambda: settles.append(1),
+    )
+    manager.poll_once()  # version 1 loaded
+    manager.poll_once()  # nothing changed
+    assert len(settles) == 1
+    push(repo_root, tmp_path, "m", 2)
+    manager.poll_once()  # version 2 loaded, version 1 unloaded: one settle for both
+    assert len(settles) == 2
+    assert sorted(manager.snapshot()["m"].available) == [2]
+    manager.poll_once()
+    assert len(settles) == 2
