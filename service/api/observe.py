@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from service.api.body import BodyLimits, read_body
 from service.api.errors import HttpError, http_status
 from service.errors import ServingError
-from service.logs import REQUEST_ID_HEADER, RequestLog, request_id
+from service.logs import REQUEST_ID_HEADER, RequestIds, RequestLog
 from service.metrics import Metrics
 from service.tracing import NoTracing, Tracing
 
@@ -67,6 +67,7 @@ class Telemetry:
 
     log: RequestLog = field(default_factory=RequestLog)
     tracing: Tracing = field(default_factory=NoTracing)
+    ids: RequestIds = field(default_factory=RequestIds)
 
 
 class InferenceObserver:
@@ -81,12 +82,13 @@ class InferenceObserver:
         self._inflight = metrics.inflight.labels(protocol)
         self._log = telemetry.log
         self._tracing = telemetry.tracing
+        self._ids = telemetry.ids
 
     async def answer(self, call: InferenceCall, served_model: str, work: Callable[[], Awaitable[Answer]]) -> Reply:
         """Run ``work`` for ``call``; ``served_model`` is the label to count failures under ("" for unknown
         models)."""
         started = time.perf_counter()
-        rid = request_id(call.headers)
+        rid = self._ids.of(call.headers)
         trace = self._tracing.start(self._protocol, rid, call.headers) if self._tracing.enabled else None
         self._inflight.inc()
         model, version = served_model, ""

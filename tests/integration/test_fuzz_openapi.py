@@ -124,10 +124,17 @@ def test_the_protocol_spec_is_there() -> None:
     assert protocol.raw_schema["paths"], SPEC
 
 
-@protocol.parametrize()
-@FUZZ_SETTINGS
-def test_open_inference_protocol_spec(case: Any, server: ServerProcess) -> None:
-    check(case, server.url)
+if SPEC.is_file():
+
+    @protocol.parametrize()
+    @FUZZ_SETTINGS
+    def test_open_inference_protocol_spec(case: Any, server: ServerProcess) -> None:
+        check(case, server.url)
+
+else:  # schemathesis refuses a test with no operations at collection: say why instead
+
+    def test_open_inference_protocol_spec() -> None:
+        pytest.skip(f"the shared specs folder is absent: {SPEC.parent}")
 
 
 def test_the_fuzzing_reached_the_models(server: ServerProcess) -> None:

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from apptools import wait_until
 from service.app import create_app
-from service.logs import ACCESS_LOGGER, RequestLog, configure_logging, request_id
+from service.logs import ACCESS_LOGGER, RequestIds, RequestLog, configure_logging
 from service.settings import OtelSettings, Settings
 from service.tracing import NoTracing, build_tracing
 
@@ -44,14 +44,21 @@ def client(
 
 @pytest.mark.parametrize("given", ["abc-123", "0f" * 64, "trace:span/1"])
 def test_a_safe_request_id_is_kept(given: str) -> None:
-    assert request_id({"x-request-id": given}) == given
+    assert RequestIds().of({"x-request-id": given}) == given
 
 
 @pytest.mark.parametrize("given", [None, "", "has space", "x" * 129, "caf\u00e9", "new\nline"])
 def test_an_unsafe_or_missing_request_id_is_replaced(given: str | None) -> None:
     headers = {} if given is None else {"x-request-id": given}
-    generated = request_id(headers)
+    ids = RequestIds()
+    generated = ids.of(headers)
     assert generated != given and len(generated) == 32 and int(generated, 16) >= 0
+    assert ids.of(headers) != generated  # a new one per request
+
+
+def test_new_request_ids_differ_between_processes() -> None:
+    first, second = RequestIds().of({}), RequestIds().of({})
+    assert first != second and first[16:] == second[16:]  # same counter, different random prefix
 
 
 def test_request_id_is_echoed_on_both_protocols_and_on_errors(client: TestClient) -> None:
