@@ -3,7 +3,8 @@
 A fresh rtserve serves a copy of the model folder (repository polled every 0.5 s). After a short warm-up load it
 is sampled at idle; then ``rtserve push DIR/iris/1 --model iris --repository DIR`` publishes version 2 while a
 thread reads ``/proc/<pid>/status`` (VmRSS, VmHWM) every 5 ms and a light open-loop load (200 req/s) keeps
-asking, until version 2 is available and version 1 is unloaded (gone or END), and 3 s more have passed.
+asking, until version 2 is available and version 1 is unloaded (gone or END); then version 3 replaces version 2
+the same way, and 3 s more pass. The second swap shows whether memory given up by the first is used again.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from bench import loads, servers
 SAMPLE_PERIOD_S = 0.005
 SWAP_TIMEOUT_S = 120.0
 SETTLE_AFTER_S = 3.0
+# Two swaps: the second shows whether the memory the first gave up is used again or the process keeps growing.
+SWAPS = 2
 LOAD_RATE = 200.0
 
 
@@ -57,6 +60,40 @@ def _versions(port: int) -> dict[str, str]:
     return {item["version"]: item["state"] for item in json.loads(body)["model_version_status"]}
 
 
+def _swap(port: int, repository: Path, version: int, sampler: Sampler) -> dict[str, Any]:
+    """Publish ``version`` (a copy of version 1) and wait until it is AVAILABLE and the one before it is gone."""
+    first = len(sampler.samples)
+    pushed_at = time.monotonic()
+    source = repository / servers.MODEL / "1"
+    push = subprocess.run(
+        [str(servers.RTSERVE), "push", str(source), "--model", servers.MODEL, "--repository", str(repository)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=servers.server_environment(),
+    )
+    seconds = None
+    versions: dict[str, str] = {}
+    previous = str(version - 1)
+    while time.monotonic() - pushed_at < SWAP_TIMEOUT_S and push.returncode == 0:
+        versions = _versions(port)
+        if versions.get(str(version)) == "AVAILABLE" and versions.get(previous) in (None, "END"):
+            seconds = time.monotonic() - pushed_at
+            break
+        time.sleep(0.05)
+    time.sleep(1.0)
+    during = [rss for _, rss in sampler.samples[first:]]
+    return {
+        "version": version,
+        "push": (push.stdout + push.stderr).strip()[-500:],
+        "seconds": seconds,
+        "versions_after": versions,
+        "rss_peak_mib": max(during, default=0) / 1024,
+        "rss_after_mib": (during[-1] if during else 0) / 1024,
+    }
+
+
 def measure(
     model_dir: Path, workdir: Path, server_cpus: str, client_cpus: str, probe: tuple[str, bytes, dict[str, str]]
 ) -> dict[str, Any]:
@@ -75,8 +112,8 @@ def measure(
         time.sleep(1.0)
         idle = status_kib(running.pid)
 
-        sampler = Sampler(running.pid, SWAP_TIMEOUT_S + 30)
-        load_seconds = 8.0
+        sampler = Sampler(running.pid, SWAPS * SWAP_TIMEOUT_S + 30)
+        load_seconds = 6.0 * SWAPS
         results: list[dict[str, Any]] = []
 
         def light_load() -> None:
@@ -86,25 +123,7 @@ def measure(
         sampler.start()
         load.start()
         time.sleep(1.0)
-        pushed_at = time.monotonic()
-        source = repository / servers.MODEL / "1"
-        push_command = [str(servers.RTSERVE), "push", str(source), "--model", servers.MODEL]
-        push = subprocess.run(
-            [*push_command, "--repository", str(repository)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-            env=servers.server_environment(),
-        )
-        swapped_after = None
-        versions: dict[str, str] = {}
-        while time.monotonic() - pushed_at < SWAP_TIMEOUT_S and push.returncode == 0:
-            versions = _versions(running.port)
-            if versions.get("2") == "AVAILABLE" and versions.get("1") in (None, "END"):
-                swapped_after = time.monotonic() - pushed_at
-                break
-            time.sleep(0.05)
+        swaps = [_swap(running.port, repository, version, sampler) for version in range(2, 2 + SWAPS)]
         time.sleep(SETTLE_AFTER_S)
         sampler.stop_event.set()
         sampler.join(10)
@@ -118,10 +137,10 @@ def measure(
             "rss_peak_during_swap_mib": peak / 1024,
             "hwm_after_swap_mib": after["VmHWM"] / 1024,
             "rss_after_swap_mib": after["VmRSS"] / 1024,
+            "swaps": swaps,
             "samples": len(sampler.samples),
-            "push": (push.stdout + push.stderr).strip()[-500:],
-            "swap_seconds": swapped_after,
-            "versions_after": versions,
+            "swap_seconds": swaps[0]["seconds"],
+            "versions_after": swaps[-1]["versions_after"],
             "load_during_swap": results[0] if results else None,
             "rss_trace_mib": [
                 (round(t, 3), rss / 1024) for t, rss in sampler.samples[:: max(1, len(sampler.samples) // 400)]

@@ -44,6 +44,7 @@ TOLERANCE = 1e-4
 OPEN_MIN_REQUESTS, OPEN_MAX_SECONDS = 40, 20.0
 QUIET_PCT, NOISY_PCT, RETRIES = 25.0, 15.0, 2
 SERVER_VENVS = {"kserve": "kserve", "seed": "kserve", "mlserver": "mlserver"}
+LARGE_WEIGHTS_MIB = 256  # the memory measurement's second model: large enough to see two versions, or one
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,15 @@ def versions(names: set[str]) -> dict[str, dict[str, str]]:
         "tools": ("matplotlib", "py-spy"),
     }
     return {name: envs.freeze(name, packages) for name, packages in wanted.items() if name in names}
+
+
+def write_large_model(destination: Path) -> Path:
+    """bench/bigmodel.py's SavedModel (the demo signature, LARGE_WEIGHTS_MIB of weights), written once."""
+    if not (destination / "saved_model.pb").is_file():
+        command = [sys.executable, "-m", "bench.bigmodel", str(destination), "--mib", str(LARGE_WEIGHTS_MIB)]
+        env = dict(servers.server_environment(), PYTHONPATH=str(servers.REPO_ROOT))
+        subprocess.run(command, capture_output=True, text=True, timeout=600, check=True, env=env)
+    return destination
 
 
 def run_inprocess(model_dir: Path, plan: Plan) -> dict[str, Any]:
@@ -446,9 +456,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_memory and any(s.name == "rtserve" for s in chosen):
         log.info("rtserve memory across a version swap")
         tf = bodies[("tfserving", 1)]
-        results["memory"] = memory.measure(
-            model_dir, workdir, plan.server_cpus, plan.client_cpus, (servers.TF_LANE.path, tf.body, tf.headers)
-        )
+        probe = (servers.TF_LANE.path, tf.body, tf.headers)
+        big_dir = write_large_model(workdir / "large-weights" / "1")
+        results["memory"] = [
+            {"model": "demo model", **memory.measure(model_dir, workdir, plan.server_cpus, plan.client_cpus, probe)},
+            {
+                "model": f"{LARGE_WEIGHTS_MIB} MiB of weights",
+                "weights_mib": LARGE_WEIGHTS_MIB,
+                **memory.measure(big_dir, workdir, plan.server_cpus, plan.client_cpus, probe),
+            },
+        ]
     results["elapsed_s"] = time.monotonic() - began
     results["quiet"] = {
         "waited_s": quiet.waited_s,
