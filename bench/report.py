@@ -184,14 +184,23 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         if weights:
             extra = memory["rss_peak_during_swap_mib"] - memory["rss_idle_mib"]
             kept = memory["rss_after_swap_mib"] - memory["rss_idle_mib"]
+            swaps = len(memory.get("swaps") or [None])
             rows.append(
                 {
-                    "target": f"memory, {memory['model']}: a swap holds at most two versions (peak - idle <= "
-                    f"{TWO_VERSIONS_SLACK:g}x the weights) and gives the old one back (after - idle <= "
-                    f"{GIVEN_BACK_SLACK:g}x the weights)",
-                    "measured": f"weights {weights:.0f} MiB: peak - idle {extra:.0f} MiB, after - idle {kept:.0f} MiB",
-                    "ratio": f"{extra / weights:.2f}x / {kept / weights:.2f}x the weights",
-                    "ok": extra <= TWO_VERSIONS_SLACK * weights and kept <= GIVEN_BACK_SLACK * weights,
+                    "target": f"memory, {memory['model']}: {swaps} swaps never hold more than two versions "
+                    f"(peak - idle <= {TWO_VERSIONS_SLACK:g}x the weights)",
+                    "measured": f"weights {weights:.0f} MiB: peak - idle {extra:.0f} MiB",
+                    "ratio": f"{extra / weights:.2f}x the weights",
+                    "ok": extra <= TWO_VERSIONS_SLACK * weights,
+                }
+            )
+            rows.append(
+                {
+                    "target": f"memory, {memory['model']}: the old version's memory is given back to the system "
+                    f"(after - idle <= {GIVEN_BACK_SLACK:g}x the weights)",
+                    "measured": f"weights {weights:.0f} MiB: after - idle {kept:.0f} MiB",
+                    "ratio": f"{kept / weights:.2f}x the weights",
+                    "ok": kept <= GIVEN_BACK_SLACK * weights,
                 }
             )
     return rows
