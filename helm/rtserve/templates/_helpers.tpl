@@ -147,3 +147,28 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
+
+{{/*
+API keys (auth.existingSecret): where the keys file is mounted, and the volume that mounts it, shared by the
+server and the helm test pod. A directory mount, not subPath: the kubelet updates it in place when the Secret
+changes, and the server re-reads the file within a second.
+*/}}
+{{- define "rtserve.authDir" -}}
+/etc/rtserve/auth
+{{- end }}
+
+{{- define "rtserve.authVolume" -}}
+- name: api-keys
+  secret:
+    secretName: {{ .Values.auth.existingSecret }}
+    items:
+      - key: {{ .Values.auth.key }}
+        path: {{ .Values.auth.key }}
+{{- end }}
+
+{{- define "rtserve.authMount" -}}
+- name: api-keys
+  mountPath: {{ include "rtserve.authDir" . }}
+  readOnly: true
+{{- end }}
+

@@ -454,3 +454,50 @@ def test_dev_values_point_at_the_dev_cluster(k8s_objects: list[Manifest]) -> Non
     assert json.loads(dashboards[0]["data"]["rtserve.json"]) == chart_dashboard
     namespaces = load_all((K8S / "namespace.yaml").read_text(encoding="utf-8"))
     assert namespaces[0]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+# --- API keys from a Secret (auth.existingSecret) ---------------------------------------------------------------
+
+AUTH_SCENARIO = "ci/ingress-netpol-values"
+
+
+def test_the_keys_file_setting_names_the_mounted_secret_key(chart_renderings: dict[str, Rendering]) -> None:
+    rendering = chart_renderings[AUTH_SCENARIO]
+    keys_file = Path(rendering.config()["RTSERVE_AUTH__KEYS_FILE"])
+    for pod_spec in (rendering.deployment()["spec"]["template"]["spec"], rendering.test_pod()["spec"]):
+        volume = next(v for v in pod_spec["volumes"] if v["name"] == "api-keys")
+        mount = next(m for m in pod_spec["containers"][0]["volumeMounts"] if m["name"] == "api-keys")
+        assert mount["readOnly"] is True and "subPath" not in mount  # subPath mounts never see a rotated Secret
+        assert Path(mount["mountPath"]) / volume["secret"]["items"][0]["path"] == keys_file
+    assert "RTSERVE_AUTH__KEYS_FILE" not in chart_renderings[LIVE_SCENARIO].config()  # off unless asked for
+
+
+def test_with_api_keys_probes_and_scrapes_answer_and_the_helm_test_sends_a_key(
+    chart_renderings: dict[str, Rendering], demo_repository: Path, workdir: Path
+) -> None:
+    rendering = chart_renderings[AUTH_SCENARIO]
+    config = dict(rendering.config())
+    keys = workdir / "api-keys" / Path(config["RTSERVE_AUTH__KEYS_FILE"]).name
+    keys.parent.mkdir(exist_ok=True)
+    keys.write_text("# rotated 2026-11\nfirst-key\nsecond-key\n", encoding="utf-8")
+    config["RTSERVE_AUTH__KEYS_FILE"] = str(keys)
+    process = Server(demo_repository, config, workdir)
+    try:
+        # The probes and Prometheus carry no key: readiness and /metrics must answer without one.
+        process.wait_for("ready", lambda: status_or_none(f"{process.base}/v2/health/ready") == 200)
+        assert http(f"{process.base}/metrics").status == 200
+        container = rendering.test_pod()["spec"]["containers"][0]
+        env = {item["name"]: item["value"] for item in container["env"]}
+        command = [sys.executable if part == "python" else part for part in container["command"]]
+
+        def helm_test(**overrides: str) -> subprocess.CompletedProcess[str]:
+            variables = {**os.environ, **env, "TARGET_URL": process.base, **overrides}
+            return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, env=variables)
+
+        passed = helm_test(API_KEYS_FILE=str(keys))
+        assert passed.returncode == 0, f"helm test script failed:\n{passed.stdout}\n{passed.stderr}"
+        assert f"{env['TEST_MODEL']} version 1 predicted" in passed.stdout
+        refused = helm_test(API_KEYS_FILE="")  # the same script without a key: the server must refuse it
+        assert refused.returncode != 0 and "401" in refused.stderr, refused.stderr
+    finally:
+        process.stop()
