@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from service.repository.base import MANIFEST_NAME
+from service.repository.manifest import build_manifest, dump_manifest
 from service.runtime.tensorflow import set_signature_methods
 from service.tensors import CLASSIFY_METHOD, DEFAULT_SIGNATURE
 
@@ -120,6 +122,8 @@ def write_demo_model(destination: Path) -> Path:
         module = build_iris_module()
         tf.saved_model.save(module, str(staging), signatures=_signatures(module))
         set_signature_methods(staging, {CLASSIFY_SIGNATURE: CLASSIFY_METHOD})
+        # With its manifest the version is complete at once: a server loads it on its first poll, not after two.
+        (staging / MANIFEST_NAME).write_bytes(dump_manifest(build_manifest(staging)))
         if version_dir.exists():
             shutil.rmtree(version_dir)
         staging.rename(version_dir)

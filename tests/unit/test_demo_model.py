@@ -11,6 +11,7 @@ import pytest
 
 from modelfactory import example
 from service.demo import FEATURES, SPECIES, load_iris, write_demo_model
+from service.repository.manifest import read_manifest, verify_folder
 from service.runtime.tensorflow import TensorFlowLoader, TensorFlowServable
 from service.tensors import CLASSIFY_METHOD, PREDICT_METHOD
 
@@ -42,6 +43,9 @@ def test_demo_model_is_version_1_of_its_folder(demo_model_dir: Path) -> None:
     assert [p.name for p in demo_model_dir.parent.iterdir()] == ["1"]  # no staging folder left behind
     assert (demo_model_dir / "saved_model.pb").is_file()
     assert (demo_model_dir / "variables").is_dir()
+    manifest = read_manifest(demo_model_dir)  # complete at once: a server need not wait for a stable listing
+    verify_folder(demo_model_dir, manifest)
+    assert {entry.path for entry in manifest.files} >= {"saved_model.pb", "variables/variables.index"}
 
 
 def test_signatures(iris: TensorFlowServable) -> None:
