@@ -17,11 +17,13 @@ help:
 	@echo "make bench  - the load benchmark against KServe, MLServer, the seed and the floors (~20 min, docs/benchmarks.md)"
 	@echo "make bench-quick - a smoke run of the benchmark (c=32 only, results in bench/results/)"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "rtserve needs Python 3.11, found " + sys.version' 
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# TF Serving's client messages for the tests; without --no-deps its tensorflow pin adds a second, full TensorFlow.
+	$(PY) -m pip install --quiet --no-deps tensorflow-serving-api==2.21.0
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -22,7 +22,8 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from service.errors import Internal, InvalidArgument, ModelLoadError, NotFound, ServingError, Unavailable
 from service.runtime.screening import ALLOW_SETTING, refusable_ops, refusal_message, screen
-from service.tensors import DType, SignatureSpec, TensorSpec, dtype_from_tf_name
+from service.runtime.warmup_records import WARMUP_FILE, read_warmup_requests
+from service.tensors import DEFAULT_SIGNATURE, DType, SignatureSpec, TensorSpec, dtype_from_tf_name
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +256,30 @@ class TensorFlowServable:
     def warm_up(self, batch_sizes: tuple[int, ...]) -> None:
         for spec in self._signatures.values():
             self._warm_up_signature(spec, batch_sizes)
+        self._replay_warmup_requests()
+
+    def _replay_warmup_requests(self) -> None:
+        """TF Serving's assets.extra/tf_serving_warmup_requests, when the version has one: every record must run."""
+        requests = read_warmup_requests(self._folder)
+        for index, request in enumerate(requests):
+            where = f"{WARMUP_FILE} record {index}"
+            name = request.signature_name or DEFAULT_SIGNATURE
+            spec = self._signatures.get(name)
+            if spec is None:
+                raise ModelLoadError(f"{where} names signature {name!r}, which the model does not have")
+            inputs = request.inputs
+            if request.examples is not None:  # classify/regress: the signature's one input takes the examples
+                inputs = dict.fromkeys(spec.inputs, request.examples)
+            if set(spec.inputs) != set(inputs):
+                raise ModelLoadError(
+                    f"{where} has inputs {sorted(inputs)}, signature {name!r} takes {sorted(spec.inputs)}"
+                )
+            try:
+                self.run(name, inputs)
+            except ServingError as error:
+                raise ModelLoadError(f"{where} failed: {error.message}") from None
+        if requests:
+            log.info("%s: replayed %d warm-up requests from %s", self._folder, len(requests), WARMUP_FILE)
 
     def _warm_up_signature(self, spec: SignatureSpec, batch_sizes: Iterable[int]) -> None:
         for batch_size in batch_sizes:
