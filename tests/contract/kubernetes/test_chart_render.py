@@ -399,6 +399,15 @@ def test_tensorflow_threads_explicit_and_unset(helm_bin: Path, chart_renderings:
     assert "RTSERVE_TENSORFLOW__INTRA_OP_THREADS" not in unset, "no request: the server sizes from its cgroup"
 
 
+def test_onednn_is_tensorflows_default_unless_turned_off(chart_renderings: dict[str, Rendering]) -> None:
+    def tf_env(scenario: str) -> dict[str, str]:
+        env = chart_renderings[scenario].container().get("env", [])
+        return {item["name"]: item.get("value", "") for item in env if item["name"].startswith("TF_")}
+
+    assert tf_env(MONITORING) == {"TF_ENABLE_ONEDNN_OPTS": "0"}  # tensorflow.onednn: false
+    assert tf_env("ci/default-values") == {}  # TensorFlow decides (on, for x86)
+
+
 # --- Service, HPA, PDB, Ingress, NetworkPolicy ----------------------------------------------------------------
 
 
