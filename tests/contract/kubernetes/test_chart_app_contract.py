@@ -368,17 +368,25 @@ def test_metrics_named_by_the_chart_are_exported(chart_renderings: dict[str, Ren
     assert inflight and all("protocol" in sample.labels for sample in inflight)
 
 
+def helm_test_env(rendering: Rendering) -> dict[str, str]:
+    return {item["name"]: item["value"] for item in rendering.test_pod()["spec"]["containers"][0]["env"]}
+
+
+def run_helm_test(rendering: Rendering, base: str, **overrides: str) -> subprocess.CompletedProcess[str]:
+    """The chart's `helm test` script, run here against ``base`` with the pod's environment (plus overrides)."""
+    command = [
+        sys.executable if part == "python" else part
+        for part in rendering.test_pod()["spec"]["containers"][0]["command"]
+    ]
+    env = {**os.environ, **helm_test_env(rendering), "TARGET_URL": base, **overrides}
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, env=env)
+
+
 def test_helm_test_script_passes_against_the_server(live_rendering: Rendering, server: Server) -> None:
-    container = live_rendering.test_pod()["spec"]["containers"][0]
-    env = {item["name"]: item["value"] for item in container["env"]}
-    env["TARGET_URL"] = server.base
-    command = [sys.executable if part == "python" else part for part in container["command"]]
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=120, check=False, env={**os.environ, **env}
-    )
+    result = run_helm_test(live_rendering, server.base)
     assert result.returncode == 0, f"helm test script failed:\n{result.stdout}\n{result.stderr}"
     assert "/v2/health/ready: 200" in result.stdout
-    assert f"{env['TEST_MODEL']} version 1 predicted" in result.stdout
+    assert f"{helm_test_env(live_rendering)['TEST_MODEL']} version 1 predicted" in result.stdout
 
 
 def test_not_ready_without_models_while_alive(live_rendering: Rendering, workdir: Path) -> None:
@@ -486,18 +494,11 @@ def test_with_api_keys_probes_and_scrapes_answer_and_the_helm_test_sends_a_key(
         # The probes and Prometheus carry no key: readiness and /metrics must answer without one.
         process.wait_for("ready", lambda: status_or_none(f"{process.base}/v2/health/ready") == 200)
         assert http(f"{process.base}/metrics").status == 200
-        container = rendering.test_pod()["spec"]["containers"][0]
-        env = {item["name"]: item["value"] for item in container["env"]}
-        command = [sys.executable if part == "python" else part for part in container["command"]]
-
-        def helm_test(**overrides: str) -> subprocess.CompletedProcess[str]:
-            variables = {**os.environ, **env, "TARGET_URL": process.base, **overrides}
-            return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, env=variables)
-
-        passed = helm_test(API_KEYS_FILE=str(keys))
+        passed = run_helm_test(rendering, process.base, API_KEYS_FILE=str(keys))
         assert passed.returncode == 0, f"helm test script failed:\n{passed.stdout}\n{passed.stderr}"
-        assert f"{env['TEST_MODEL']} version 1 predicted" in passed.stdout
-        refused = helm_test(API_KEYS_FILE="")  # the same script without a key: the server must refuse it
+        assert f"{helm_test_env(rendering)['TEST_MODEL']} version 1 predicted" in passed.stdout
+        # The same script without a key: the server must refuse it.
+        refused = run_helm_test(rendering, process.base, API_KEYS_FILE="")
         assert refused.returncode != 0 and "401" in refused.stderr, refused.stderr
     finally:
         process.stop()
