@@ -130,11 +130,16 @@ def versions(names: set[str]) -> dict[str, dict[str, str]]:
     return {name: envs.freeze(name, packages) for name, packages in wanted.items() if name in names}
 
 
+def bench_module_environment() -> dict[str, str]:
+    """For ``python -m bench.<module>`` subprocesses: the servers' environment, with bench importable."""
+    return dict(servers.server_environment(), PYTHONPATH=str(servers.REPO_ROOT))
+
+
 def write_large_model(destination: Path) -> Path:
     """bench/bigmodel.py's SavedModel (the demo signature, LARGE_WEIGHTS_MIB of weights), written once."""
     if not (destination / "saved_model.pb").is_file():
         command = [sys.executable, "-m", "bench.bigmodel", str(destination), "--mib", str(LARGE_WEIGHTS_MIB)]
-        env = dict(servers.server_environment(), PYTHONPATH=str(servers.REPO_ROOT))
+        env = bench_module_environment()
         subprocess.run(command, capture_output=True, text=True, timeout=600, check=True, env=env)
     return destination
 
@@ -153,7 +158,7 @@ def run_inprocess(model_dir: Path, plan: Plan) -> dict[str, Any]:
         "--seconds",
         f"{plan.inprocess_seconds:g}",
     ]
-    env = dict(servers.server_environment(), PYTHONPATH=str(servers.REPO_ROOT))
+    env = bench_module_environment()
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=True, env=env)
     data: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return data
