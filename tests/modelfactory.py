@@ -231,3 +231,250 @@ def tf1_reads_file_model(path: Path, target: str) -> Path:
             builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature})
             builder.save()
     return path
+
+
+# -- escapes through a serialized graph: a tf.data graph carried as a string and rebuilt by DatasetFromGraph ----
+
+
+def _dataset_from_graph_module(path: Path, serialized: bytes, element: Any) -> Path:
+    """``serving_default``: x float32 [-1] -> y = the first element of a dataset rebuilt from ``serialized``.
+
+    The graph only names DatasetFromGraph and the iteration ops; what the dataset does (read files, write
+    files) is inside the string constant. The constant is picked at run time so grappler cannot fold the
+    dataset away before it runs.
+    """
+
+    def body(x: Any) -> Any:
+        graph_def = tf.where(tf.size(x) >= 0, tf.constant(serialized), tf.constant(b""))
+        variant = tf.raw_ops.DatasetFromGraph(graph_def=graph_def)
+        first = tf.data.experimental.from_variant(variant, element).take(1).get_single_element()
+        return tf.fill(tf.shape(x), first)
+
+    module = _FloatModule(body)
+    serve = tf.function(module.serve, input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+    return path
+
+
+def dataset_reads_file_model(path: Path, secret: str) -> Path:
+    """y (string [-1]) = the first line of the file ``secret``, read by a TextLineDataset inside a serialized
+    tf.data graph that the signature runs with DatasetFromGraph."""
+    serialized = tf.data.TextLineDataset(secret)._as_serialized_graph().numpy()
+    return _dataset_from_graph_module(path, bytes(serialized), tf.TensorSpec([], tf.string))
+
+
+def dataset_saves_model(path: Path, target: str) -> Path:
+    """y (int64 [-1]) = 0, and the folder ``target`` written with a tf.data snapshot (SaveDatasetV2) by a
+    serialized tf.data graph that the signature runs with DatasetFromGraph."""
+    import shutil
+
+    from tensorflow.python.data.ops.save_op import _SaveDataset  # the dataset behind Dataset.save: SaveDatasetV2
+
+    serialized = _SaveDataset(tf.data.Dataset.range(1), target, None, None)._as_serialized_graph().numpy()
+    shutil.rmtree(target)  # building the dataset in Python already writes its spec file; only the model may write
+    return _dataset_from_graph_module(path, bytes(serialized), tf.TensorSpec([], tf.int64))
+
+
+# -- realistic models: what the screen's allowlist must let through ---------------------------------------------
+
+
+def _keras_export(path: Path, inputs: Any, outputs: Any) -> Path:
+    import keras
+
+    keras.Model(inputs, outputs).export(str(path), format="tf_saved_model", verbose=False)
+    return path
+
+
+def keras_dense_model(path: Path) -> Path:
+    """Dense, Dropout, BatchNormalization and LayerNormalization over 8 floats."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=(8,), name="x")
+    hidden = layers.Dense(16, activation="relu")(inputs)
+    hidden = layers.Dropout(0.2)(layers.BatchNormalization()(hidden))
+    hidden = layers.LayerNormalization()(layers.Dense(8, activation="gelu")(hidden))
+    return _keras_export(path, inputs, layers.Dense(3, activation="softmax")(hidden))
+
+
+def keras_conv_model(path: Path) -> Path:
+    """Conv2D, DepthwiseConv2D, max, average and global pooling, Conv1D over an 8x8x3 image."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=(8, 8, 3), name="image")
+    hidden = layers.MaxPooling2D(2)(layers.Conv2D(4, 3, padding="same", activation="relu")(inputs))
+    hidden = layers.AveragePooling2D(2)(layers.DepthwiseConv2D(3, padding="same")(hidden))
+    pooled = layers.GlobalAveragePooling2D()(layers.BatchNormalization()(hidden))
+    sequence = layers.GlobalMaxPooling1D()(layers.Conv1D(2, 2)(layers.Reshape((4, 4))(layers.Flatten()(hidden))))
+    return _keras_export(path, inputs, layers.Dense(2)(layers.Concatenate()([pooled, sequence])))
+
+
+def keras_recurrent_model(path: Path) -> Path:
+    """Embedding, LSTM, GRU, a bidirectional SimpleRNN over 6 token ids."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=(6,), dtype="int64", name="tokens")
+    embedded = layers.Embedding(50, 8, mask_zero=True)(inputs)
+    hidden = layers.LSTM(8, return_sequences=True)(embedded)
+    hidden = layers.Bidirectional(layers.SimpleRNN(4, return_sequences=True))(hidden)
+    return _keras_export(path, inputs, layers.Dense(1)(layers.GRU(4)(hidden)))
+
+
+def keras_attention_model(path: Path) -> Path:
+    """MultiHeadAttention with a residual LayerNormalization, the core of a transformer block."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=(5, 8), name="sequence")
+    attended = layers.MultiHeadAttention(num_heads=2, key_dim=4, dropout=0.1)(inputs, inputs)
+    hidden = layers.LayerNormalization()(layers.Add()([inputs, attended]))
+    return _keras_export(path, inputs, layers.Dense(2)(layers.GlobalAveragePooling1D()(hidden)))
+
+
+def keras_preprocessing_model(path: Path) -> Path:
+    """StringLookup, IntegerLookup (inline vocabularies), Hashing, Normalization, Discretization, CategoryEncoding."""
+    import keras
+    from keras import layers
+
+    colour = keras.Input(shape=(1,), dtype="string", name="colour")
+    size = keras.Input(shape=(1,), dtype="int64", name="size")
+    city = keras.Input(shape=(1,), dtype="string", name="city")
+    price = keras.Input(shape=(1,), dtype="float32", name="price")
+    encoded = [
+        layers.StringLookup(vocabulary=["red", "green", "blue"], output_mode="one_hot")(colour),
+        layers.IntegerLookup(vocabulary=[36, 38, 40, 42], output_mode="multi_hot")(size),
+        layers.CategoryEncoding(num_tokens=8, output_mode="one_hot")(layers.Hashing(num_bins=8)(city)),
+        layers.Normalization(mean=10.0, variance=4.0)(price),
+        layers.CategoryEncoding(num_tokens=4, output_mode="one_hot")(
+            layers.Discretization(bin_boundaries=[5.0, 10.0, 20.0])(price)
+        ),
+    ]
+    return _keras_export(path, [colour, size, city, price], layers.Dense(1)(layers.Concatenate()(encoded)))
+
+
+class _ExampleParser(tf.Module):  # type: ignore[misc]
+    def __init__(self) -> None:
+        super().__init__()
+        self.weights = tf.Variable([[0.5], [-1.0], [2.0]])
+        keys = tf.constant(["a", "b"])
+        self.table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, tf.constant([1, 2])), 0)
+
+    def serve(self, examples: Any) -> dict[str, Any]:
+        features = tf.io.parse_example(
+            examples,
+            {
+                "x": tf.io.FixedLenFeature([2], tf.float32, default_value=[0.0, 0.0]),
+                "tags": tf.io.VarLenFeature(tf.string),
+                "ids": tf.io.RaggedFeature(tf.int64),
+            },
+        )
+        tags = tf.sparse.to_dense(features["tags"], default_value="")
+        tag_ids = tf.reduce_sum(self.table.lookup(tf.strings.lower(tags)), axis=1)
+        id_sums = tf.cast(tf.reduce_sum(features["ids"], axis=1), tf.float32)
+        stacked = tf.concat([features["x"], id_sums[:, tf.newaxis]], axis=1)
+        return {"score": tf.matmul(stacked, self.weights)[:, 0] + tf.cast(tag_ids, tf.float32)}
+
+
+def example_parsing_module(path: Path) -> Path:
+    """tf.Example parsing (fixed, sparse and ragged features), a static hash table, a variable."""
+    module = _ExampleParser()
+    serve = tf.function(module.serve, input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+    return path
+
+
+class _Loops(tf.Module):  # type: ignore[misc]
+    def serve(self, images: Any, text: Any) -> dict[str, Any]:
+        resized = tf.image.resize(images, [4, 4])
+        flipped = tf.map_fn(tf.image.flip_left_right, resized)  # TensorArray in a while loop
+        totals = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
+        for i in tf.range(tf.shape(flipped)[0]):  # autograph: a While with a TensorList
+            totals = totals.write(i, tf.reduce_mean(flipped[i]))
+        words = tf.strings.split(tf.strings.regex_replace(text, "[,.]", " "))
+        counts = tf.cast(words.row_lengths(), tf.float32)
+        noise = tf.random.stateless_uniform(tf.shape(counts), seed=[1, 2], maxval=1e-6)
+        hashed = tf.strings.to_hash_bucket_fast(words, 100).to_tensor()
+        return {
+            "brightness": totals.stack(),
+            "words": counts + noise,
+            "buckets": tf.sparse.reduce_sum(tf.sparse.from_dense(hashed), axis=1),
+            "sorted": tf.sort(tf.nn.top_k(images[:, 0, 0, :], k=2).values, axis=-1),
+        }
+
+
+def control_flow_module(path: Path) -> Path:
+    """tf.map_fn, an autograph loop over a TensorArray, image resizing, ragged string splits, sparse sums."""
+    module = _Loops()
+    serve = tf.function(
+        module.serve,
+        input_signature=[
+            tf.TensorSpec([None, 8, 8, 3], tf.float32, name="images"),
+            tf.TensorSpec([None], tf.string, name="text"),
+        ],
+    )
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+    return path
+
+
+def decodes_images_module(path: Path) -> Path:
+    """y = mean pixel of each base64url JPEG/PNG in ``images`` (decode_image inside map_fn)."""
+
+    def body(images: Any) -> Any:
+        decoded = tf.map_fn(
+            lambda png: tf.reduce_mean(tf.cast(tf.io.decode_image(tf.io.decode_base64(png), 3, expand_animations=False), tf.float32)),
+            images,
+            fn_output_signature=tf.float32,
+        )
+        return decoded
+
+    class _Images(tf.Module):  # type: ignore[misc]
+        def serve(self, images: Any) -> dict[str, Any]:
+            return {"y": body(images)}
+
+    module = _Images()
+    serve = tf.function(module.serve, input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+    return path
+
+
+def tf1_graph_model(path: Path) -> Path:
+    """A TF1 builder graph with ref variables, a vocabulary table from a tensor, a while loop, softmax."""
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        words = v1.placeholder(tf.string, [None], name="words")
+        x = v1.placeholder(tf.float32, [None, 3], name="x")
+        weight = v1.Variable(np.eye(3, dtype=np.float32), name="weight", use_resource=False)
+        table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(["a", "b"]), tf.constant([0, 1], tf.int64)), -1
+        )
+        ids = table.lookup(words)
+        _, doubled = tf.while_loop(lambda i, v: i < 3, lambda i, v: (i + 1, v * 2.0), [tf.constant(0), x])
+        logits = v1.nn.xw_plus_b(doubled, weight, tf.zeros([3]))
+        signature = v1.saved_model.predict_signature_def(
+            {"words": words, "x": x}, {"ids": ids, "probabilities": tf.nn.softmax(logits)}
+        )
+        with v1.Session(graph=graph) as session:
+            session.run([v1.global_variables_initializer(), v1.tables_initializer()])
+            builder = v1.saved_model.Builder(str(path))
+            builder.add_meta_graph_and_variables(
+                session, ["serve"], signature_def_map={"serving_default": signature}, main_op=v1.tables_initializer()
+            )
+            builder.save()
+    return path
+
+
+# Every builder above, by name: tests screen and load each one.
+REALISTIC_MODELS = {
+    "keras_dense": keras_dense_model,
+    "keras_conv": keras_conv_model,
+    "keras_recurrent": keras_recurrent_model,
+    "keras_attention": keras_attention_model,
+    "keras_preprocessing": keras_preprocessing_model,
+    "example_parsing": example_parsing_module,
+    "control_flow": control_flow_module,
+    "decodes_images": decodes_images_module,
+    "tf1_graph": tf1_graph_model,
+}

@@ -1,14 +1,18 @@
-"""Screening a SavedModel's graph, before TensorFlow loads it, for ops that reach outside the model.
+"""Screening a SavedModel's graph, before TensorFlow loads it, against an allowlist of op families.
 
 A SavedModel is a program: its graph can read and write files, run Python, end the process or talk to other
 machines, and rtserve would run all of that with its own file system, credentials and network. Every op of the
 ``serve`` meta graph is looked at once, top-level nodes and every function of the library (a signature's body,
-its branches and loop bodies are library functions), and a model that uses a refused op does not load unless
-``RTSERVE_ALLOWED_FILE_OPS`` names it.
+its branches and loop bodies are library functions), and also every op that an attribute names as a function to
+call. An op loads only if it is in one of the families of runtime/op_families.py (ops that compute on tensors in
+memory) or ``RTSERVE_ALLOWED_FILE_OPS`` names it; everything else is refused, with the reason op_families.py
+gives for the ops known to reach outside the model and "not in an op family" for the rest.
 
-Every SavedModel carries checkpoint ops (SaveV2, RestoreV2, MergeV2Checkpoints) in its own saver, the part of the
-graph that ``saver_def`` points at. Those stay allowed there, and only there: the same ops anywhere else, or a
-saver that something other than the saver can call, are refused like the rest.
+A few allowed ops are refused when their attributes point outside the model (PrintV2 to a file, debug ops with
+URLs, proto ops reading a descriptor file). Every SavedModel carries checkpoint ops (SaveV2, RestoreV2,
+MergeV2Checkpoints) in its own saver, the part of the graph that ``saver_def`` points at. Those are allowed
+there, and only there: the same ops anywhere else, or a saver that something other than the saver can call, are
+refused like the rest.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from service.runtime.op_families import ALLOWED, CHECKPOINT_OPS, REFUSED, UNKNOWN_REASON, registered_ops
 
 ALLOW_SETTING = "RTSERVE_ALLOWED_FILE_OPS"
 # PrintV2 streams that stay inside the process's own output.
@@ -39,128 +45,34 @@ def _reads_descriptor_file(node: Any) -> bool:
 
 
 @dataclass(frozen=True)
-class OpGroup:
-    """Ops refused for one reason; ``when`` narrows the refusal to nodes whose attributes make them dangerous."""
+class Condition:
+    """An allowed op that is refused, for ``reason``, on a node whose attributes make it reach outside."""
 
     reason: str
-    ops: frozenset[str]
-    when: Callable[[Any], bool] | None = None
-    saver_may_use: bool = False
+    when: Callable[[Any], bool]
 
 
-CHECKPOINT_OPS = frozenset(
-    {"Save", "SaveSlices", "SaveV2", "Restore", "RestoreSlice", "RestoreV2", "MergeV2Checkpoints"}
-)
-
-# The denylist. Names are tf.raw_ops names (NodeDef.op), checked against TensorFlow 2.21.
-REFUSED_OPS: tuple[OpGroup, ...] = (
-    # Paths are tensors, so nothing short of running the graph says which file: refuse the op.
-    OpGroup(
-        "reads, writes or lists files",
-        frozenset({"ReadFile", "WriteFile", "MatchingFiles", "FileSystemSetConfiguration", "RecordInput"}),
-    ),
-    # Memory-maps a region of a file named in an attribute: reads any file the process can open.
-    OpGroup("maps a file into memory", frozenset({"ImmutableConst"})),
-    # TF1 queue readers open the files their queue names.
-    OpGroup(
-        "reads files (TF1 reader)",
-        frozenset(
-            {
-                "WholeFileReader",
-                "WholeFileReaderV2",
-                "TextLineReader",
-                "TextLineReaderV2",
-                "TFRecordReader",
-                "TFRecordReaderV2",
-                "FixedLengthRecordReader",
-                "FixedLengthRecordReaderV2",
-                "LMDBReader",
-            }
-        ),
-    ),
-    # tf.data sources and sinks backed by files, databases, caches on disk or a tf.data service on the network.
-    OpGroup(
-        "reads or writes files or the network (tf.data)",
-        frozenset(
-            {
-                "TFRecordDataset",
-                "TFRecordDatasetV2",
-                "FixedLengthRecordDataset",
-                "FixedLengthRecordDatasetV2",
-                "TextLineDataset",
-                "CSVDataset",
-                "CSVDatasetV2",
-                "ExperimentalCSVDataset",
-                "LMDBDataset",
-                "ExperimentalLMDBDataset",
-                "SqlDataset",
-                "ExperimentalSqlDataset",
-                "MatchingFilesDataset",
-                "ExperimentalMatchingFilesDataset",
-                "CacheDataset",
-                "CacheDatasetV2",
-                "SnapshotDataset",
-                "SnapshotDatasetV2",
-                "SnapshotDatasetReader",
-                "SnapshotNestedDatasetReader",
-                "SnapshotChunkDataset",
-                "ListSnapshotChunksDataset",
-                "LoadDataset",
-                "SaveDataset",
-                "SaveDatasetV2",
-                "DistributedSave",
-                "DatasetToTFRecord",
-                "ExperimentalDatasetToTFRecord",
-                "DataServiceDataset",
-                "DataServiceDatasetV2",
-                "DataServiceDatasetV3",
-                "DataServiceDatasetV4",
-                "RegisterDataset",
-                "RegisterDatasetV2",
-            }
-        ),
-    ),
-    # Summary writers create event files or SQLite databases under a directory given as a tensor.
-    OpGroup("writes summary files", frozenset({"CreateSummaryFileWriter", "CreateSummaryDbWriter"})),
-    # Vocabulary and checkpoint readers take their paths as tensors. A model with a vocabulary asset file
-    # (feature columns, tf.Transform) uses InitializeTableFromTextFileV2: allow it by name for such a model.
-    OpGroup(
-        "reads vocabulary or checkpoint files",
-        frozenset(
-            {
-                "InitializeTableFromTextFile",
-                "InitializeTableFromTextFileV2",
-                "GenerateVocabRemapping",
-                "LoadAndRemapMatrix",
-            }
-        ),
-    ),
-    # The SavedModel's saver writes and reads its own variables; the same ops elsewhere read or write any path.
-    OpGroup("reads or writes checkpoint files outside the model's saver", CHECKPOINT_OPS, saver_may_use=True),
-    # Python callbacks cannot be serialized (they fail at run time), but a graph that names them is not a model
-    # built for serving.
-    OpGroup("runs Python code", frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})),
-    OpGroup("ends the process", frozenset({"Abort"})),
-    OpGroup("calls functions on other tasks", frozenset({"RemoteCall"})),
+_DEBUG_URLS = Condition("dumps tensors to debug URLs", _has_debug_urls)
+_DESCRIPTOR_FILE = Condition("reads a protobuf descriptor file", _reads_descriptor_file)
+CONDITIONS: Mapping[str, Condition] = {
     # PrintV2 to stderr, stdout or the log is harmless debugging; output_stream="file://..." appends to a file.
-    OpGroup("prints to a file", frozenset({"PrintV2"}), when=_prints_to_file),
+    "PrintV2": Condition("prints to a file", _prints_to_file),
     # tfdbg ops with debug_urls dump tensors to file:// paths or stream them to grpc:// servers.
-    OpGroup(
-        "dumps tensors to debug URLs",
-        frozenset({"DebugIdentity", "DebugIdentityV2", "DebugIdentityV3", "DebugNanCount", "DebugNumericSummary"}),
-        when=_has_debug_urls,
+    **dict.fromkeys(
+        ("DebugIdentity", "DebugIdentityV2", "DebugIdentityV3", "DebugNanCount", "DebugNumericSummary"), _DEBUG_URLS
     ),
-    OpGroup(
-        "reads a protobuf descriptor file", frozenset({"DecodeProtoV2", "EncodeProto"}), when=_reads_descriptor_file
-    ),
-)
+    "DecodeProtoV2": _DESCRIPTOR_FILE,
+    "EncodeProto": _DESCRIPTOR_FILE,
+}
 
-_GROUP_OF: Mapping[str, OpGroup] = {op: group for group in REFUSED_OPS for op in group.ops}
+ALLOWED_OPS = frozenset().union(*(family.ops for family in ALLOWED))
+_REASON: Mapping[str, str] = {op: family.reason for family in REFUSED for op in family.ops}
+_CHECKPOINT_REASON = _REASON["SaveV2"]
 
 
 def refusable_ops() -> frozenset[str]:
-    """Every op name the screening can refuse (what RTSERVE_ALLOWED_FILE_OPS can sensibly name)."""
-    return frozenset(_GROUP_OF)
+    """Every registered op the screen can refuse (what RTSERVE_ALLOWED_FILE_OPS can sensibly name)."""
+    return registered_ops() - (ALLOWED_OPS - CONDITIONS.keys())
 
 
 @dataclass(frozen=True)
@@ -186,29 +98,48 @@ def refusal_message(findings: Iterable[Finding]) -> str:
 def screen(meta_graph: Any, allowed: frozenset[str] = frozenset()) -> list[Finding]:
     """Refused ops in a SavedModel's MetaGraphDef, each with where it is; empty when the graph is clean."""
     saver_nodes, saver_functions = _saver_only_scope(meta_graph)
+    library = frozenset(function.signature.name for function in meta_graph.graph_def.library.function)
     findings = [
-        Finding(node.op, "the graph", group.reason)
+        Finding(op, "the graph", reason)
         for node in meta_graph.graph_def.node
-        if (group := _refused(node, node.name in saver_nodes, allowed)) is not None
+        for op, reason in _refused(node, library, node.name in saver_nodes, allowed)
     ]
     for function in meta_graph.graph_def.library.function:
         name = function.signature.name
-        in_saver = name in saver_functions
         findings += [
-            Finding(node.op, f"function {name!r}", group.reason)
+            Finding(op, f"function {name!r}", reason)
             for node in function.node_def
-            if (group := _refused(node, in_saver, allowed)) is not None
+            for op, reason in _refused(node, library, name in saver_functions, allowed)
         ]
     return findings
 
 
-def _refused(node: Any, in_saver: bool, allowed: frozenset[str]) -> OpGroup | None:
-    group = _GROUP_OF.get(node.op)
-    if group is None or node.op in allowed or (group.saver_may_use and in_saver):
+def _refused(node: Any, library: frozenset[str], in_saver: bool, allowed: frozenset[str]) -> Iterator[tuple[str, str]]:
+    """(op, reason) for the node's op and each op that an attribute names as a function to call, if refused.
+
+    A call of a library function is fine (the function is screened on its own); a function attribute naming
+    anything else names an op, which gets the same judgement as a node of that op.
+    """
+    uses = [] if node.op in library else [(node.op, node)]
+    uses += [(func.name, func) for func in _funcs_in_attrs(node.attr.values()) if func.name not in library]
+    for op, attrs in uses:
+        reason = _refusal(op, attrs, in_saver, allowed)
+        if reason is not None:
+            yield op, reason
+
+
+def _refusal(op: str, attrs: Any, in_saver: bool, allowed: frozenset[str]) -> str | None:
+    """Why ``op`` is refused (``attrs`` holds its attributes), or None when it may run."""
+    if op in allowed:
         return None
-    if group.when is not None and not group.when(node):
+    if op in CHECKPOINT_OPS:
+        return None if in_saver else _CHECKPOINT_REASON
+    condition = CONDITIONS.get(op)
+    if condition is not None and condition.when(attrs):
+        return condition.reason
+    if op in ALLOWED_OPS:
         return None
-    return group
+    return _REASON.get(op, UNKNOWN_REASON)
 
 
 # -- the saver's own part of the graph -----------------------------------------------------------------------
@@ -223,18 +154,16 @@ def _called_functions(node: Any, library: frozenset[str]) -> Iterator[str]:
     """Functions a node calls: as its op, or through function-valued attributes (f, then_branch, body, ...)."""
     if node.op in library:
         yield node.op
-    yield from _functions_in_attrs(node.attr.values())
+    yield from (func.name for func in _funcs_in_attrs(node.attr.values()))
 
 
-def _functions_in_attrs(values: Iterable[Any]) -> Iterator[str]:
+def _funcs_in_attrs(values: Iterable[Any]) -> Iterator[Any]:
+    """Every NameAttrList in attribute values, nested ones (a function passed to a function) included."""
     for value in values:
-        if value.HasField("func"):
-            yield value.func.name
-            yield from _functions_in_attrs(value.func.attr.values())
-        elif value.HasField("list"):
-            for func in value.list.func:
-                yield func.name
-                yield from _functions_in_attrs(func.attr.values())
+        funcs = [value.func] if value.HasField("func") else list(value.list.func) if value.HasField("list") else []
+        for func in funcs:
+            yield func
+            yield from _funcs_in_attrs(func.attr.values())
 
 
 def _closure(roots: Iterable[str], edges: Mapping[str, Iterable[str]]) -> set[str]:
