@@ -419,22 +419,14 @@ def control_flow_module(path: Path) -> Path:
 
 
 def decodes_images_module(path: Path) -> Path:
-    """y = mean pixel of each base64url JPEG/PNG in ``images`` (decode_image inside map_fn)."""
+    """``serving_default``: x string [-1] (base64url JPEG/PNG/GIF/BMP) -> y = mean pixel of each image."""
 
-    def body(images: Any) -> Any:
-        decoded = tf.map_fn(
-            lambda png: tf.reduce_mean(tf.cast(tf.io.decode_image(tf.io.decode_base64(png), 3, expand_animations=False), tf.float32)),
-            images,
-            fn_output_signature=tf.float32,
-        )
-        return decoded
+    def mean_pixel(encoded: Any) -> Any:
+        image = tf.io.decode_image(tf.io.decode_base64(encoded), 3, expand_animations=False)
+        return tf.reduce_mean(tf.cast(image, tf.float32))
 
-    class _Images(tf.Module):  # type: ignore[misc]
-        def serve(self, images: Any) -> dict[str, Any]:
-            return {"y": body(images)}
-
-    module = _Images()
-    serve = tf.function(module.serve, input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+    module = _FloatModule(lambda images: tf.map_fn(mean_pixel, images, fn_output_signature=tf.float32))
+    serve = tf.function(module.serve, input_signature=[tf.TensorSpec([None], tf.string, name="x")])
     tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
     return path
 
@@ -478,3 +470,8 @@ REALISTIC_MODELS = {
     "decodes_images": decodes_images_module,
     "tf1_graph": tf1_graph_model,
 }
+
+
+def unlisted_op_model(path: Path) -> Path:
+    """y = x + the length of tf.raw_ops.Fact()'s string: a registered op that is in no family of the screen."""
+    return float_module(path, lambda x: x + tf.cast(tf.strings.length(tf.raw_ops.Fact()), tf.float32) * 0.0)
