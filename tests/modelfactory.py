@@ -432,7 +432,19 @@ def decodes_images_module(path: Path) -> Path:
 
 
 def tf1_graph_model(path: Path) -> Path:
-    """A TF1 builder graph with ref variables, a vocabulary table from a tensor, a while loop, softmax."""
+    """A TF1 builder graph with ref variables, a vocabulary table from a tensor, a while loop, softmax.
+
+    Built with TF1 control flow (Enter, Exit, Switch, Merge, NextIteration), as models exported by TF 1.x are.
+    """
+    v1 = tf.compat.v1
+    v1.disable_control_flow_v2()  # process-wide: enabled again below, whatever happens
+    try:
+        return _tf1_graph(path)
+    finally:
+        v1.enable_control_flow_v2()
+
+
+def _tf1_graph(path: Path) -> Path:
     v1 = tf.compat.v1
     graph = tf.Graph()
     with graph.as_default():
@@ -443,7 +455,8 @@ def tf1_graph_model(path: Path) -> Path:
             tf.lookup.KeyValueTensorInitializer(tf.constant(["a", "b"]), tf.constant([0, 1], tf.int64)), -1
         )
         ids = table.lookup(words)
-        _, doubled = tf.while_loop(lambda i, v: i < 3, lambda i, v: (i + 1, v * 2.0), [tf.constant(0), x])
+        _, doubled = v1.while_loop(lambda i, v: i < 3, lambda i, v: (i + 1, v * 2.0), [tf.constant(0), x])
+        doubled = v1.cond(tf.size(words) > 0, lambda: doubled, lambda: -doubled)
         logits = v1.nn.xw_plus_b(doubled, weight, tf.zeros([3]))
         signature = v1.saved_model.predict_signature_def(
             {"words": words, "x": x}, {"ids": ids, "probabilities": tf.nn.softmax(logits)}
