@@ -3,6 +3,7 @@
 The server process serves ``iris`` from a local repository beside two models whose graphs read or write files;
 then a version 2 of ``iris`` whose variables were changed after its manifest was written arrives. Neither kind
 ever answers a request, ``iris`` version 1 keeps serving, and each failure is in the status and the metrics.
+Models that hide their file access in a serialized tf.data graph run by DatasetFromGraph are refused the same way.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from apptools import ServerProcess, free_port, publish, running_app, wait_until
-from modelfactory import writes_file_model
+from modelfactory import dataset_reads_file_model, dataset_saves_model, writes_file_model
 from service.repository.local import LocalRepository
 from service.settings import Settings
 
@@ -100,6 +101,50 @@ def test_tampered_version_and_file_op_models_never_serve(
         assert not any(path.name.startswith("2") for path in (tmp_path / "cache").glob("iris/*")), "kept tampered bytes"
     finally:
         assert server.terminate() == 0, server.log()
+
+
+SECRET = "rtserve-api-key-5ec2e7"
+
+
+def test_serialized_dataset_escapes_never_run(demo_model_dir: Path, tmp_path: Path) -> None:
+    """The escape of issue 9: a tf.data graph held in a string constant, run with DatasetFromGraph, reads an
+    API-keys file (TextLineDataset) or writes a snapshot (SaveDatasetV2). Both are refused before TensorFlow
+    loads them: their status names DatasetFromGraph, the secret is in no answer, the snapshot never appears."""
+    keys_file = tmp_path / "api-keys"
+    keys_file.write_text(SECRET + "\n")
+    snapshot = tmp_path / "written-by-save-dataset"
+    root = tmp_path / "models"
+    repository = LocalRepository(root)
+    publish(repository, "iris", 1, demo_model_dir)
+    publish(repository, "leaker", 1, dataset_reads_file_model(tmp_path / "leaker" / "1", str(keys_file)))
+    publish(repository, "snapshotter", 1, dataset_saves_model(tmp_path / "snapshotter" / "1", str(snapshot)))
+    env = {
+        "RTSERVE_REPOSITORY": str(root),
+        "RTSERVE_CACHE_DIR": str(tmp_path / "cache"),
+        "RTSERVE_POLL_INTERVAL_S": "0.3",
+    }
+    server = ServerProcess(env, free_port(), tmp_path / "server.log")
+    try:
+        server.wait_ready()
+        answers = []
+        for model in ("leaker", "snapshotter"):
+            wait_until(lambda m=model: failed(server.url, m, "1"), 60, what=f"{model} to be refused")
+            message = status_of(server.url, model)["1"]["status"]["error_message"]
+            assert "DatasetFromGraph (rebuilds a graph" in message
+            assert "RTSERVE_ALLOWED_FILE_OPS=" in message
+            for route in (f"/v1/models/{model}:predict", f"/v2/models/{model}/infer"):
+                body = {"instances": [1.0]} if route.startswith("/v1") else {"inputs": []}
+                answers.append(httpx.post(server.url + route, json=body, timeout=10))
+            answers.append(httpx.get(f"{server.url}/v1/models/{model}", timeout=10))
+            assert scrape(server.url, "rtserve_model_loads_total", model_name=model, outcome="failure") >= 1
+        assert [a.status_code for a in answers if "predict" in str(a.url) or "infer" in str(a.url)] == [404] * 4
+        assert all(SECRET not in answer.text for answer in answers)
+        assert httpx.post(server.url + PREDICT, json=SETOSA, timeout=10).status_code == 200
+        assert not snapshot.exists(), "the snapshot was written"
+        assert SECRET not in server.log()
+    finally:
+        assert server.terminate() == 0, server.log()
+    assert not snapshot.exists()
 
 
 @pytest.mark.parametrize("allowed", ["ReadFile", "MatMul, ReadFile"])
