@@ -202,8 +202,9 @@ class Settings(BaseSettings):
     )
     allowed_file_ops: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Ops that model screening refuses (file, process, network) but this server allows, comma "
-        "separated, e.g. InitializeTableFromTextFileV2",
+        description="Ops that model screening refuses (outside its allowed op families, or reaching files, "
+        "processes or the network) but this server allows for every model, comma separated, e.g. "
+        "InitializeTableFromTextFileV2",
     )
 
     s3: S3Settings = Field(default_factory=S3Settings)

@@ -305,7 +305,7 @@ class TensorFlowServable:
 class TensorFlowLoader:
     """Loads a version folder as a TensorFlowServable; any failure is a one-line ModelLoadError.
 
-    The graph is screened for file, process and network ops before TensorFlow sees it (runtime/screening.py);
+    The graph is screened against an allowlist of op families before TensorFlow sees it (runtime/screening.py);
     ``allowed_file_ops`` names the refused ops that this server lets through anyway.
     """
 
