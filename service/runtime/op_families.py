@@ -278,9 +278,12 @@ ALLOWED: tuple[Family, ...] = (
     ),
 )
 
-# The model's own saver reads and writes its variables with these; anywhere else they read or write any path.
-CHECKPOINT_OPS = frozenset(
-    {"Save", "SaveSlices", "SaveV2", "Restore", "RestoreSlice", "RestoreV2", "MergeV2Checkpoints"}
+# The model's own saver reads and writes its variables with these (runtime/screening.py allows them there);
+# anywhere else they read or write any path.
+CHECKPOINTS = _family(
+    "checkpoints",
+    "reads or writes checkpoint files outside the model's saver",
+    "Save SaveSlices SaveV2 Restore RestoreSlice RestoreV2 MergeV2Checkpoints",
 )
 
 REFUSED: tuple[Family, ...] = (
@@ -327,7 +330,7 @@ REFUSED: tuple[Family, ...] = (
     _family(
         "files",
         "reads, writes or lists files",
-        "ReadFile WriteFile MatchingFiles FileSystemSetConfiguration RecordInput DumpTensor",
+        "ReadFile WriteFile MatchingFiles FileSystemSetConfiguration RecordInput DumpTensor CalibrationStatisticsSaver",
     ),
     _family("memory-mapped file", "maps a file into memory", "ImmutableConst"),
     _family(
@@ -365,7 +368,7 @@ REFUSED: tuple[Family, ...] = (
         "reads vocabulary or checkpoint files",
         "InitializeTableFromTextFile InitializeTableFromTextFileV2 GenerateVocabRemapping LoadAndRemapMatrix",
     ),
-    _family("checkpoints", "reads or writes checkpoint files outside the model's saver", " ".join(CHECKPOINT_OPS)),
+    CHECKPOINTS,
     # Python callbacks cannot be serialized (they fail at run time), but a graph that names them is not a model
     # built for serving.
     _family("Python", "runs Python code", "PyFunc PyFuncStateless EagerPyFunc"),

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from service.runtime.op_families import ALLOWED, CHECKPOINT_OPS, REFUSED, UNKNOWN_REASON, registered_ops
+from service.runtime.op_families import ALLOWED, CHECKPOINTS, REFUSED, UNKNOWN_REASON, registered_ops
 
 ALLOW_SETTING = "RTSERVE_ALLOWED_FILE_OPS"
 # PrintV2 streams that stay inside the process's own output.
@@ -67,7 +67,6 @@ CONDITIONS: Mapping[str, Condition] = {
 
 ALLOWED_OPS = frozenset().union(*(family.ops for family in ALLOWED))
 _REASON: Mapping[str, str] = {op: family.reason for family in REFUSED for op in family.ops}
-_CHECKPOINT_REASON = _REASON["SaveV2"]
 
 
 def refusable_ops() -> frozenset[str]:
@@ -121,7 +120,8 @@ def _refused(node: Any, library: frozenset[str], in_saver: bool, allowed: frozen
     anything else names an op, which gets the same judgement as a node of that op.
     """
     uses = [] if node.op in library else [(node.op, node)]
-    uses += [(func.name, func) for func in _funcs_in_attrs(node.attr.values()) if func.name not in library]
+    funcs = _funcs_in_attrs(node.attr.values())
+    uses += [(func.name, func) for func in funcs if func.name and func.name not in library]  # "": calls nothing
     for op, attrs in uses:
         reason = _refusal(op, attrs, in_saver, allowed)
         if reason is not None:
@@ -132,8 +132,8 @@ def _refusal(op: str, attrs: Any, in_saver: bool, allowed: frozenset[str]) -> st
     """Why ``op`` is refused (``attrs`` holds its attributes), or None when it may run."""
     if op in allowed:
         return None
-    if op in CHECKPOINT_OPS:
-        return None if in_saver else _CHECKPOINT_REASON
+    if op in CHECKPOINTS.ops:
+        return None if in_saver else CHECKPOINTS.reason
     condition = CONDITIONS.get(op)
     if condition is not None and condition.when(attrs):
         return condition.reason
