@@ -19,6 +19,11 @@ as it likes (uvicorn 0.54; the tests in tests/integration/test_connections.py pi
   Here such a connection is always closed, lingering as nginx does: the answer says ``Connection: close``, the
   sending side is shut, and the rest of the upload is read and dropped for up to ``linger_s`` before the close.
 
+* Pipelining. uvicorn queues every request a read brings and reads again after each answer, so a client that
+  pipelines small requests without pause grows the queue without end. Here a connection with ``MAX_PIPELINED``
+  requests queued answers them, the last with ``Connection: close``, and closes; the rest are never parsed (the
+  client may send them again, as HTTP/1.1 allows for unanswered pipelined requests).
+
 Bodies have their own deadline and size limit in the app (``RTSERVE_BODY_TIMEOUT_S``, ``RTSERVE_MAX_BODY_BYTES``).
 """
 
@@ -38,6 +43,10 @@ from service.codecs.json_io import error_body
 
 # What a chunk of a chunked body costs besides its data: the size line and the line ends around the data.
 CHUNK_FRAMING_BYTES = 32
+# Requests queued behind the one being answered on a connection. uvicorn parses every request a read brings
+# (thousands in 256 KiB of small GETs), each with its scope and task state, and reads again after every answer;
+# past this many the connection answers what it queued, says Connection: close, and closes.
+MAX_PIPELINED = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +93,7 @@ def bounded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
             self._lingering = False
             self._lost = False
             self._refused = False
+            self._pipeline_full = False
             # The message being parsed: begun and not complete; still in its headers.
             self._open = False
             self._in_headers = True
@@ -140,7 +150,9 @@ def bounded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
             try:
                 self.parser.feed_data(data)
             except httptools.HttpParserError:
-                if self._refused:
+                if self._pipeline_full:
+                    self.flow.pause_reading()  # what follows is never parsed: the connection ends after the queue
+                elif self._refused:
                     self._refuse_headers()
                 else:
                     self.logger.warning("Invalid HTTP request received.")
@@ -177,6 +189,10 @@ def bounded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
             self._header_count = len(self.headers)
             if size > limits.max_header_bytes:
                 self._refused = True
+                raise _Refused
+            if len(self.pipeline) >= MAX_PIPELINED:
+                self._pipeline_full = True
+                self.cycle.keep_alive = False  # the last request queued closes the connection once answered
                 raise _Refused
             super().on_headers_complete()
             cycle = self.cycle

@@ -124,11 +124,24 @@ def test_trailers_over_the_limit_get_431(server: ServerProcess) -> None:
 
 
 def test_pipelined_requests_are_all_answered(server: ServerProcess) -> None:
-    """Many requests in one piece of data: none is mistaken for headers over the limit."""
-    count = 3 * MAX_HEADER_BYTES // len(get(LIVE))
-    answer = exchange(server.port, get(LIVE) * count + get(LIVE, CLOSE))
+    """Requests in one piece of data, more bytes in all than the header limit: none is mistaken for headers over
+    the limit."""
+    request = get(LIVE, b"X-Padding: " + b"a" * 1000 + b"\r\n")
+    count = 3 * MAX_HEADER_BYTES // len(request)
+    answer = exchange(server.port, request * count + get(LIVE, CLOSE))
     assert answer.closed
     assert (answer.head + b"\r\n\r\n" + answer.body).count(b"HTTP/1.1 200 ") == count + 1
+
+
+def test_a_deep_pipeline_is_answered_in_part_then_closed(server: ServerProcess) -> None:
+    """Before: every request queued (thousands from one read), and each answer read more."""
+    sent = 5000
+    answer = exchange(server.port, get(LIVE) * sent, limit_s=LINGER_S + MARGIN_S)
+    received = answer.head + b"\r\n\r\n" + answer.body
+    answered = received.count(b"HTTP/1.1 200 ")
+    assert 0 < answered < sent // 10  # the queue's bound (service.api.protocol.MAX_PIPELINED) is 32
+    assert received.lower().count(b"connection: close") == 1
+    assert answer.closed
 
 
 # -- an answer sent before the body was read closes the connection, after the client got it ----------------------
