@@ -5,7 +5,7 @@ Two scenarios against a fresh server serving the demo model, each sampled with b
 * ``headers``: CLIENTS connections each send a request line and then one header that never ends, 64 KiB at a
   time, for up to HEADERS_S (under the header deadline) or until the server answers or closes.
 * ``unread``: UNREAD_CLIENTS connections, one every second, each ask for a large answer (ROWS rows of the demo
-  model: about 8 MB of JSON) and never read it; sampled for UNREAD_S.
+  model: 7.8 MB of JSON) and never read it; sampled for UNREAD_S.
 
 ``python -m bench.connection_memory [--send-timeout-s S]`` prints, for each, the RSS before, its peak, what is
 held at the end while the clients are still connected, and after they left.

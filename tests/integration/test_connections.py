@@ -183,7 +183,7 @@ def test_an_early_413_reaches_a_client_that_goes_on_uploading(server: ServerProc
 
 
 def test_a_client_that_never_reads_its_answer_is_cut_off(server: ServerProcess) -> None:
-    """Before: the answer (about 12 MB here) sat in the write buffer for as long as the client kept the
+    """Before: the answer (7.8 MB here) sat in the write buffer for as long as the client kept the
     connection."""
     rows = 200_000
     body = b'{"instances": [' + b", ".join([ROW] * rows) + b"]}"
