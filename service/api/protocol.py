@@ -94,6 +94,8 @@ def bounded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
             self._lost = False
             self._refused = False
             self._pipeline_full = False
+            self._shutting_down = False
+            self._keep_alive = True  # what the request being received asked for
             # The message being parsed: begun and not complete; still in its headers.
             self._open = False
             self._in_headers = True
@@ -195,9 +197,11 @@ def bounded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
                 self.cycle.keep_alive = False  # the last request queued closes the connection once answered
                 raise _Refused
             super().on_headers_complete()
-            cycle = self.cycle
-            if cycle is not None and not self.pipeline:
-                self._close_when_answered_early(cycle)
+            if self.cycle is not None:
+                # Until its body is in, an answer to this request closes the connection (and says so); a body
+                # that arrives in full first, as every small one does, gives the request back its keep-alive.
+                self._keep_alive = self.cycle.keep_alive
+                self.cycle.keep_alive = False
 
         def on_body(self, body: bytes) -> None:
             self._body_bytes += len(body)
@@ -216,30 +220,16 @@ def bounded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
             self._in_headers = True
             self._transitions += 1
             self._header_bytes = 0
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_started and not self._shutting_down:
+                cycle.keep_alive = self._keep_alive
             super().on_message_complete()
 
-        def on_response_complete(self) -> None:
-            if self._unread_body():
-                self._start_lingering()
-            super().on_response_complete()
+        def shutdown(self) -> None:
+            self._shutting_down = True
+            super().shutdown()
 
         # -- closing ----------------------------------------------------------------------------------------
-
-        def _unread_body(self) -> bool:
-            """The request being answered has body bytes still to come (with pipelining, the message being
-            parsed may be a later request's)."""
-            return self._open and not self._in_headers and not self.pipeline
-
-        def _close_when_answered_early(self, cycle: Any) -> None:
-            send = cycle.send
-
-            async def send_closing(message: Any) -> None:
-                # An answer that starts before its body has been received says it closes the connection.
-                if message["type"] == "http.response.start" and self.cycle is cycle and self._unread_body():
-                    cycle.keep_alive = False
-                await send(message)
-
-            cycle.send = send_closing
 
         def _close(self) -> None:
             """Every close of uvicorn's (after a Connection: close answer, a 400, the keep-alive timeout,
