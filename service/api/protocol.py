@@ -226,8 +226,12 @@ def bounded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
             super().on_message_complete()
 
         def shutdown(self) -> None:
+            # uvicorn's, but an idle connection or one halfway through its headers closes at once, not lingering.
             self._shutting_down = True
-            super().shutdown()
+            if self.cycle is None or self.cycle.response_complete:
+                self._close_at_once()
+            else:
+                self.cycle.keep_alive = False
 
         # -- closing ----------------------------------------------------------------------------------------
 
