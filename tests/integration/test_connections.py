@@ -24,7 +24,7 @@ from service.repository.local import LocalRepository
 MAX_HEADER_BYTES = 8192
 MAX_BODY = 8 * 1024 * 1024
 SEND_TIMEOUT_S = 2.0
-LINGER_S = 2.0
+LINGER_S = 3.0
 HEADER_TIMEOUT_S = 5.0
 BODY_TIMEOUT_S = 5.0
 MARGIN_S = 5.0  # for a loaded machine: every wait is bounded by the setting plus this
