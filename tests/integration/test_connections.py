@@ -182,16 +182,17 @@ def test_an_early_413_reaches_a_client_that_goes_on_uploading(server: ServerProc
 # -- a client that never reads its answer is cut off ------------------------------------------------------------
 
 
-def test_a_client_that_never_reads_its_answer_is_cut_off(server: ServerProcess) -> None:
+@pytest.mark.parametrize("close", [False, True], ids=["keep-alive", "Connection: close"])
+def test_a_client_that_never_reads_its_answer_is_cut_off(server: ServerProcess, close: bool) -> None:
     """Before: the answer (7.8 MB here) sat in the write buffer for as long as the client kept the
-    connection."""
+    connection (with Connection: close too: the close waited for the buffer to empty)."""
     rows = 200_000
     body = b'{"instances": [' + b", ".join([ROW] * rows) + b"]}"
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the kernel holds little of the answer
         sock.settimeout(MARGIN_S)
         sock.connect(("127.0.0.1", server.port))
-        sock.sendall(post(PREDICT, b"Content-Type: application/json\r\n", body))
+        sock.sendall(post(PREDICT, (CLOSE if close else b"") + b"Content-Type: application/json\r\n", body))
         time.sleep(SEND_TIMEOUT_S + MARGIN_S)  # the answer is ready well within this, then stalls
         received, closed = read_until_closed(sock, MARGIN_S)
     head, _, answer = received.partition(b"\r\n\r\n")
