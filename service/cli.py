@@ -172,24 +172,12 @@ def run(args: argparse.Namespace) -> int:
 def serve(settings: Settings) -> int:
     import uvicorn
 
-    from service.api.protocol import with_header_deadline
+    from service.api.server import uvicorn_config
     from service.app import create_app
 
     app = create_app(settings)
     components = app.state.components
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
-        http=with_header_deadline(settings.header_timeout_s),
-        access_log=False,
-        # Nothing reads the client address, so uvicorn's X-Forwarded-For rewriting is work on every request for
-        # nothing (about 2% of the CPU under load).
-        proxy_headers=False,
-        log_config=None,  # uvicorn's records go through our handler, in our format
-    )
+    config = uvicorn_config(settings, app)
 
     class DrainingServer(uvicorn.Server):
         """On SIGTERM: unready at once, keep answering for shutdown_delay_s, then drain and exit 0."""

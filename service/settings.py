@@ -207,6 +207,26 @@ class Settings(BaseSettings):
         "InitializeTableFromTextFileV2",
     )
 
+    max_header_bytes: int = Field(
+        32 * 1024,
+        ge=1024,
+        description="Largest request line plus headers (and, of a chunked body, its trailers and chunk "
+        "extensions); past it 431 and the connection is closed",
+    )
+    send_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest time writing an answer may make no progress (a client that does not read it); past "
+        "it the connection is dropped and the answer freed",
+    )
+    linger_timeout_s: float = Field(
+        5.0,
+        ge=0,
+        description="After an answer sent before its request body was read (413, 401, 408, ...), how long the rest "
+        "of the upload is read and dropped before the close, so the client gets the answer and not a reset; 0 "
+        "closes at once",
+    )
+
     s3: S3Settings = Field(default_factory=S3Settings)
     tensorflow: TensorFlowSettings = Field(default_factory=TensorFlowSettings)
     batching: BatchingSettings = Field(default_factory=BatchingSettings)

@@ -96,3 +96,17 @@ class ServerProcess:
             self.process.kill()
             self.process.wait(10)
         self._log.close()
+
+
+@contextmanager
+def clean_server(env: Mapping[str, str], folder: Path) -> Iterator[ServerProcess]:
+    """A ready ServerProcess logging to ``folder``; on the way out it must exit 0 with no traceback logged."""
+    process = ServerProcess(env, free_port(), folder / "server.log")
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        exit_code = process.terminate()
+    log = process.log_path.read_text(errors="replace")
+    assert exit_code == 0, log
+    assert "Traceback" not in log, log

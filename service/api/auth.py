@@ -2,6 +2,7 @@
 
 It wraps the fast lane, so the inference POSTs, the FastAPI control plane (status, metadata, model readiness,
 ``/v2``) and the OpenAPI documents all pass through it; the health probes and ``/metrics`` are exempt by setting.
+WebSocket handshakes are checked like HTTP requests (none is exempt); only the lifespan scope passes unchecked.
 Keys come from a file (a mounted Kubernetes Secret), one per line, and are picked up within a second of a change
 (a Secret update swaps the file behind a symlink) without a restart.
 
@@ -134,14 +135,22 @@ class ApiKeyGate:
         self._failures = failures
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self._exempt:
+        kind = scope["type"]
+        if kind == "lifespan" or (kind == "http" and scope["path"] in self._exempt):
             await self._app(scope, receive, send)
             return
+        if kind not in ("http", "websocket"):
+            # Anything else a server may one day send would pass unchecked; the ASGI spec says to raise.
+            raise ValueError(f"the API-key gate does not handle ASGI scope type {kind!r}")
         refusal = self._refusal(scope["headers"])
         if refusal is None:
             await self._app(scope, receive, send)
             return
         self._failures.labels(refusal).inc()
+        if kind == "websocket":
+            # Closing before accepting: the server refuses the handshake (uvicorn answers 403).
+            await send({"type": "websocket.close", "code": 1008})
+            return
         await self._refuse(send, refusal)
 
     def _refusal(self, headers: Iterable[tuple[bytes, bytes]]) -> str | None:

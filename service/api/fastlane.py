@@ -12,6 +12,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
@@ -71,6 +72,8 @@ class FastLane:
         self._routes = [(compile_path(route.path)[0], route.handler) for route in routes]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and has_encoded_slash(scope):
+            scope = {**scope, "path": routing_path(scope["raw_path"])}
         if scope["type"] == "http" and scope["method"] == "POST":
             path = scope["path"]
             for pattern, handler in self._routes:
@@ -109,3 +112,22 @@ async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
         yield message.get("body", b"")
         if not message.get("more_body", False):
             return
+
+
+ENCODED_SLASH = re.compile(b"%2[fF]")
+
+
+def has_encoded_slash(scope: Scope) -> bool:
+    raw: bytes = scope.get("raw_path") or b""
+    return b"%2" in raw and ENCODED_SLASH.search(raw) is not None
+
+
+def routing_path(raw_path: bytes) -> str:
+    """The path to route on: decoded, except that ``%2F`` stays as sent.
+
+    The server hands on ``path`` fully decoded, where ``/v1/models/a%2Fversions%2F2`` would route to version 2
+    of model ``a``. Kept encoded, ``%2F`` is part of its segment, as RFC 3986 reads it: here the name
+    ``a%2Fversions%2F2``, which no model has (names come from a strict pattern), so it is not found, in the fast
+    lane and in FastAPI's routes alike.
+    """
+    return "%2F".join(unquote(part.decode("latin-1")) for part in ENCODED_SLASH.split(raw_path))

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
 
-from apptools import REPO_ROOT, ServerProcess, free_port, publish
+from apptools import REPO_ROOT, ServerProcess, clean_server, publish
 from fakes import FakeLoader
 from service.app import create_app
 from service.repository.local import LocalRepository
@@ -69,15 +69,8 @@ def server(
         "RTSERVE_MAX_BODY_BYTES": str(1024 * 1024),
         "RTSERVE_MAX_TENSOR_ELEMENTS": "100000",
     }
-    process = ServerProcess(env, free_port(), folder / "server.log")
-    try:
-        process.wait_ready()
+    with clean_server(env, folder) as process:
         yield process
-    finally:
-        exit_code = process.terminate()
-    log = process.log_path.read_text(errors="replace")
-    assert exit_code == 0, log
-    assert "Traceback" not in log, log
 
 
 def rtserve_document() -> dict[str, Any]:

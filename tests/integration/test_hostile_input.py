@@ -24,7 +24,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from apptools import ServerProcess, free_port, publish, running_app
+from apptools import ServerProcess, clean_server, publish, running_app
+from rawhttp import chunked, exchange, post
 from service.repository.local import LocalRepository
 from service.settings import Settings
 
@@ -317,15 +318,8 @@ def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "RTSERVE_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
         "RTSERVE_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
     }
-    process = ServerProcess(env, free_port(), folder / "server.log")
-    try:
-        process.wait_ready()
+    with clean_server(env, folder) as process:
         yield process
-    finally:
-        exit_code = process.terminate()
-    log = process.log_path.read_text(errors="replace")
-    assert exit_code == 0, log
-    assert "Traceback" not in log, log
 
 
 @pytest.fixture(scope="module", params=["in-process", "server"])
@@ -372,47 +366,6 @@ def test_healthy_after_the_corpus(client: httpx.Client) -> None:
 
 
 # -- malformed HTTP, over raw sockets to the real server -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RawAnswer:
-    status: int
-    body: bytes
-    closed: bool  # the server closed the connection after answering
-    seconds: float
-
-
-def exchange(port: int, request: bytes, limit_s: float = CLIENT_TIMEOUT_S) -> RawAnswer:
-    """Send ``request`` and read until the server closes the connection or ``limit_s`` passes."""
-    started = time.monotonic()
-    received, closed = b"", False
-    with socket.create_connection(("127.0.0.1", port), timeout=limit_s) as sock:
-        sock.sendall(request)
-        sock.settimeout(0.2)
-        while time.monotonic() - started < limit_s:
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                continue
-            except ConnectionResetError:
-                closed = True
-                break
-            if not chunk:
-                closed = True
-                break
-            received += chunk
-    head, _, body = received.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/1.1 ") else 0
-    return RawAnswer(status, body, closed, time.monotonic() - started)
-
-
-def post(path: bytes, headers: bytes, body: bytes, content_length: bool = True) -> bytes:
-    length = b"Content-Length: %d\r\n" % len(body) if content_length else b""
-    return b"POST " + path + b" HTTP/1.1\r\nHost: rtserve\r\n" + headers + length + b"\r\n" + body
-
-
-def chunked(*chunks: bytes) -> bytes:
-    return b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
 
 
 PREDICT_B, CLOSE = PREDICT.encode(), b"Connection: close\r\n"

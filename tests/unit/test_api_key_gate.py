@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
+from starlette.datastructures import State
 
-from service.api.auth import KeyFile, is_accepted, parse_keys, presented_keys
+from service.api.auth import ApiKeyGate, KeyFile, exempt_paths, is_accepted, parse_keys, presented_keys
+from service.metrics import Metrics
 
 
 class FakeClock:
@@ -92,3 +97,71 @@ def test_an_empty_file_accepts_nothing_and_says_so(tmp_path: Path, caplog: pytes
 def test_a_missing_file_is_an_error_at_start(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="RTSERVE_AUTH__KEYS_FILE"):
         KeyFile(tmp_path / "absent")
+
+
+# -- the gate over every ASGI scope type: a recording app stands for the rest of the stack ----------------------
+
+
+class Recorder:
+    """The app behind the gate: records the scopes it is called with."""
+
+    def __init__(self) -> None:
+        self.scopes: list[str] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.scopes.append(scope["type"])
+
+
+def gate_over(tmp_path: Path, app: Recorder) -> ApiKeyGate:
+    path = tmp_path / "keys"
+    path.write_text("right\n")
+    failures = Metrics(CollectorRegistry()).auth_failures
+    return ApiKeyGate(app, State(), KeyFile(path), exempt_paths(True, True), failures)
+
+
+def call_gate(gate: ApiKeyGate, scope: dict[str, Any]) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(gate(scope, receive, send))
+    return sent
+
+
+def websocket(path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    return {"type": "websocket", "path": path, "headers": headers}
+
+
+@pytest.mark.parametrize("path", ["/v2/models/iris", "/v2/health/live"])
+@pytest.mark.parametrize("headers", [[], [(b"x-api-key", b"wrong")]], ids=["no key", "wrong key"])
+def test_a_websocket_without_a_good_key_is_refused(
+    tmp_path: Path, path: str, headers: list[tuple[bytes, bytes]]
+) -> None:
+    """Before: every scope but HTTP passed the gate unchecked. Exemptions are for the HTTP probes only."""
+    app = Recorder()
+    sent = call_gate(gate_over(tmp_path, app), websocket(path, headers))
+    assert app.scopes == []
+    assert sent == [{"type": "websocket.close", "code": 1008}]
+
+
+def test_a_websocket_with_a_good_key_passes(tmp_path: Path) -> None:
+    app = Recorder()
+    call_gate(gate_over(tmp_path, app), websocket("/v2/models/iris", [(b"authorization", b"Bearer right")]))
+    assert app.scopes == ["websocket"]
+
+
+def test_lifespan_passes_without_a_key(tmp_path: Path) -> None:
+    app = Recorder()
+    call_gate(gate_over(tmp_path, app), {"type": "lifespan"})
+    assert app.scopes == ["lifespan"]
+
+
+def test_an_unknown_scope_type_is_refused(tmp_path: Path) -> None:
+    app = Recorder()
+    with pytest.raises(ValueError, match="scope type 'webtransport'"):
+        call_gate(gate_over(tmp_path, app), {"type": "webtransport", "path": "/", "headers": []})
+    assert app.scopes == []
