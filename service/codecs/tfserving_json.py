@@ -99,9 +99,7 @@ def _owner(signature: SignatureSpec) -> str:
     return f"signature {quote(signature.name)}"
 
 
-def _decode_rows(
-    instances: object, signature: SignatureSpec, max_elements: int | Limits
-) -> dict[str, np.ndarray]:
+def _decode_rows(instances: object, signature: SignatureSpec, max_elements: int | Limits) -> dict[str, np.ndarray]:
     """Row format: a list of instances stacked along a new batch axis."""
     if not isinstance(instances, list):
         raise InvalidArgument(f"'instances' must be a list, got {json_type(instances)}")
@@ -137,9 +135,7 @@ def _instance_key(name: str) -> Callable[[int], str]:
     return lambda i: f"instances[{i}][{quote(name)}]"
 
 
-def _decode_columns(
-    value: object, signature: SignatureSpec, max_elements: int | Limits
-) -> dict[str, np.ndarray]:
+def _decode_columns(value: object, signature: SignatureSpec, max_elements: int | Limits) -> dict[str, np.ndarray]:
     """Columnar format: whole tensors, a bare value for a one-input signature or an object naming them."""
     specs = signature.inputs
     if _is_named(value):
@@ -243,7 +239,8 @@ def decode_examples(body: bytes, max_elements: int | Limits) -> ExamplesRequest:
         total_bytes += len(serialized[i])
         if total_bytes > max_bytes:
             raise InvalidArgument(
-                f"'examples' serialize to more than the limit of {max_bytes} bytes (the context counts in every example)"
+                f"'examples' serialize to more than the limit of {max_bytes} bytes "
+                "(the context counts in every example)"
             )
     return ExamplesRequest(signature_name, serialized)
 
@@ -348,6 +345,18 @@ def _label(item: object) -> str:
     if isinstance(item, bytes):
         return item.decode("utf-8", "replace")
     return str(item)
+
+
+def encode_classify_outputs(outputs: Mapping[str, np.ndarray]) -> bytes:
+    """The classify answer from a classification signature's outputs (``classes`` and/or ``scores``)."""
+    return encode_classify(outputs.get("classes"), outputs.get("scores"))
+
+
+def encode_regress_outputs(outputs: Mapping[str, np.ndarray]) -> bytes:
+    """The regress answer from a regression signature's outputs (``outputs``)."""
+    if "outputs" not in outputs:
+        raise InvalidArgument("regression signature has no output named 'outputs'")
+    return encode_regress(outputs["outputs"])
 
 
 def encode_regress(values: np.ndarray) -> bytes:

@@ -200,7 +200,9 @@ def _binary_array(chunk: memoryview, dtype: DType, shape: tuple[int, ...], where
         raw = np.frombuffer(chunk, dtype=np.uint8)
         if raw.size and raw.max() > 1:
             bad = int(np.argmax(raw > 1))
-            raise InvalidArgument(f"{where} binary BOOL element {bad} is byte {int(raw[bad])}; BOOL bytes must be 0 or 1")
+            raise InvalidArgument(
+                f"{where} binary BOOL element {bad} is byte {int(raw[bad])}; BOOL bytes must be 0 or 1"
+            )
     # A copy: the request buffer is not ours to keep, and TensorFlow wants native, aligned memory.
     return np.frombuffer(chunk, dtype=wire).astype(dtype.numpy).reshape(shape)
 
