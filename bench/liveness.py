@@ -12,7 +12,9 @@ usage: python -m bench.liveness [--docs] [--env NAME=VALUE ...]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
+import importlib
 import json
 import os
 import subprocess
@@ -150,10 +152,8 @@ def process_tree_rss_kib(pid: int) -> int:
     """VmRSS of ``pid`` and its children (the codec workers), in KiB."""
     total = 0
     pids = [pid]
-    try:
+    with contextlib.suppress(OSError):
         pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        pass
     for member in pids:
         try:
             for line in Path(f"/proc/{member}/status").read_text(encoding="ascii").splitlines():
@@ -225,10 +225,10 @@ def measure(port: int, pid: int, case: Case) -> dict[str, Any]:
 
 
 def build_repository(root: Path) -> None:
-    sys.path.insert(0, str(servers.REPO_ROOT / "tests"))
-    import modelfactory  # the test suite's models: one source for both
-
     from service.demo import write_demo_model
+
+    sys.path.insert(0, str(servers.REPO_ROOT / "tests"))
+    modelfactory: Any = importlib.import_module("modelfactory")  # the test suite's models: one source for both
 
     write_demo_model(root / "iris")
     modelfactory.multi_signature_module(root / "multi" / "1")
