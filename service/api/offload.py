@@ -14,6 +14,8 @@ Retry-After, like a full batching queue.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import multiprocessing
 import sys
 from collections.abc import Callable, Mapping
@@ -32,6 +34,26 @@ T = TypeVar("T")
 
 def _ready() -> bool:
     return True
+
+
+def _trimmed(function: Callable[..., T], *args: object) -> T:
+    """Run in a worker: the call, then give the freed heap back to the system. A large parse frees its
+    millions of objects, but glibc keeps the pages for reuse, so a worker would hold its largest job's memory
+    for good; malloc_trim returns them (the pool's memory is then that of the jobs running)."""
+    try:
+        return function(*args)
+    finally:
+        _malloc_trim()
+
+
+def _malloc_trim() -> None:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _release_soon(loop: asyncio.AbstractEventLoop, slots: asyncio.Semaphore) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is left to wait for the slot
+        loop.call_soon_threadsafe(slots.release)
 
 
 class Offload:
@@ -73,13 +95,13 @@ class Offload:
                 f"every decoding worker is busy with large requests ({self._workers}); retry", self._retry_after_s
             ) from None
         try:
-            future: Future[T] = self._pool().submit(function, *args)
+            future: Future[T] = self._pool().submit(_trimmed, function, *args)
         except (BrokenProcessPool, RuntimeError):
             slots.release()
             self._reset()
             raise Unavailable("the decoding worker pool is restarting; retry") from None
         # The slot is free when the worker is, even if the request was cancelled meanwhile.
-        future.add_done_callback(lambda _: loop.call_soon_threadsafe(slots.release))
+        future.add_done_callback(lambda _: _release_soon(loop, slots))
         try:
             return await asyncio.wrap_future(future)
         except BrokenProcessPool:
