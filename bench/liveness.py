@@ -199,19 +199,21 @@ def liveness_probe(port: int) -> Callable[[], float]:
     return probe
 
 
-def measure(port: int, pid: int, case: Case) -> dict[str, Any]:
+def measure(port: int, pid: int, case: Case, timeout_s: float = REQUEST_TIMEOUT_S) -> dict[str, Any]:
     baseline = process_tree_rss_kib(pid)
     probes = Watcher(liveness_probe(port), PROBE_PERIOD_S)
     rss = Watcher(lambda: float(process_tree_rss_kib(pid)), RSS_PERIOD_S)
     probes.start()
     rss.start()
     started = time.perf_counter()
-    status, body, _ = servers.request(port, case.path, case.body, case.headers, timeout=REQUEST_TIMEOUT_S)
-    seconds = time.perf_counter() - started
-    probes.stop_event.set()
-    rss.stop_event.set()
-    probes.join()
-    rss.join()
+    try:
+        status, body, _ = servers.request(port, case.path, case.body, case.headers, timeout=timeout_s)
+    finally:
+        seconds = time.perf_counter() - started
+        probes.stop_event.set()
+        rss.stop_event.set()
+        probes.join()
+        rss.join()
     return {
         "case": case.name,
         "body_mib": len(case.body) / 2**20,
@@ -246,7 +248,7 @@ def limits_of(env: dict[str, str]) -> Limits:
     )
 
 
-def run(overrides: dict[str, str]) -> list[dict[str, Any]]:
+def run(overrides: dict[str, str], only: str = "") -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="rtserve-liveness-") as folder:
         root = Path(folder)
         build_repository(root / "models")
@@ -264,6 +266,8 @@ def run(overrides: dict[str, str]) -> list[dict[str, Any]]:
             cases = worst_cases(limits_of(overrides))
             results = []
             for case in cases:
+                if only not in case.name:
+                    continue
                 result = measure(port, process.pid, case)
                 print(_row(result), flush=True)
                 results.append(result)
@@ -332,10 +336,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", action="store_true", help=f"write the table into {DOCS.name}")
     parser.add_argument("--env", action="append", default=[], help="a server setting, e.g. RTSERVE_CODEC_WORKERS=2")
+    parser.add_argument("--only", default="", help="run the cases whose name holds this text")
     options = parser.parse_args()
     overrides = dict(item.split("=", 1) for item in options.env)
     print(HEADER, flush=True)
-    results = run(overrides)
+    results = run(overrides, options.only)
     if options.docs:
         write_docs(results, overrides)
     return 0

@@ -207,13 +207,13 @@ class Settings(BaseSettings):
     )
 
     max_string_elements: int = Field(
-        1024 * 1024,
+        512 * 1024,
         gt=0,
         description="Largest number of elements in one string (BYTES) request tensor, classify/regress examples "
         "included: each is a Python object and a TensorFlow string, about 150 bytes more than a number",
     )
     max_json_values: int = Field(
-        8 * 1024 * 1024,
+        4 * 1024 * 1024,
         gt=0,
         description="Most JSON values (numbers, strings, lists, objects) one request body may hold, counted before "
         "parsing; each becomes a Python object of up to 90 bytes while the body is decoded",

@@ -67,6 +67,7 @@ class Offload:
         self._retry_after_s = retry_after_s
         self._executor: ProcessPoolExecutor | None = None
         self._slots: asyncio.Semaphore | None = None  # made in the running loop, on first use
+        self._trimming: asyncio.Future[None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Offload:
@@ -107,6 +108,14 @@ class Offload:
         except BrokenProcessPool:
             self._reset()
             raise Unavailable("a decoding worker process stopped (out of memory?); retry") from None
+        finally:
+            # This process held the large body and its arrays too (and TensorFlow's threads their copies):
+            # give the freed pages back, on a thread, since trimming a large heap takes milliseconds.
+            self._trim_soon(loop)
+
+    def _trim_soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._trimming is None or self._trimming.done():
+            self._trimming = loop.run_in_executor(None, _malloc_trim)
 
     async def warm_up(self) -> None:
         """Start the workers now, so the first large request does not pay for it."""

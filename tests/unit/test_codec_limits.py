@@ -13,8 +13,7 @@ import orjson
 import pytest
 from tensorflow.core.example import example_pb2
 
-from service.codecs import arrays, json_io, tfexample, tfserving_json, v2_json
-from service.codecs.arrays import Limits
+from service.codecs import arrays, json_io, tfserving_json, v2_json
 from service.errors import InvalidArgument
 from service.tensors import PREDICT_METHOD, SignatureSpec, TensorSpec, dtype_from_tf_name
 
@@ -114,6 +113,8 @@ def test_nan_bodies_parse_through_the_fallback_and_convert_whole() -> None:
 
 
 def test_string_tensors_have_their_own_lower_limit() -> None:
+    from service.codecs.arrays import Limits
+
     limits = Limits(elements=1000, strings=10)
     assert arrays.to_array(["a"] * 10, STRING, "text", limits).shape == (10,)
     with pytest.raises(InvalidArgument, match="text has 11 elements, more than the limit of 10"):
@@ -122,6 +123,8 @@ def test_string_tensors_have_their_own_lower_limit() -> None:
 
 
 def test_binary_bytes_count_against_the_string_limit() -> None:
+    from service.codecs.arrays import Limits
+
     data = (1).to_bytes(4, "little") + b"a"
     header = {"inputs": [{"name": "text", "shape": [11], "datatype": "BYTES", "parameters": {"binary_data_size": 55}}]}
     encoded = json.dumps(header).encode()
@@ -173,6 +176,8 @@ def test_classify_counts_empty_context_features_in_every_example() -> None:
 
 
 def test_classify_serializes_the_context_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.codecs import tfexample
+
     calls = []
     original = tfexample.feature_entry
 
@@ -189,6 +194,8 @@ def test_classify_serializes_the_context_once(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_classify_examples_count_as_strings() -> None:
+    from service.codecs.arrays import Limits
+
     body = orjson.dumps({"examples": [{"x": 1}] * 11})
     with pytest.raises(InvalidArgument, match="11 examples, more than the limit of 10"):
         tfserving_json.decode_examples(body, Limits(1000, strings=10))
