@@ -142,7 +142,7 @@ def worst_cases(limits: Limits) -> list[Case]:
         Case(f"V2 JSON, {flat} floats", "/v2/models/iris/infer", _repeat(v2_head, b"0.5,", b"]}]}", flat), JSON_TYPE),
         Case(f"V2 binary FP32, {binary_rows} x 4", "/v2/models/iris/infer", binary_body, binary_headers),
         Case(f"V2 binary BYTES, {strings} x {token} bytes", "/v2/models/multi/infer", bytes_body, bytes_headers),
-        Case(f"V2 {names} output names (refused)", "/v2/models/iris/infer",
+        Case(f"V2 output names, {names} (refused)", "/v2/models/iris/infer",
              b'{"inputs":[' + json.dumps(iris_entry).encode() + b'],"outputs":[' + name_items.rstrip(b",") + b"]}",
              JSON_TYPE),
     ]  # fmt: skip
@@ -248,7 +248,7 @@ def limits_of(env: dict[str, str]) -> Limits:
     )
 
 
-def run(overrides: dict[str, str], only: str = "") -> list[dict[str, Any]]:
+def run(overrides: dict[str, str], only: str = "", repeat: int = 1) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="rtserve-liveness-") as folder:
         root = Path(folder)
         build_repository(root / "models")
@@ -265,7 +265,7 @@ def run(overrides: dict[str, str], only: str = "") -> list[dict[str, Any]]:
             _wait_ready(port, process)
             cases = worst_cases(limits_of(overrides))
             results = []
-            for case in cases:
+            for case in [c for _ in range(repeat) for c in cases]:
                 if only not in case.name:
                     continue
                 result = measure(port, process.pid, case)
@@ -337,10 +337,11 @@ def main() -> int:
     parser.add_argument("--docs", action="store_true", help=f"write the table into {DOCS.name}")
     parser.add_argument("--env", action="append", default=[], help="a server setting, e.g. RTSERVE_CODEC_WORKERS=2")
     parser.add_argument("--only", default="", help="run the cases whose name holds this text")
+    parser.add_argument("--repeat", type=int, default=1, help="run the cases this many times (memory over time)")
     options = parser.parse_args()
     overrides = dict(item.split("=", 1) for item in options.env)
     print(HEADER, flush=True)
-    results = run(overrides, options.only)
+    results = run(overrides, options.only, options.repeat)
     if options.docs:
         write_docs(results, overrides)
     return 0

@@ -30,6 +30,8 @@ from service.errors import Overloaded, Unavailable
 from service.settings import Settings
 
 T = TypeVar("T")
+# After a large request, its answer is sent and its buffers freed within this time; then the heap is trimmed.
+TRIM_DELAY_S = 1.0
 
 
 def _ready() -> bool:
@@ -67,7 +69,7 @@ class Offload:
         self._retry_after_s = retry_after_s
         self._executor: ProcessPoolExecutor | None = None
         self._slots: asyncio.Semaphore | None = None  # made in the running loop, on first use
-        self._trimming: asyncio.Future[None] | None = None
+        self._trim_pending = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Offload:
@@ -109,13 +111,20 @@ class Offload:
             self._reset()
             raise Unavailable("a decoding worker process stopped (out of memory?); retry") from None
         finally:
-            # This process held the large body and its arrays too (and TensorFlow's threads their copies):
-            # give the freed pages back, on a thread, since trimming a large heap takes milliseconds.
-            self._trim_soon(loop)
+            self._trim_later(loop)
 
-    def _trim_soon(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._trimming is None or self._trimming.done():
-            self._trimming = loop.run_in_executor(None, _malloc_trim)
+    def _trim_later(self, loop: asyncio.AbstractEventLoop) -> None:
+        """This process held the large body and its arrays too (and TensorFlow's threads their copies): give the
+        freed pages back once the answer is out, on a thread (trimming a large heap takes milliseconds)."""
+        if self._trim_pending:
+            return
+        self._trim_pending = True
+
+        def trim() -> None:
+            self._trim_pending = False
+            loop.run_in_executor(None, _malloc_trim)
+
+        loop.call_later(TRIM_DELAY_S, trim)
 
     async def warm_up(self) -> None:
         """Start the workers now, so the first large request does not pay for it."""
