@@ -298,11 +298,11 @@ HEADER = (
 )
 
 
-def _row(r: dict[str, Any]) -> str:
+def _row(r: dict[str, Any], with_error: bool = True) -> str:
     return (
         f"| {r['case']} | {r['body_mib']:.1f} | {r['status']} | {r['request_s']:.2f} | {r['live_worst_s']:.3f} | "
         f"{r['live_answers']} | {r['rss_before_mib']:.0f} | {r['rss_growth_mib']:.0f} | {r['main_after_mib']:.0f} |"
-        + (f" {r['error']}" if r["error"] else "")
+        + (f" {r['error']}" if r["error"] and with_error else "")
     )
 
 
@@ -318,7 +318,12 @@ def write_docs(results: list[dict[str, Any]], overrides: dict[str, str]) -> None
             f"`{LIVE}` is asked every {PROBE_PERIOD_S * 1000:.0f} ms. RSS is the server plus its codec workers.",
             "",
             HEADER,
-            *(_row(r) for r in results),
+            *(_row(r, with_error=False) for r in results),
+            "",
+            "Before the codec workers, linear checks and cost-counting limits (issue 9), the same kinds of request "
+            "held the event loop for their whole decode: 40,000 output names 11 s, a 6,000 x 6,000 classify context "
+            "40 s and more, a 54 MB body with one NaN 69 s, and 16 MB of strings grew the process by 2.4 GB. "
+            "`--repeat N` sends the cases N times to one server (memory over time), `--only TEXT` picks cases.",
             "",
         ]
     )

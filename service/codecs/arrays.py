@@ -163,10 +163,10 @@ def check_cost(shape: Sequence[int], where: str, limit: int) -> None:
         return
     if 0 not in shape and cost < 2**63:
         raise InvalidArgument(f"{where} has {cost} elements, more than the limit of {limit}")
-    counted = "dimensions past int64" if cost >= 2**63 else f"dimensions that count {cost} elements"
+    counted = "more elements than int64 can count" if cost >= 2**63 else f"{cost} elements"
     if 0 in shape:
         counted += " (a zero dimension does not make the others free)"
-    raise InvalidArgument(f"{where} has shape {_short_shape(shape)}: {counted}, more than the limit of {limit}")
+    raise InvalidArgument(f"{where} has shape {_short_shape(shape)}: {counted}; the limit is {limit} elements")
 
 
 def _short_shape(shape: Sequence[int]) -> str:
