@@ -50,7 +50,7 @@ class InferRequest:
 class _BinaryPart:
     """The bytes after the JSON header, handed out in order to the inputs that declare binary_data_size."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes | memoryview) -> None:
         self._data = memoryview(data)
         self._offset = 0
 
@@ -99,7 +99,7 @@ def decode_infer(
     max_values = as_limits(max_elements).json_values
     if header_length is None:
         return decode_infer_header(parse_object(body, max_values), signature, max_elements)
-    binary = _BinaryPart(body[header_length:])
+    binary = _BinaryPart(memoryview(body)[header_length:])  # a view: slicing bytes would copy the tensors
     request = decode_infer_header(parse_object(body[:header_length], max_values), signature, max_elements, binary)
     binary.check_consumed()
     return request

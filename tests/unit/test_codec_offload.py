@@ -12,7 +12,7 @@ import pytest
 from service.api.offload import Offload
 from service.codecs import tfserving_json
 from service.codecs.arrays import Limits
-from service.errors import InvalidArgument, Overloaded
+from service.errors import InvalidArgument, Overloaded, Unavailable
 
 INLINE = 1000
 
@@ -61,5 +61,14 @@ def test_a_cancelled_request_keeps_the_slot_until_the_worker_is_done(offload: Of
         busy.cancel()
         with pytest.raises(Overloaded):  # the worker still sleeps: no second job beside it
             await offload.call(INLINE + 1, os.getpid)
+
+    asyncio.run(scenario())
+
+
+def test_a_worker_that_dies_answers_unavailable_and_the_pool_restarts(offload: Offload) -> None:
+    async def scenario() -> None:
+        with pytest.raises(Unavailable, match="stopped"):
+            await offload.call(INLINE + 1, os._exit, 3)  # as the kernel's OOM killer would end it
+        assert await offload.call(INLINE + 1, os.getpid) != os.getpid()
 
     asyncio.run(scenario())
