@@ -23,6 +23,7 @@ from service.api.auth import ApiKeyGate, KeyFile, exempt_paths
 from service.api.body import BodyLimits
 from service.api.fastlane import FastLane
 from service.api.observe import JSON, Telemetry
+from service.api.offload import Offload
 from service.dataplane import DataPlane
 from service.logs import RequestLog
 from service.manager import ModelManager
@@ -103,6 +104,8 @@ def create_app(
         tracing or build_tracing(settings.otel),
     )
 
+    offload = Offload.from_settings(settings)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         manager.start()
@@ -110,6 +113,7 @@ def create_app(
             yield
         finally:
             manager.stop()  # drains every version's batcher
+            offload.close()
             telemetry.tracing.shutdown()  # exports the spans still pending
 
     app = FastAPI(
@@ -121,8 +125,8 @@ def create_app(
     app.state.components = components
     app.include_router(health.build_router(components.is_ready))
     limits = BodyLimits(settings.max_body_bytes, settings.body_timeout_s)
-    v2_router, v2_inference = v2.build_router(dataplane, metrics, limits, telemetry)
-    tf_router, tf_inference = tfserving.build_router(dataplane, metrics, limits, telemetry)
+    v2_router, v2_inference = v2.build_router(dataplane, metrics, limits, telemetry, offload)
+    tf_router, tf_inference = tfserving.build_router(dataplane, metrics, limits, telemetry, offload)
     app.include_router(v2_router)
     app.include_router(tf_router)
 

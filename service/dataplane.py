@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.codecs.arrays import check_shape, is_decimal, quote
+from service.codecs.lookup import find_signature
 from service.errors import InvalidArgument, NotFound
 from service.manager import LoadedVersion, ModelManager, ModelSnapshot
-from service.tensors import DEFAULT_SIGNATURE, SignatureSpec
+from service.tensors import SignatureSpec
 
 
 def parse_version(text: str | None) -> int | None:
@@ -114,16 +115,7 @@ class DataPlane:
     @staticmethod
     def signature(loaded: LoadedVersion, name: str | None, method: str | None = None) -> SignatureSpec:
         """A signature by name (default ``serving_default``), optionally required to have a method."""
-        wanted = name or DEFAULT_SIGNATURE
-        spec = loaded.servable.signatures.get(wanted)
-        if spec is None:
-            known = ", ".join(sorted(loaded.servable.signatures)) or "none"
-            raise InvalidArgument(f"serving signature name {quote(wanted)} not found in signature def (has: {known})")
-        if method is not None and spec.method_name != method:
-            raise InvalidArgument(
-                f"signature {quote(wanted)} has method_name {spec.method_name}, the request needs {method}"
-            )
-        return spec
+        return find_signature(loaded.servable.signatures, name, method)
 
     @staticmethod
     def validate(signature: SignatureSpec, inputs: Mapping[str, np.ndarray]) -> None:

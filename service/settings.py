@@ -227,6 +227,37 @@ class Settings(BaseSettings):
         "closes at once",
     )
 
+    max_string_elements: int = Field(
+        512 * 1024,
+        gt=0,
+        description="Largest number of elements in one string (BYTES) request tensor, classify/regress examples "
+        "included: each is a Python object and a TensorFlow string, about 150 bytes more than a number",
+    )
+    max_json_values: int = Field(
+        4 * 1024 * 1024,
+        gt=0,
+        description="Most JSON values (numbers, strings, lists, objects) one request body may hold, counted before "
+        "parsing; each becomes a Python object of up to 90 bytes while the body is decoded",
+    )
+    codec_inline_bytes: int = Field(
+        64 * 1024,
+        ge=0,
+        description="Bodies and answers up to this size are decoded and encoded on the event loop; larger ones in "
+        "the codec worker processes, so that health, metrics and other models answer meanwhile",
+    )
+    codec_workers: int = Field(
+        1,
+        ge=1,
+        description="Codec worker processes: how many large bodies are decoded or encoded at once (each may take "
+        "up to about 1 GiB at the default limits)",
+    )
+    codec_wait_s: float = Field(
+        10.0,
+        ge=0,
+        description="Longest wait of a large body for a free codec worker; past it the request gets 503 with "
+        "Retry-After",
+    )
+
     s3: S3Settings = Field(default_factory=S3Settings)
     tensorflow: TensorFlowSettings = Field(default_factory=TensorFlowSettings)
     batching: BatchingSettings = Field(default_factory=BatchingSettings)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -17,8 +18,10 @@ from service.api.body import BodyLimits
 from service.api.errors import http_status
 from service.api.fastlane import InferenceRoute, add_routes
 from service.api.observe import JSON, Answer, InferenceCall, InferenceHandler, InferenceObserver, Reply, Telemetry
+from service.api.offload import Offload, answer_size, inline_only
 from service.codecs import tfserving_json
-from service.codecs.arrays import quote
+from service.codecs.arrays import Limits, quote
+from service.codecs.lookup import SignatureLookup
 from service.dataplane import DataPlane, Target, parse_version
 from service.errors import InvalidArgument, NotFound, ServingError
 from service.manager import LoadedVersion, ModelSnapshot
@@ -103,10 +106,17 @@ def metadata_document(loaded: LoadedVersion) -> dict[str, Any]:
 
 
 def build_router(
-    dataplane: DataPlane, metrics: Metrics, limits: BodyLimits, telemetry: Telemetry
+    dataplane: DataPlane,
+    metrics: Metrics,
+    limits: BodyLimits,
+    telemetry: Telemetry,
+    offload: Offload | None = None,
 ) -> tuple[APIRouter, list[InferenceRoute]]:
-    """The TF Serving REST routes bound to one data plane, and the inference ones for the fast lane."""
+    """The TF Serving REST routes bound to one data plane, and the inference ones for the fast lane.
+
+    ``offload`` decides where bodies are decoded and answers encoded (default: inline)."""
     router = APIRouter(tags=["TensorFlow Serving REST"])
+    codec = offload or inline_only(Limits(dataplane.max_tensor_elements))
     observer = InferenceObserver(metrics, PROTOCOL, tfserving_json.encode_error, telemetry)
 
     async def model_status(request: Request) -> Response:
@@ -133,44 +143,38 @@ def build_router(
             target = target_of(call.params)
             body = await call.body(limits)
             with dataplane.lease(target) as loaded:
-                decoded = tfserving_json.decode_predict(
-                    body, lambda name: dataplane.signature(loaded, name), dataplane.max_tensor_elements
-                )
+                lookup = SignatureLookup(loaded.servable.signatures)
+                decoded = await codec.call(len(body), tfserving_json.decode_predict, body, lookup, codec.limits)
                 signature = dataplane.signature(loaded, decoded.signature_name)
                 dataplane.validate(signature, decoded.inputs)
                 outputs = await dataplane.run(loaded, signature, decoded.inputs)
-                body_out = tfserving_json.encode_predict(outputs, decoded.columnar)
+                body_out = await codec.call(
+                    answer_size(outputs), tfserving_json.encode_predict, outputs, decoded.columnar
+                )
                 return Answer(body_out, loaded.model, loaded.version_label)
 
         return await observer.answer(call, dataplane.metric_label(call.params["model_name"]), work)
 
-    def examples_handler(method: str, encode: Callable[[dict[str, Any]], bytes]) -> InferenceHandler:
+    def examples_handler(method: str, encode: Callable[[Mapping[str, np.ndarray]], bytes]) -> InferenceHandler:
         async def handler(call: InferenceCall) -> Reply:
             async def work() -> Answer:
                 target = target_of(call.params)
                 body = await call.body(limits)
-                decoded = tfserving_json.decode_examples(body, dataplane.max_tensor_elements)
+                decoded = await codec.call(len(body), tfserving_json.decode_examples, body, codec.limits)
                 with dataplane.lease(target) as loaded:
                     signature = dataplane.signature(loaded, decoded.signature_name, method)
                     inputs = {examples_input(signature): decoded.examples}
                     dataplane.validate(signature, inputs)
                     outputs = await dataplane.run(loaded, signature, inputs)
-                    return Answer(encode(outputs), loaded.model, loaded.version_label)
+                    encoded = await codec.call(answer_size(outputs), encode, outputs)
+                    return Answer(encoded, loaded.model, loaded.version_label)
 
             return await observer.answer(call, dataplane.metric_label(call.params["model_name"]), work)
 
         return handler
 
-    def encode_classify(outputs: dict[str, Any]) -> bytes:
-        return tfserving_json.encode_classify(outputs.get("classes"), outputs.get("scores"))
-
-    def encode_regress(outputs: dict[str, Any]) -> bytes:
-        if "outputs" not in outputs:
-            raise InvalidArgument("regression signature has no output named 'outputs'")
-        return tfserving_json.encode_regress(outputs["outputs"])
-
-    classify = examples_handler(CLASSIFY_METHOD, encode_classify)
-    regress = examples_handler(REGRESS_METHOD, encode_regress)
+    classify = examples_handler(CLASSIFY_METHOD, tfserving_json.encode_classify_outputs)
+    regress = examples_handler(REGRESS_METHOD, tfserving_json.encode_regress_outputs)
     inference: list[InferenceRoute] = []
     for suffix in ADDRESSINGS:
         base = "/v1/models/{model_name}" + suffix

@@ -16,7 +16,9 @@ from service.api.errors import http_status
 from service.api.fastlane import InferenceRoute, add_routes
 from service.api.health import NOT_READY
 from service.api.observe import JSON, Answer, InferenceCall, InferenceObserver, Reply, Telemetry
+from service.api.offload import Offload, answer_size, inline_only
 from service.codecs import v2_json
+from service.codecs.arrays import Limits
 from service.dataplane import DataPlane, Target, parse_version
 from service.errors import NotFound, ServingError
 from service.metrics import Metrics
@@ -43,10 +45,17 @@ def error_response(error: ServingError) -> Response:
 
 
 def build_router(
-    dataplane: DataPlane, metrics: Metrics, limits: BodyLimits, telemetry: Telemetry
+    dataplane: DataPlane,
+    metrics: Metrics,
+    limits: BodyLimits,
+    telemetry: Telemetry,
+    offload: Offload | None = None,
 ) -> tuple[APIRouter, list[InferenceRoute]]:
-    """The V2 routes bound to one data plane, and the inference ones for the fast lane."""
+    """The V2 routes bound to one data plane, and the inference ones for the fast lane.
+
+    ``offload`` decides where bodies are decoded and answers encoded (default: inline)."""
     router = APIRouter(tags=["Open Inference Protocol"])
+    codec = offload or inline_only(Limits(dataplane.max_tensor_elements))
     observer = InferenceObserver(metrics, PROTOCOL, v2_json.encode_error, telemetry)
 
     async def server_metadata() -> Response:
@@ -87,14 +96,24 @@ def build_router(
             header_length = v2_json.parse_header_length(call.headers.get(HEADER_LENGTH), len(body))
             with dataplane.lease(target) as loaded:
                 signature = dataplane.signature(loaded, None)
-                decoded = v2_json.decode_infer(body, signature, dataplane.max_tensor_elements, header_length)
+                decoded = await codec.call(
+                    len(body), v2_json.decode_infer, body, signature, codec.limits, header_length
+                )
                 dataplane.validate(signature, decoded.inputs)
                 outputs = await dataplane.run(loaded, signature, decoded.inputs)
                 if decoded.requested_outputs is not None:  # names already checked against the signature
                     outputs = {n: outputs[n] for n in decoded.requested_outputs}
                 datatypes = {n: signature.outputs[n].dtype for n in outputs if n in signature.outputs}
-                encoded, binary_header = v2_json.encode_infer(
-                    loaded.model, loaded.version_label, decoded.id, outputs, datatypes, decoded.wants_binary
+                binary = frozenset(n for n in outputs if decoded.wants_binary(n))
+                encoded, binary_header = await codec.call(
+                    answer_size(outputs),
+                    v2_json.encode_infer,
+                    loaded.model,
+                    loaded.version_label,
+                    decoded.id,
+                    outputs,
+                    datatypes,
+                    binary.__contains__,
                 )
                 if binary_header is None:
                     return Answer(encoded, loaded.model, loaded.version_label)

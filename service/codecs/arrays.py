@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, KeysView, Sequence
+from dataclasses import dataclass
 from itertools import chain
 from typing import Any, Literal, cast
 
@@ -31,8 +32,9 @@ BinaryStyle = Literal["b64_object", "base64_text"]
 # TF Serving writes bytes, not text, for string outputs whose name ends like this.
 BYTES_SUFFIX = "_bytes"
 
-# Request-supplied names and values appear in messages only this long.
+# Request-supplied names and values appear in messages only this long, and lists of names only this many.
 _MAX_ECHO = 80
+_MAX_LISTED = 8
 
 _NONFINITE = {"nan": b"NaN", "inf": b"Infinity", "-inf": b"-Infinity"}
 
@@ -58,7 +60,11 @@ def format_shape(shape: Sequence[int]) -> str:
 
 
 def _listing(names: Collection[str]) -> str:
-    return ", ".join(quote(n) for n in names) if names else "none"
+    if not names:
+        return "none"
+    shown = [quote(n) for _, n in zip(range(_MAX_LISTED), names, strict=False)]
+    more = len(names) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
 
 
 def _short(value: object) -> str:
@@ -98,22 +104,74 @@ def check_names(
     owner: str,
     require_all: bool = True,
 ) -> None:
-    """Refuse names the signature does not have and (with ``require_all``) names it has that are missing."""
-    unknown = [n for n in given if n not in expected]
+    """Refuse names the signature does not have and (with ``require_all``) names it has that are missing.
+
+    Linear in both: a request may name tens of thousands of things, and a scan of a list per name is quadratic.
+    """
+    given_set = given if isinstance(given, set | frozenset | KeysView) else set(given)
+    expected_set = expected if isinstance(expected, set | frozenset | KeysView) else set(expected)
+    unknown = [n for n in given if n not in expected_set]
     if unknown:
         raise InvalidArgument(
             f"{where} names unknown {kind} {_listing(unknown)}; {owner} has {kind}s {_listing(expected)}"
         )
-    missing = [n for n in expected if n not in given] if require_all else []
+    missing = [n for n in expected if n not in given_set] if require_all else []
     if missing:
         raise InvalidArgument(
             f"{where} is missing {kind} {_listing(missing)}; {owner} has {kind}s {_listing(expected)}"
         )
 
 
-def _check_count(count: int, where: str, max_elements: int) -> None:
-    if count > max_elements:
-        raise InvalidArgument(f"{where} has {count} elements, more than the limit of {max_elements}")
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one request may make the server build, counted in what costs.
+
+    ``elements``: the cost of one tensor (see ``element_cost``); ``strings``: elements of one string tensor,
+    each a Python object on the way in and a TensorFlow string on the way to the model (far more than a number);
+    ``json_values``: the values (numbers, strings, lists, objects) a JSON body may hold, counted before parsing.
+    """
+
+    elements: int
+    strings: int | None = None  # None: as ``elements``
+    json_values: int | None = None  # None: no bound before parsing
+
+    def for_dtype(self, dtype: DType) -> int:
+        if dtype.is_string and self.strings is not None:
+            return min(self.elements, self.strings)
+        return self.elements
+
+
+def as_limits(limits: int | Limits) -> Limits:
+    """A bare number is a tensor element limit, as the codecs' callers passed before ``Limits`` existed."""
+    return limits if isinstance(limits, Limits) else Limits(limits)
+
+
+def element_cost(shape: Sequence[int]) -> int:
+    """Elements of a shape, a zero dimension counted as one: a [0, 2**63] or [20_000_000, 0] tensor holds no
+    values but its other dimensions still cost (numpy cannot make the first, a model answers rows of the
+    second), and the product can no longer hide a huge dimension behind a zero."""
+    cost = 1
+    for size in shape:
+        cost *= max(size, 1)
+    return cost
+
+
+def check_cost(shape: Sequence[int], where: str, limit: int) -> None:
+    """Refuse a shape whose ``element_cost`` is beyond ``limit``."""
+    cost = element_cost(shape)
+    if cost <= limit:
+        return
+    if 0 not in shape and cost < 2**63:
+        raise InvalidArgument(f"{where} has {cost} elements, more than the limit of {limit}")
+    counted = "more elements than int64 can count" if cost >= 2**63 else f"{cost} elements"
+    if 0 in shape:
+        counted += " (a zero dimension does not make the others free)"
+    raise InvalidArgument(f"{where} has shape {_short_shape(shape)}: {counted}; the limit is {limit} elements")
+
+
+def _short_shape(shape: Sequence[int]) -> str:
+    text = format_shape(shape)
+    return text if len(text) <= _MAX_ECHO else text[:_MAX_ECHO] + "...]"
 
 
 # -- base64 --
@@ -136,7 +194,7 @@ def to_array(
     value: object,
     dtype: DType,
     where: str,
-    max_elements: int,
+    max_elements: int | Limits,
     *,
     b64_objects: bool = True,
     label: str | None = None,
@@ -146,12 +204,13 @@ def to_array(
     ``where`` names the value in messages (``instances[2]``); ``label`` names the dtype there (default the
     TensorFlow name); ``b64_objects`` allows ``{"b64": ...}`` elements in string tensors.
     """
+    limit = as_limits(max_elements).for_dtype(dtype)
     array = None if dtype.is_string else _fast_numeric(value, dtype)
     if array is None:
         shape, leaves = _walk(value, where)
-        _check_count(len(leaves), where, max_elements)
+        check_cost(shape, where, limit)
         return _from_leaves(leaves, shape, dtype, where, label or dtype.tf_name, b64_objects)
-    _check_count(array.size, where, max_elements)
+    check_cost(array.shape, where, limit)
     return array
 
 
@@ -160,16 +219,17 @@ def stack(
     dtype: DType,
     where: str,
     item_where: Callable[[int], str],
-    max_elements: int,
+    max_elements: int | Limits,
 ) -> np.ndarray:
     """Stack values along a new first (batch) axis; they must all have the same shape.
 
     One conversion of the whole list is tried first; only when that fails is each item converted alone, so
     that a message names the item (``item_where(i)``) and the first item it disagrees with.
     """
+    limit = as_limits(max_elements).for_dtype(dtype)
     array = None if dtype.is_string or not items else _fast_numeric(items, dtype)
     if array is not None:
-        _check_count(array.size, where, max_elements)
+        check_cost(array.shape, where, limit)
         return array
     if not items:
         return to_array([], dtype, where, max_elements)
@@ -179,14 +239,15 @@ def stack(
         part = to_array(item, dtype, item_where(i), max_elements)
         if parts and part.shape != parts[0].shape:
             raise InvalidArgument(f"{item_where(i)} has a different shape than {item_where(0)} (ragged)")
-        total += part.size
-        _check_count(total, where, max_elements)
+        total += element_cost(part.shape)
+        if total > limit:
+            raise InvalidArgument(f"{where} has more than the limit of {limit} elements")
         parts.append(part)
     return np.stack(parts)
 
 
 def flatten_v2_data(
-    data: object, dtype: DType, where: str, max_elements: int, *, label: str | None = None
+    data: object, dtype: DType, where: str, max_elements: int | Limits, *, label: str | None = None
 ) -> np.ndarray:
     """Open Inference Protocol tensor data as a 1-D array in row-major order.
 
@@ -260,12 +321,25 @@ def _fast_numeric(value: object, dtype: DType) -> np.ndarray | None:
                     return _integral(np.asarray(value, dtype=np.float64), dtype)
                 return None
             if types <= {int, float}:
-                array = np.asarray(value, dtype=dtype.numpy)
-                # Overflow to inf, or NaN/Infinity tokens: rare, and only the walk can tell them apart.
-                return array if np.isfinite(array).all() else None
+                return _floating(np.asarray(value, dtype=np.float64), dtype)
     except (ValueError, TypeError, OverflowError):  # ragged, or out of range
         return None
     return None
+
+
+def _floating(doubles: np.ndarray, dtype: DType) -> np.ndarray | None:
+    """Python floats (doubles) as ``dtype``; None (the walk explains) if a finite one is beyond its range.
+
+    NaN and the infinities are values here (the NaN / Infinity tokens, as TF Serving accepts them), so a body
+    holding one still converts in one vectorized step instead of element by element.
+    """
+    if dtype.numpy == doubles.dtype or not doubles.size:
+        return doubles.astype(dtype.numpy, copy=False)
+    largest = float(np.finfo(cast("np.dtype[np.floating[Any]]", dtype.numpy)).max)
+    magnitude = np.abs(doubles)
+    if (magnitude[np.isfinite(magnitude)] > largest).any():
+        return None
+    return doubles.astype(dtype.numpy)
 
 
 def _integral(floats: np.ndarray, dtype: DType) -> np.ndarray | None:

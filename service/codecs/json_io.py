@@ -29,11 +29,26 @@ MAX_DEPTH = 1024
 # Brackets after an unterminated literal are never parsed as nesting by the stdlib either.
 _STRING_LITERAL = re.compile(rb'"[^"\\]*(?:\\(?:.|\Z)[^"\\]*)*(?:"|\Z)', re.DOTALL)
 _BRACKETS = b"[]{}"
+# What one JSON object counts as in ``values_bound`` (an empty dict is 64 bytes, one entry 184; a float 24).
+OBJECT_WEIGHT = 4
+# Every error body is shorter than this many bytes (and characters), whatever the request held.
+MAX_ERROR_BODY = 1000
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in _BRACKETS)
 
 
-def parse_object(body: bytes) -> dict[str, Any]:
-    """Parse a request body that must be a JSON object; InvalidArgument("malformed JSON: ...") otherwise."""
+def parse_object(body: bytes, max_values: int | None = None) -> dict[str, Any]:
+    """Parse a request body that must be a JSON object; InvalidArgument("malformed JSON: ...") otherwise.
+
+    ``max_values`` bounds the values (numbers, strings, lists, objects) the body may hold, checked before
+    parsing (``values_bound``): each becomes a Python object, so 64 MB of ``[],`` would take 1.9 GB to parse.
+    """
+    if max_values is not None and len(body) > max_values:
+        found = values_bound(body)
+        if found > max_values:
+            raise InvalidArgument(
+                f"the body holds up to {found} JSON values, more than the limit of {max_values}; "
+                "send large tensors in the binary tensor format"
+            )
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as error:
@@ -57,6 +72,14 @@ def _parse_fallback(body: bytes, error: orjson.JSONDecodeError) -> Any:
         raise InvalidArgument("malformed JSON: nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as stdlib_error:
         raise InvalidArgument(f"malformed JSON: {stdlib_error}") from None
+
+
+def values_bound(body: bytes) -> int:
+    """An upper bound of the values in a JSON text, from C-speed byte counts: a value is the first in its
+    container (after '[' or '{'), follows a ',' or (an object member's value) a ':'; an object's keys count
+    as values too. An object counts as ``OBJECT_WEIGHT`` values, since a Python dict takes about four times
+    the memory of a float or a short string. Separators inside string literals make the bound larger."""
+    return 1 + body.count(b",") + body.count(b"[") + OBJECT_WEIGHT * body.count(b"{") + body.count(b":")
 
 
 def nesting_depth(body: bytes) -> int:
@@ -93,5 +116,14 @@ def dumps(document: object) -> bytes:
 
 
 def error_body(message: str) -> bytes:
-    """``{"error": message}``: the error shape of both TF Serving REST and the Open Inference Protocol."""
-    return orjson.dumps({"error": message})
+    """``{"error": message}``: the error shape of both TF Serving REST and the Open Inference Protocol.
+
+    The one place that keeps error bodies short: messages quote names and values from the request, and a
+    message that is still too long once written (escapes included) is cut and ends in "...".
+    """
+    body = orjson.dumps({"error": message})
+    while len(body) >= MAX_ERROR_BODY:
+        keep = max(0, len(message) * (MAX_ERROR_BODY - 40) // len(body))
+        message = message[:keep] + "..."
+        body = orjson.dumps({"error": message})
+    return body

@@ -13,7 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from service.codecs import tfexample
 from service.codecs.arrays import (
+    Limits,
+    as_limits,
     check_names,
     decode_b64,
     is_b64_object,
@@ -24,10 +27,13 @@ from service.codecs.arrays import (
 )
 from service.codecs.json_io import dumps, error_body, json_type, parse_object
 from service.errors import Internal, InvalidArgument
-from service.tensors import DEFAULT_SIGNATURE, SignatureSpec
+from service.tensors import DEFAULT_SIGNATURE, DTYPES, SignatureSpec
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+_STRING = next(d for d in DTYPES if d.is_string)
+# Serialized examples may take this many bytes per allowed element (a float feature value takes 4 or 5).
+_BYTES_PER_ELEMENT = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,14 +58,16 @@ def encode_error(message: str) -> bytes:
 # -- predict --
 
 
-def decode_predict(body: bytes, signature_for: Callable[[str], SignatureSpec], max_elements: int) -> PredictRequest:
+def decode_predict(
+    body: bytes, signature_for: Callable[[str], SignatureSpec], max_elements: int | Limits
+) -> PredictRequest:
     """Parse ``{"signature_name"?, "instances": [...]}`` (row) or ``{"signature_name"?, "inputs": ...}``.
 
     Names are checked here (so messages can point into the body); shapes against the signature are the data
     plane's (``arrays.check_shape``). Unlike TF Serving, a columnar object naming inputs the signature lacks
     is refused rather than silently ignored.
     """
-    document = parse_object(body)
+    document = parse_object(body, as_limits(max_elements).json_values)
     has_rows, has_columns = "instances" in document, "inputs" in document
     if has_rows and has_columns:
         raise InvalidArgument("the request has both 'instances' and 'inputs'; send exactly one")
@@ -91,7 +99,7 @@ def _owner(signature: SignatureSpec) -> str:
     return f"signature {quote(signature.name)}"
 
 
-def _decode_rows(instances: object, signature: SignatureSpec, max_elements: int) -> dict[str, np.ndarray]:
+def _decode_rows(instances: object, signature: SignatureSpec, max_elements: int | Limits) -> dict[str, np.ndarray]:
     """Row format: a list of instances stacked along a new batch axis."""
     if not isinstance(instances, list):
         raise InvalidArgument(f"'instances' must be a list, got {json_type(instances)}")
@@ -127,7 +135,7 @@ def _instance_key(name: str) -> Callable[[int], str]:
     return lambda i: f"instances[{i}][{quote(name)}]"
 
 
-def _decode_columns(value: object, signature: SignatureSpec, max_elements: int) -> dict[str, np.ndarray]:
+def _decode_columns(value: object, signature: SignatureSpec, max_elements: int | Limits) -> dict[str, np.ndarray]:
     """Columnar format: whole tensors, a bare value for a one-input signature or an object naming them."""
     specs = signature.inputs
     if _is_named(value):
@@ -187,16 +195,21 @@ def _batch_size(outputs: Mapping[str, np.ndarray]) -> int:
 # -- classify and regress --
 
 
-def decode_examples(body: bytes, max_elements: int) -> ExamplesRequest:
+def decode_examples(body: bytes, max_elements: int | Limits) -> ExamplesRequest:
     """Parse ``{"signature_name"?, "context"?, "examples": [{feature: value}, ...]}`` into tf.Examples.
 
     A feature value is a number, a string, a ``{"b64": ...}`` object or a list of them: integers (and
     booleans, as 1/0) make an int64_list, any float makes a float_list, strings make a bytes_list. Context
     features are merged into every example, the example's own value winning, which is what TF Serving's
-    concatenation of the serialized context and example amounts to. ``max_elements`` bounds the feature
-    values of all examples. TF Serving refuses a list mixing floats with integers; this accepts it as floats.
+    concatenation of the serialized context and example amounts to. TF Serving refuses a list mixing floats
+    with integers; this accepts it as floats.
+
+    Limits count what the model will parse: every example's features (an empty one too) and values, the
+    context's counted once per example; the examples as string elements; and the serialized bytes, of which
+    the context's are copied into every example.
     """
-    document = parse_object(body)
+    limits = as_limits(max_elements)
+    document = parse_object(body, limits.json_values)
     signature_name = _signature_name(document)
     if "examples" not in document:
         raise InvalidArgument("the request has no 'examples' list")
@@ -205,33 +218,45 @@ def decode_examples(body: bytes, max_elements: int) -> ExamplesRequest:
         raise InvalidArgument(f"'examples' must be a list of objects, got {json_type(examples)}")
     if not examples:
         raise InvalidArgument("'examples' is an empty list")
-    context: dict[str, tuple[str, list[object]]] = {}
+    strings = limits.for_dtype(_STRING)
+    if len(examples) > strings:
+        raise InvalidArgument(f"'examples' has {len(examples)} examples, more than the limit of {strings}")
+    context, context_cost = b"", 0
     if "context" in document:
-        context = _example_features(document["context"], "context")
-
-    from tensorflow.core.example import example_pb2  # heavy import, paid only by classify/regress
-
+        context, context_cost = _serialized_features(document["context"], "context")
+    max_bytes = limits.elements * _BYTES_PER_ELEMENT
     serialized = np.empty(len(examples), dtype=object)
-    total = 0
+    total = total_bytes = 0
     for i, raw in enumerate(examples):
-        features = {**context, **_example_features(raw, f"examples[{i}]")}
-        total += sum(len(values) for _, values in features.values())  # context counted once per example
-        if total > max_elements:
-            raise InvalidArgument(f"'examples' hold more than the limit of {max_elements} feature values")
-        example = example_pb2.Example()
-        for name, (kind, values) in features.items():
-            feature = example.features.feature[name]
-            if kind != "empty":
-                getattr(feature, kind).value.extend(values)
-        serialized[i] = example.SerializeToString()
+        own, own_cost = _serialized_features(raw, f"examples[{i}]")
+        total += context_cost + own_cost
+        if total > limits.elements:
+            raise InvalidArgument(
+                f"'examples' hold more than the limit of {limits.elements} features and feature values "
+                "(the context counts in every example)"
+            )
+        serialized[i] = tfexample.example(context + own)
+        total_bytes += len(serialized[i])
+        if total_bytes > max_bytes:
+            raise InvalidArgument(
+                f"'examples' serialize to more than the limit of {max_bytes} bytes "
+                "(the context counts in every example)"
+            )
     return ExamplesRequest(signature_name, serialized)
 
 
-def _example_features(value: object, where: str) -> dict[str, tuple[str, list[object]]]:
-    """Feature name -> (the Feature's list field, values) for one example object."""
+def _serialized_features(value: object, where: str) -> tuple[bytes, int]:
+    """One example object's Features map entries, serialized, and their cost (features plus values)."""
     if not isinstance(value, dict):
         raise InvalidArgument(f"{where} must be an object of features, got {json_type(value)}")
-    return {name: _feature(content, f"{where}[{quote(name)}]") for name, content in value.items()}
+    parts: list[bytes] = []
+    cost = 0
+    for name, content in value.items():
+        at = f"{where}[{quote(name)}]"
+        kind, values = _feature(content, at)
+        parts.append(tfexample.feature_entry(_feature_text(name, at), kind, values))
+        cost += 1 + len(values)
+    return b"".join(parts), cost
 
 
 def _feature(content: object, where: str) -> tuple[str, list[object]]:
@@ -320,6 +345,18 @@ def _label(item: object) -> str:
     if isinstance(item, bytes):
         return item.decode("utf-8", "replace")
     return str(item)
+
+
+def encode_classify_outputs(outputs: Mapping[str, np.ndarray]) -> bytes:
+    """The classify answer from a classification signature's outputs (``classes`` and/or ``scores``)."""
+    return encode_classify(outputs.get("classes"), outputs.get("scores"))
+
+
+def encode_regress_outputs(outputs: Mapping[str, np.ndarray]) -> bytes:
+    """The regress answer from a regression signature's outputs (``outputs``)."""
+    if "outputs" not in outputs:
+        raise InvalidArgument("regression signature has no output named 'outputs'")
+    return encode_regress(outputs["outputs"])
 
 
 def encode_regress(values: np.ndarray) -> bytes:

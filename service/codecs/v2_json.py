@@ -17,6 +17,9 @@ import numpy as np
 
 from service.codecs.arrays import (
     MAX_RANK,
+    Limits,
+    as_limits,
+    check_cost,
     check_names,
     flatten_v2_data,
     format_shape,
@@ -29,6 +32,7 @@ from service.errors import Internal, InvalidArgument
 from service.tensors import DTYPES, DType, SignatureSpec, TensorSpec, dtype_from_v2_name
 
 _OWNER = "the model"
+_INT64_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +50,7 @@ class InferRequest:
 class _BinaryPart:
     """The bytes after the JSON header, handed out in order to the inputs that declare binary_data_size."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes | memoryview) -> None:
         self._data = memoryview(data)
         self._offset = 0
 
@@ -89,19 +93,23 @@ def parse_header_length(value: str | None, body_size: int) -> int | None:
 
 
 def decode_infer(
-    body: bytes, signature: SignatureSpec, max_elements: int, header_length: int | None = None
+    body: bytes, signature: SignatureSpec, max_elements: int | Limits, header_length: int | None = None
 ) -> InferRequest:
     """Parse an inference request (JSON, or JSON header + binary part) against the signature the model serves."""
+    max_values = as_limits(max_elements).json_values
     if header_length is None:
-        return decode_infer_header(parse_object(body), signature, max_elements)
-    binary = _BinaryPart(body[header_length:])
-    request = decode_infer_header(parse_object(body[:header_length]), signature, max_elements, binary)
+        return decode_infer_header(parse_object(body, max_values), signature, max_elements)
+    binary = _BinaryPart(memoryview(body)[header_length:])  # a view: slicing bytes would copy the tensors
+    request = decode_infer_header(parse_object(body[:header_length], max_values), signature, max_elements, binary)
     binary.check_consumed()
     return request
 
 
 def decode_infer_header(
-    document: Mapping[str, Any], signature: SignatureSpec, max_elements: int, binary: _BinaryPart | None = None
+    document: Mapping[str, Any],
+    signature: SignatureSpec,
+    max_elements: int | Limits,
+    binary: _BinaryPart | None = None,
 ) -> InferRequest:
     """Validate a parsed inference request and turn its inputs into arrays of the signature's dtypes."""
     request_id = document.get("id")
@@ -149,14 +157,13 @@ def _input_entries(document: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _input_array(
-    entry: Mapping[str, Any], spec: TensorSpec, max_elements: int, binary: _BinaryPart | None
+    entry: Mapping[str, Any], spec: TensorSpec, max_elements: int | Limits, binary: _BinaryPart | None
 ) -> np.ndarray:
     where = f"input {quote(spec.name)}"
     dtype = _datatype(entry.get("datatype"), where, spec)
     shape = _shape(entry.get("shape"), where)
+    check_cost(shape, where, as_limits(max_elements).for_dtype(dtype))
     count = math.prod(shape)
-    if count > max_elements:
-        raise InvalidArgument(f"{where} has {count} elements, more than the limit of {max_elements}")
     parameters = _parameters(entry.get("parameters"), where)
     if "binary_data_size" in parameters:
         if binary is None:
@@ -176,7 +183,7 @@ def _input_array(
 def _binary_array(chunk: memoryview, dtype: DType, shape: tuple[int, ...], where: str) -> np.ndarray:
     count = math.prod(shape)
     if dtype.is_string:
-        items = _split_bytes_elements(chunk, where)
+        items = _split_bytes_elements(chunk, where, count)
         if len(items) != count:
             raise InvalidArgument(f"{where} has shape {format_shape(shape)} ({count} elements) but {len(items)} values")
         array = np.empty(count, dtype=object)
@@ -187,15 +194,28 @@ def _binary_array(chunk: memoryview, dtype: DType, shape: tuple[int, ...], where
         raise InvalidArgument(
             f"{where} has shape {format_shape(shape)} ({count} x {wire.itemsize} bytes) but {len(chunk)} bytes"
         )
+    if dtype.is_bool:
+        # numpy takes any non-zero byte as a bool whose byte stays as sent: 2 == True is then false, and
+        # TensorFlow's results for it are undefined. The extension's BOOL is one byte, 0 or 1.
+        raw = np.frombuffer(chunk, dtype=np.uint8)
+        if raw.size and raw.max() > 1:
+            bad = int(np.argmax(raw > 1))
+            raise InvalidArgument(
+                f"{where} binary BOOL element {bad} is byte {int(raw[bad])}; BOOL bytes must be 0 or 1"
+            )
     # A copy: the request buffer is not ours to keep, and TensorFlow wants native, aligned memory.
     return np.frombuffer(chunk, dtype=wire).astype(dtype.numpy).reshape(shape)
 
 
-def _split_bytes_elements(chunk: memoryview, where: str) -> list[bytes]:
-    """BYTES in binary form: each element is a 4-byte little-endian length followed by that many bytes."""
+def _split_bytes_elements(chunk: memoryview, where: str, count: int) -> list[bytes]:
+    """BYTES in binary form: each element is a 4-byte little-endian length followed by that many bytes.
+
+    Stops past ``count`` elements (the shape's), so a small shape cannot make millions of objects."""
     items: list[bytes] = []
     offset, end = 0, len(chunk)
     while offset < end:
+        if len(items) == count:
+            raise InvalidArgument(f"{where} binary BYTES data holds more than the {count} elements of its shape")
         if offset + 4 > end:
             raise InvalidArgument(f"{where} binary BYTES data ends inside an element length")
         size = int.from_bytes(chunk[offset : offset + 4], "little")
@@ -222,12 +242,12 @@ def _shape(value: object, where: str) -> tuple[int, ...]:
     valid = (
         isinstance(value, list)
         and len(value) <= MAX_RANK
-        and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value)
+        and all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= _INT64_MAX for d in value)
     )
     if not valid:
         shown = value if not isinstance(value, list) or len(value) <= MAX_RANK else "a list that long"
         raise InvalidArgument(
-            f"{where} has an invalid shape {str(shown)[:80]}: expected a list of non-negative integers"
+            f"{where} has an invalid shape {str(shown)[:80]}: expected a list of integers from 0 to 2**63-1"
         )
     assert isinstance(value, list)
     return tuple(value)
@@ -239,7 +259,7 @@ def _requested_outputs(value: object, signature: SignatureSpec) -> tuple[list[st
         return None, frozenset()
     if not isinstance(value, list):
         raise InvalidArgument(f"'outputs' must be a list of output objects, got {json_type(value)}")
-    names: list[str] = []
+    names: dict[str, None] = {}  # ordered, and a set for the repeat check (a list scan is quadratic)
     binary: set[str] = set()
     for i, entry in enumerate(value):
         name = entry.get("name") if isinstance(entry, dict) else None
@@ -252,9 +272,11 @@ def _requested_outputs(value: object, signature: SignatureSpec) -> tuple[list[st
             raise InvalidArgument(f"output {quote(name)} asks for classification, which is not supported")
         if parameters.get("binary_data") is True:
             binary.add(name)
-        names.append(name)
-    check_names(names, signature.outputs.keys(), kind="output", where="the request", owner=_OWNER, require_all=False)
-    return names, frozenset(binary)
+        names[name] = None
+    check_names(
+        names.keys(), signature.outputs.keys(), kind="output", where="the request", owner=_OWNER, require_all=False
+    )
+    return list(names), frozenset(binary)
 
 
 # -- response --

@@ -94,6 +94,11 @@ def binary_case(
     return Case(INFER, body, status, needle, headers)
 
 
+def binary_shape_case(shape: tuple[int, ...]) -> Case:
+    body, headers = binary({"inputs": [features(None, shape=shape, parameters={"binary_data_size": 0})]}, b"")
+    return Case(INFER, body, 400, "shape", headers)
+
+
 def bytes_element_case(data: bytes, needle: str) -> Case:
     header = {
         "inputs": [
@@ -201,6 +206,32 @@ CORPUS: dict[str, Case] = {
     "V2 shape the model refuses": Case(INFER, v2(features([1, 2, 3], shape=(1, 3))), 400, "shape"),
     "V2 data not a list": Case(INFER, v2(features("1,2,3,4")), 400, "list"),
     "V2 data missing": Case(INFER, v2(features(None)), 400, "data"),
+    # -- shapes with a zero and a huge dimension, and the rest of that class: 400, never 500 --
+    "V2 zero and a 2**63 dimension": Case(INFER, v2(features([], shape=(0, 2**63))), 400, "shape"),
+    "V2 2**63 and a zero dimension": Case(INFER, v2(features([], shape=(2**63, 0))), 400, "shape"),
+    "V2 zero and a dimension past int64": Case(INFER, v2(features([], shape=(0, 2**64))), 400, "shape"),
+    "V2 zero and dimensions overflowing int64": Case(INFER, v2(features([], shape=(0, 2**62, 2**62))), 400, "shape"),
+    "V2 zero and a dimension past the limit": Case(INFER, v2(features([], shape=(0, 10**9))), 400, "shape"),
+    "V2 negative dimension": Case(INFER, v2(features([1, 2, 3, 4], shape=(-1, 4))), 400, "shape"),
+    "binary zero and a 2**63 dimension": binary_shape_case((0, 2**63)),
+    "binary zero and dimensions overflowing int64": binary_shape_case((0, 2**62, 8)),
+    "TF Serving rows of nothing": Case(
+        MULTI_PREDICT, b'{"inputs": {"ids": [' + b"[]," * 12_000 + b'[]], "tokens": ["a"]}}', 400, "elements"
+    ),
+    "TF Serving columnar rows of nothing": Case(PREDICT, b'{"inputs": [' + b"[]," * 20_000 + b"[]]}", 400, "zero"),
+    # -- messages stay short whatever the request names --
+    "V2 thousands of unknown outputs": Case(
+        INFER,
+        v2(features([1, 2, 3, 4]), outputs=[{"name": f"o{i}-" + "\u0000" * 10} for i in range(2000)]),
+        400,
+        "unknown output",
+    ),
+    "row thousands of unknown inputs": Case(
+        PREDICT,
+        json.dumps({"instances": [{f"in{i}" + "y" * 50: 1 for i in range(2000)}]}).encode(),
+        400,
+        "unknown input",
+    ),
     # -- V2 binary extension: lengths that lie --
     "binary header length past the body": binary_case(16, FOUR_FLOATS, 400, "Inference-Header-Content-Length", 10_000),
     "binary header length negative": binary_case(16, FOUR_FLOATS, 400, "Inference-Header-Content-Length", "-1"),

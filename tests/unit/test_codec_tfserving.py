@@ -385,10 +385,11 @@ def test_bad_examples_are_refused(document: object, message: str) -> None:
 
 
 def test_examples_feature_value_limit() -> None:
+    # Each example costs its features and values, the context's included: 3 x ((1 + 2) + (1 + 2)).
     document = {"context": {"c": [1, 2]}, "examples": [{"x": [1, 2]}] * 3}
-    examples_of(document, limit=12)
-    with pytest.raises(InvalidArgument, match="more than the limit of 11 feature values"):
-        tfserving_json.decode_examples(orjson.dumps(document), 11)
+    examples_of(document, limit=18)
+    with pytest.raises(InvalidArgument, match="more than the limit of 17 features and feature values"):
+        tfserving_json.decode_examples(orjson.dumps(document), 17)
 
 
 # -- classify / regress responses --
