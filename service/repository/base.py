@@ -166,8 +166,12 @@ class Repository(Protocol):
         """Copy a SavedModel folder into the repository, writing MANIFEST.json last."""
         ...
 
-    def read_model_file(self, model: str, name: str) -> bytes | None:
-        """A model-level file such as serving.json; None when absent."""
+    def read_model_file(self, model: str, name: str, max_bytes: int | None = None) -> bytes | None:
+        """A model-level file such as serving.json; None when absent.
+
+        With ``max_bytes``, at most ``max_bytes + 1`` bytes are read, so a caller can tell a file over its limit
+        without holding all of it.
+        """
         ...
 
     def write_model_file(self, model: str, name: str, data: bytes) -> None:

@@ -124,10 +124,11 @@ class LocalRepository:
         finally:
             shutil.rmtree(temp, ignore_errors=True)
 
-    def read_model_file(self, model: str, name: str) -> bytes | None:
+    def read_model_file(self, model: str, name: str, max_bytes: int | None = None) -> bytes | None:
         path = self._model_file(model, name)
         try:
-            return path.read_bytes()
+            with path.open("rb") as handle:
+                return handle.read(-1 if max_bytes is None else max_bytes + 1)
         except FileNotFoundError:
             return None
         except OSError as exc:

@@ -133,10 +133,11 @@ class S3Repository:
         # Last: its presence is what marks the version complete.
         self._put(folder + MANIFEST_NAME, plan.manifest_bytes)
 
-    def read_model_file(self, model: str, name: str) -> bytes | None:
+    def read_model_file(self, model: str, name: str, max_bytes: int | None = None) -> bytes | None:
         key = self._key(*self._model_file(model, name))
+        limit = {} if max_bytes is None else {"Range": f"bytes=0-{max_bytes}"}
         try:
-            response = self._client.get_object(Bucket=self._bucket, Key=key)
+            response = self._client.get_object(Bucket=self._bucket, Key=key, **limit)
             return bytes(response["Body"].read())
         except ClientError as exc:
             if is_not_found(exc):
