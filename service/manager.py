@@ -210,6 +210,7 @@ class ModelManager:
         self._ready = False
         self._ready_once = False  # readiness has been true once: from then on new models count once loaded
         self._counted: set[str] = set()  # the models readiness waits for after the first ready
+        self._polled_once = False
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._poll_failures = 0
@@ -231,7 +232,8 @@ class ModelManager:
         publishing a model never takes a serving replica out of its Service while the model loads.
         """
         if not self._ready_once:
-            if not self._first_ready(snapshot):
+            # Until a whole poll has recorded every model, a model polled late could be missed.
+            if not self._polled_once or not self._first_ready(snapshot):
                 return False
             self._ready_once = True
         self._counted |= {name for name, model in snapshot.items() if model.ready}
@@ -338,6 +340,7 @@ class ModelManager:
                 jobs.append(job)
         self._record_poll(success=not any_failed)
         with self._lock:
+            self._polled_once = True
             self._publish()
         return jobs
 
@@ -388,9 +391,14 @@ class ModelManager:
         if policy.kind == "latest":
             # Newest versions that fail to load are stood in for by the newest older ones that do, on a fresh
             # replica as on one that already serves; they are still retried, and replace the stand-ins once up.
-            failing = {v for v, r in record.versions.items() if r.loaded is None and r.failures}
-            wanted |= policy.select(complete - failing)
+            wanted |= policy.select(complete - self._stood_in(name, record))
         return wanted
+
+    def _stood_in(self, name: str, record: _ModelRecord) -> set[int]:
+        """Versions whose last load failed and that older versions stand in for (latest:N only)."""
+        if self._settings.policy_for(name).kind != "latest":
+            return set()
+        return {v for v, r in record.versions.items() if r.loaded is None and r.failures}
 
     def _next_load(self, name: str, record: _ModelRecord) -> VersionListing | None:
         """The wanted version to load next (what serves now first, then newest first), if any is due."""
@@ -628,7 +636,8 @@ class ModelManager:
         if not wanted:
             # Nothing complete is wanted (an emptied folder, a policy naming absent versions): keep serving.
             return []
-        missing = len([v for v in wanted if v not in loaded])
+        stood_in = self._stood_in(name, record)  # their stand-ins are wanted themselves: no gap to fill
+        missing = len([v for v in wanted if v not in loaded and v not in stood_in])
         # While wanted versions are missing, keep as many of the newest unwanted ones to fill the gap.
         keep_fallback = sorted(loaded - wanted, reverse=True)[:missing]
         return sorted(loaded - wanted - set(keep_fallback))

@@ -231,3 +231,17 @@ def tf1_reads_file_model(path: Path, target: str) -> Path:
             builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature})
             builder.save()
     return path
+
+
+def loops_on_zeros_model(path: Path) -> Path:
+    """y = x + n, where a data-dependent tf.while_loop counts n up while sum(x) == 0.
+
+    Any real input with a non-zero sum answers at once (n = 0); the synthetic zeros of warm-up loop for ever.
+    """
+
+    def body(x: Any) -> Any:
+        total = tf.reduce_sum(x)
+        count = tf.while_loop(lambda n: tf.equal(total, 0.0), lambda n: n + 1.0, (tf.constant(0.0),))
+        return x + tf.nest.flatten(count)[0]
+
+    return float_module(path, body)
