@@ -374,8 +374,11 @@ class ModelManager:
             record.listings = listings
             record.complete = self._complete_versions(record, listings)
             record.serving = self._read_serving_config(name, record, data)
-            for version in self._wanted(name, record):  # START until its load begins: readiness waits for it
+            wanted = self._wanted(name, record)
+            for version in wanted:  # START until its load begins: readiness waits for it
                 record.versions.setdefault(version, _VersionRecord(VersionStatus(version, START)))
+            for version in [v for v, r in record.versions.items() if r.status.state == START and v not in wanted]:
+                del record.versions[version]  # superseded (or deleted) before its load began: nothing to report
             if record.job is not None or (self._next_load(name, record) is None and not self._unwanted(name, record)):
                 return None
             job = record.job = _Job(name)
