@@ -479,19 +479,32 @@ class ModelManager:
     # -- one model's job ------------------------------------------------------------------------------------
 
     def _reconcile(self, job: _Job) -> None:
-        """Load the wanted versions one at a time, then unload what is no longer wanted."""
+        """Load the wanted versions one at a time, unload what is no longer wanted, until nothing is left to do.
+
+        The last look and the end of the job happen under the lock, as the poll's update does: work a poll adds
+        while the job runs is either seen here or starts a new job.
+        """
         changed = False
         try:
-            while not self._stop.is_set():
+            while True:
+                retiring: list[tuple[_VersionRecord, LoadedVersion]] = []
                 with self._lock:
                     record = self._records[job.name]
-                    listing = None if job.detached else self._next_load(job.name, record)
-                    if listing is None:
+                    if job.detached or self._stop.is_set():
                         break
-                    attempt = self._begin_attempt(job, record, listing.version)
-                changed |= self._load(job.name, listing, attempt)
-            if not job.detached and not self._stop.is_set():
-                changed |= self._unload_unwanted(job.name)
+                    listing = self._next_load(job.name, record)
+                    if listing is not None:
+                        attempt = self._begin_attempt(job, record, listing.version)
+                    else:
+                        retiring = self._retire_unwanted(job.name, record)
+                        if not retiring:
+                            record.job = None
+                            break
+                if listing is not None:
+                    changed |= self._load(job.name, listing, attempt)
+                else:
+                    self._unload(job.name, retiring)
+                    changed = True
         except Exception:  # a bug here must not leave the model without jobs for good
             log.exception("model %s: unexpected error in its load job", job.name)
         finally:
@@ -645,18 +658,20 @@ class ModelManager:
         keep_fallback = sorted(loaded - wanted, reverse=True)[:missing]
         return sorted(loaded - wanted - set(keep_fallback))
 
-    def _unload_unwanted(self, name: str) -> bool:
-        with self._lock:
-            record = self._records[name]
-            retiring: list[tuple[_VersionRecord, LoadedVersion]] = []
-            for version in self._unwanted(name, record):
-                entry = record.versions[version]
-                if entry.loaded is not None:
-                    retiring.append((entry, entry.loaded))
-                    self._set_status(name, entry, VersionStatus(version, UNLOADING))
-                    entry.loaded = None
-            if retiring:
-                self._publish()  # new requests stop seeing them before we wait for the ones in flight
+    def _retire_unwanted(self, name: str, record: _ModelRecord) -> list[tuple[_VersionRecord, LoadedVersion]]:
+        """Take the unwanted versions out of the snapshot (under the lock); ``_unload`` then drains and frees them."""
+        retiring: list[tuple[_VersionRecord, LoadedVersion]] = []
+        for version in self._unwanted(name, record):
+            entry = record.versions[version]
+            if entry.loaded is not None:
+                retiring.append((entry, entry.loaded))
+                self._set_status(name, entry, VersionStatus(version, UNLOADING))
+                entry.loaded = None
+        if retiring:
+            self._publish()  # new requests stop seeing them before we wait for the ones in flight
+        return retiring
+
+    def _unload(self, name: str, retiring: list[tuple[_VersionRecord, LoadedVersion]]) -> None:
         for _entry, loaded in retiring:
             if not loaded.retire(self._settings.drain_timeout_s):
                 log.warning("model %s version %d: unloading with requests still in flight", name, loaded.version)
@@ -666,11 +681,8 @@ class ModelManager:
                 self._set_status(name, entry, VersionStatus(loaded.version, END))
                 log.info("model %s version %d unloaded", name, loaded.version)
             keep = self._cached_paths(name)
-            if retiring:
-                self._publish()
-        if retiring:
-            prune_cache(self._cache_dir, name, keep)
-        return bool(retiring)
+            self._publish()
+        prune_cache(self._cache_dir, name, keep)
 
     def _cached_paths(self, name: str) -> set[Path]:
         record = self._records[name]

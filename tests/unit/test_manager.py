@@ -531,9 +531,10 @@ def test_before_the_first_ready_a_model_still_loading_holds_readiness(tmp_path: 
     clock = Clock()
     push(repo_root, tmp_path, "a", 1)
     push_marked(repo_root, tmp_path, "b", 1, hang=True)
-    manager, _, _ = make_manager(tmp_path, repo_root, clock, load_timeout_s=60.0)
+    manager, loader, _ = make_manager(tmp_path, repo_root, clock, load_timeout_s=60.0)
     manager.poll_once(wait=False)
     wait_for(lambda: available(manager, "a") == [1], "a's first load")
+    wait_for(lambda: any(s.hangs and s.warming.is_set() for s in loader.loaded), "b's first load to hang")
     assert not manager.is_ready(), "DESIGN.md section 4: with '*', none still loading before the first ready"
     clock.now += 61
     manager.check_deadlines()  # b's attempt ended (failed): a alone makes the replica ready
