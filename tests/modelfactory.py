@@ -245,3 +245,20 @@ def loops_on_zeros_model(path: Path) -> Path:
         return x + tf.nest.flatten(count)[0]
 
     return float_module(path, body)
+
+
+def tf1_loops_on_zeros_model(path: Path) -> Path:
+    """The same loop as loops_on_zeros_model in a TF1-style graph (v1 while_loop nodes, no functions)."""
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        x = v1.placeholder(tf.float32, [None], name="x")
+        total = tf.reduce_sum(x)
+        count = v1.while_loop(lambda n: tf.equal(total, 0.0), lambda n: n + 1.0, [tf.constant(0.0)])
+        y = x + tf.nest.flatten(count)[0]
+        signature = v1.saved_model.predict_signature_def({"x": x}, {"y": y})
+        with v1.Session(graph=graph) as session:
+            builder = v1.saved_model.Builder(str(path))
+            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature})
+            builder.save()
+    return path

@@ -464,15 +464,17 @@ def test_configure_threads_after_start_only_warns(caplog: pytest.LogCaptureFixtu
     assert tf.config.threading.get_intra_op_parallelism_threads() == intra
 
 
-def test_abort_cancels_a_warm_up_that_loops_for_ever_and_nothing_else(tmp_path: Path) -> None:
+@pytest.mark.parametrize("style", ["tf2", "tf1"])
+def test_abort_cancels_a_warm_up_that_loops_for_ever_and_nothing_else(tmp_path: Path, style: str) -> None:
     """The load deadline's tool: abort() ends a data-dependent while_loop on warm-up zeros, on that thread only."""
     import threading
 
-    from modelfactory import loops_on_zeros_model
+    from modelfactory import loops_on_zeros_model, tf1_loops_on_zeros_model
     from service.errors import DeadlineExceeded
 
     loader = TensorFlowLoader()
-    looping = loader(loops_on_zeros_model(tmp_path / "loops"))
+    build = loops_on_zeros_model if style == "tf2" else tf1_loops_on_zeros_model
+    looping = loader(build(tmp_path / "loops"))
     other = loader(loops_on_zeros_model(tmp_path / "other"))  # a second model serving on another thread
     assert looping.run("serving_default", {"x": np.array([2.0], np.float32)})["y"].tolist() == [2.0]
     outcome: list[BaseException | None] = []
