@@ -695,6 +695,8 @@ class ModelManager:
     # -- publishing (under the lock) ------------------------------------------------------------------------
 
     def _publish(self) -> None:
+        if self._stop.is_set():
+            return  # stopped: a job that finishes late must not bring its model back
         models = {name: self._model_snapshot(name, record) for name, record in self._records.items()}
         self._snapshot = MappingProxyType(models)
         self._ready = self._readiness(self._snapshot)
