@@ -1,12 +1,15 @@
 """Model lifecycle: poll the repository, apply each model's version policy, load, warm up, swap, unload.
 
-Everything here runs on one background thread; request handlers only read ``snapshot()``, an immutable mapping
-replaced whole after every change, so the hot path never takes the manager's lock.
+One poll thread lists the repository and decides; each model's loads and unloads run on a job thread of its
+own, and a watchdog fails loads that pass RTSERVE_LOAD_TIMEOUT_S. Request handlers only read ``snapshot()``, an
+immutable mapping replaced whole (under the manager's lock) after every change, so the hot path never locks.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import random
 import threading
 import time
@@ -17,18 +20,27 @@ from types import MappingProxyType
 
 from service.batching import Batcher
 from service.drift import DriftMonitor, open_drift_monitor
-from service.errors import Code, RepositoryError, ServingError
+from service.errors import Code, DeadlineExceeded, RepositoryError, ServingError
 from service.heap import settle_heap
 from service.metrics import Metrics
 from service.repository.base import SERVING_CONFIG_NAME, Repository, VersionListing
 from service.repository.cache import clean_stale_downloads, fetch_version, prune_cache
-from service.routing import DefaultRoute, ServingConfig, format_activation, parse_serving_config
-from service.runtime.base import Loader, Servable
+from service.routing import (
+    MAX_SERVING_CONFIG_BYTES,
+    DefaultRoute,
+    ServingConfig,
+    check_named_versions,
+    format_activation,
+    parse_serving_config,
+)
+from service.runtime.base import Loader, Servable, abort, abortable_scope
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
 START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
+# How often the watchdog looks for loads past their deadline (real seconds; the deadline itself uses the clock).
+WATCH_INTERVAL_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,7 @@ class ModelSnapshot:
     labels: Mapping[str, int]
     route: DefaultRoute
     statuses: tuple[VersionStatus, ...]
+    serving_error: str = ""  # why this model's serving.json is being ignored (the last good routing serves)
 
     @property
     def ready(self) -> bool:
@@ -114,6 +127,18 @@ class ModelSnapshot:
 
 
 @dataclass
+class _LoadAttempt:
+    """One load of one version on its model's loader thread; the watchdog fails it at its deadline."""
+
+    version: int
+    job: _Job
+    deadline: float = math.inf  # set once the download is done: the deadline bounds load and warm-up
+    servable: Servable | None = None  # set once loaded, so that the watchdog can abort its warm-up
+    abandoned: bool = False  # past its deadline: whatever its thread returns with is dropped
+    holds_slot: bool = False  # one of the RTSERVE_LOAD_WORKERS slots, given back exactly once
+
+
+@dataclass
 class _VersionRecord:
     """The manager's private bookkeeping for one version."""
 
@@ -121,6 +146,17 @@ class _VersionRecord:
     loaded: LoadedVersion | None = None
     failures: int = 0
     retry_at: float = 0.0
+    # A load in flight, or abandoned at its deadline and still running: either way never a second one.
+    attempt: _LoadAttempt | None = None
+
+
+@dataclass
+class _Job:
+    """One model's reconcile run on its own thread: load what is wanted one version at a time, then unload."""
+
+    name: str
+    done: threading.Event = field(default_factory=threading.Event)
+    detached: bool = False  # its load passed its deadline: the model may start another job meanwhile
 
 
 @dataclass
@@ -128,14 +164,24 @@ class _ModelRecord:
     versions: dict[int, _VersionRecord] = field(default_factory=dict)
     # Fingerprints seen at the previous poll: a version without a manifest is complete once it repeats.
     previous_listing: dict[int, tuple[tuple[str, int, str], ...]] = field(default_factory=dict)
+    listings: dict[int, VersionListing] = field(default_factory=dict)
+    complete: set[int] = field(default_factory=set)
     serving: ServingConfig = field(default_factory=ServingConfig)
-    polled_once: bool = False
+    serving_error: str = ""  # why the current serving.json is ignored; empty when it applies
+    rejected_digest: str = ""  # the ignored file's sha256: each bad file is counted once, not once per poll
+    job: _Job | None = None  # at most one reconcile job per model at a time
     routing_gauges: bool = False  # the default-version gauges read this model's snapshot once registered
     rollout_blocked: bool = False  # the last snapshot found the new default due but not AVAILABLE (logged once)
 
 
 class ModelManager:
-    """Keeps the wanted versions of every configured model loaded, and publishes snapshots of them."""
+    """Keeps the wanted versions of every configured model loaded, and publishes snapshots of them.
+
+    The poll thread only lists, reads serving.json and decides; each model's loads and unloads run on that
+    model's own job thread (at most one per model, at most ``load_workers`` loading at once), so a slow or stuck
+    model never holds another's polls, loads or rollouts. A watchdog fails loads past ``load_timeout_s``.
+    Every change of the bookkeeping happens under one lock and ends with a new snapshot.
+    """
 
     def __init__(
         self,
@@ -157,10 +203,16 @@ class ModelManager:
         self._wall_clock = wall_clock
         self._rng = rng or random.Random()
         self._after_load_change = after_load_change
+        self._lock = threading.RLock()
+        self._slots = threading.Semaphore(settings.load_workers)
         self._records: dict[str, _ModelRecord] = {}
         self._snapshot: Mapping[str, ModelSnapshot] = MappingProxyType({})
+        self._ready = False
+        self._ready_once = False  # readiness has been true once: from then on new models count once loaded
+        self._counted: set[str] = set()  # the models readiness waits for after the first ready
+        self._polled_once = False
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._poll_failures = 0
         self._cache_dir = Path(settings.cache_dir)
 
@@ -170,12 +222,29 @@ class ModelManager:
         return self._snapshot
 
     def is_ready(self) -> bool:
+        """Computed with every snapshot (see ``_readiness``)."""
+        return self._ready
+
+    def _readiness(self, snapshot: Mapping[str, ModelSnapshot]) -> bool:
+        """DESIGN.md section 4 until the first ready; from then on, every model that has been AVAILABLE here.
+
+        A model that appears later (``RTSERVE_MODELS=*``) counts once it has loaded, as in TF Serving, so that
+        publishing a model never takes a serving replica out of its Service while the model loads.
+        """
+        if not self._ready_once:
+            # Until a whole poll has recorded every model, a model polled late could be missed.
+            if not self._polled_once or not self._first_ready(snapshot):
+                return False
+            self._ready_once = True
+        self._counted |= {name for name, model in snapshot.items() if model.ready}
+        return all(snapshot[name].ready for name in self._counted if name in snapshot)
+
+    def _first_ready(self, snapshot: Mapping[str, ModelSnapshot]) -> bool:
         """Every configured model has an AVAILABLE version; with '*', at least one model and none still loading.
 
         A model found by '*' whose every version fails does not hold the whole server unready: it is visible in
         its status and in the load-failure metric instead.
         """
-        snapshot = self._snapshot
         if self._settings.serves_every_model:
             if not any(model.ready for model in snapshot.values()):
                 return False
@@ -187,24 +256,35 @@ class ModelManager:
     def start(self) -> None:
         # Downloads cut short by a crash or a kill leave temporary folders; nothing will finish them.
         clean_stale_downloads(self._cache_dir)
-        self._thread = threading.Thread(target=self._run, name="rtserve-model-manager", daemon=True)
-        self._thread.start()
+        for target, name in ((self._run, "rtserve-model-manager"), (self._watch, "rtserve-load-watchdog")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-        for record in self._records.values():
-            for version_record in record.versions.values():
-                if version_record.loaded is not None:
-                    version_record.loaded.close(self._settings.drain_timeout_s)
-                    version_record.loaded = None
-        self._snapshot = MappingProxyType({})
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            jobs = [record.job for record in self._records.values() if record.job is not None]
+        for job in jobs:  # a load in progress finishes and is dropped; a stuck one is not waited for
+            job.done.wait(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            closing = [entry.loaded for record in self._records.values() for entry in record.versions.values()]
+            for record in self._records.values():
+                for entry in record.versions.values():
+                    entry.loaded = None
+            self._snapshot = MappingProxyType({})
+            self._ready = False
+        for loaded in closing:
+            if loaded is not None:
+                loaded.close(self._settings.drain_timeout_s)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.poll_once()
+                self._poll()
                 self._poll_failures = 0
             except RepositoryError as error:
                 self._poll_failures += 1
@@ -214,6 +294,13 @@ class ModelManager:
                 log.exception("unexpected error while polling the repository")
             self._stop.wait(self._next_delay())
 
+    def _watch(self) -> None:
+        while not self._stop.wait(WATCH_INTERVAL_S):
+            try:
+                self.check_deadlines()
+            except Exception:  # the watchdog must never die either
+                log.exception("unexpected error while checking load deadlines")
+
     def _next_delay(self) -> float:
         base: float = self._settings.poll_interval_s * 2.0 ** min(self._poll_failures, 16)
         base = min(base, max(self._settings.poll_max_backoff_s, self._settings.poll_interval_s))
@@ -222,33 +309,40 @@ class ModelManager:
 
     # -- one poll -------------------------------------------------------------------------------------------
 
-    def poll_once(self) -> None:
-        """List the repository, load what the policies want, unload what they no longer want.
+    def poll_once(self, wait: bool = True) -> None:
+        """List the repository and start each model's loads and unloads.
 
-        RepositoryError propagates only when the repository could not be listed at all; a failure of one model's
-        listing is counted and that model keeps serving what it has.
+        With ``wait`` (tests and tools) it returns once the jobs it started have finished or passed their load
+        deadline; the poll thread itself never waits for a load. RepositoryError propagates only when the
+        repository could not be listed at all; a failure of one model is counted and the others go on.
         """
+        jobs = self._poll()
+        for job in jobs if wait else ():
+            while not job.done.wait(WATCH_INTERVAL_S) and not job.detached:
+                self.check_deadlines()
+
+    def _poll(self) -> list[_Job]:
         names = self._model_names()
-        loaded_before = self._loaded_versions()
+        jobs: list[_Job] = []
         any_failed = False
         for name in names:
             try:
-                self._poll_model(name)
+                job = self._poll_model(name)
             except RepositoryError as error:
                 any_failed = True
                 log.warning("could not list model %s: %s", name, error.message)
+                continue
+            except Exception:  # one model's surprise must not stop the polls of the others
+                any_failed = True
+                log.exception("model %s: unexpected error while polling", name)
+                continue
+            if job is not None:
+                jobs.append(job)
         self._record_poll(success=not any_failed)
-        self._publish()
-        if self._loaded_versions() != loaded_before:
-            self._after_load_change()
-
-    def _loaded_versions(self) -> set[tuple[str, int]]:
-        return {
-            (name, version)
-            for name, record in self._records.items()
-            for version, entry in record.versions.items()
-            if entry.loaded is not None
-        }
+        with self._lock:
+            self._polled_once = True
+            self._publish()
+        return jobs
 
     def _model_names(self) -> list[str]:
         explicit = [name for name in self._settings.models if name != "*"]
@@ -260,7 +354,9 @@ class ModelManager:
             self._record_poll(success=False)
             raise
         # Models that disappeared from the listing keep serving: an empty listing is not a reason to go dark.
-        return sorted(set(found) | set(explicit) | set(self._records))
+        with self._lock:
+            known = set(self._records)
+        return sorted(set(found) | set(explicit) | known)
 
     def _record_poll(self, success: bool) -> None:
         self._metrics.repository_polls.labels("success" if success else "error").inc()
@@ -269,19 +365,56 @@ class ModelManager:
         else:
             self._metrics.repository_poll_errors.inc()
 
-    def _poll_model(self, name: str) -> None:
-        record = self._records.setdefault(name, _ModelRecord())
+    def _poll_model(self, name: str) -> _Job | None:
+        """Read what the repository holds for one model and start its job when there is work for it."""
         listings = self._repository.list_versions(name)
-        record.serving = self._read_serving_config(name, record.serving)
-        complete = self._complete_versions(record, listings)
-        now = self._wall_clock()
+        data = self._repository.read_model_file(name, SERVING_CONFIG_NAME, MAX_SERVING_CONFIG_BYTES)
+        with self._lock:
+            record = self._records.setdefault(name, _ModelRecord())
+            record.listings = listings
+            record.complete = self._complete_versions(record, listings)
+            record.serving = self._read_serving_config(name, record, data)
+            wanted = self._wanted(name, record)
+            for version in wanted:  # START until its load begins: readiness waits for it
+                record.versions.setdefault(version, _VersionRecord(VersionStatus(version, START)))
+            for version in [v for v, r in record.versions.items() if r.status.state == START and v not in wanted]:
+                del record.versions[version]  # superseded (or deleted) before its load began: nothing to report
+            if record.job is not None or (self._next_load(name, record) is None and not self._unwanted(name, record)):
+                return None
+            job = record.job = _Job(name)
+        threading.Thread(target=self._reconcile, args=(job,), name=f"rtserve-load-{name}", daemon=True).start()
+        return job
+
+    def _wanted(self, name: str, record: _ModelRecord) -> set[int]:
+        """The versions to have loaded: the policy's, the routing's, and for latest:N stand-ins for failures."""
+        policy = self._settings.policy_for(name)
+        complete = record.complete
         # The routing's versions are wanted whatever the policy says: a pending default must be warm at its switch.
-        wanted = self._settings.policy_for(name).select(complete) | (record.serving.versions_to_load(now) & complete)
-        first = record.serving.effective_default(now)
-        for version in sorted(wanted, key=lambda v: (v != first, -v)):  # what serves now first, then newest first
-            self._ensure_loaded(name, record, listings[version])
-        self._unload_unwanted(name, record, wanted | self._still_routed(record))
-        record.polled_once = True
+        wanted = policy.select(complete) | (record.serving.versions_to_load(self._wall_clock()) & complete)
+        if policy.kind == "latest":
+            # Newest versions that fail to load are stood in for by the newest older ones that do, on a fresh
+            # replica as on one that already serves; they are still retried, and replace the stand-ins once up.
+            wanted |= policy.select(complete - self._stood_in(name, record))
+        return wanted
+
+    def _stood_in(self, name: str, record: _ModelRecord) -> set[int]:
+        """Versions whose last load failed and that older versions stand in for (latest:N only)."""
+        if self._settings.policy_for(name).kind != "latest":
+            return set()
+        return {v for v, r in record.versions.items() if r.loaded is None and r.failures}
+
+    def _next_load(self, name: str, record: _ModelRecord) -> VersionListing | None:
+        """The wanted version to load next (what serves now first, then newest first), if any is due."""
+        now = self._clock()
+        first = record.serving.effective_default(self._wall_clock())
+        for version in sorted(self._wanted(name, record), key=lambda v: (v != first, -v)):
+            entry = record.versions.get(version)
+            if entry is not None and (entry.loaded is not None or entry.attempt is not None):
+                continue
+            if entry is not None and entry.failures and now < entry.retry_at:
+                continue
+            return record.listings[version]
+        return None
 
     def _still_routed(self, record: _ModelRecord) -> set[int]:
         """Loaded versions the routing may still send requests to; they are never unloaded."""
@@ -293,17 +426,35 @@ class ModelManager:
             routed.add(route.before)  # the old default serves until the new one takes over on this replica
         return routed & loaded
 
-    def _read_serving_config(self, name: str, current: ServingConfig) -> ServingConfig:
-        data = self._repository.read_model_file(name, SERVING_CONFIG_NAME)
+    def _read_serving_config(self, name: str, record: _ModelRecord, data: bytes | None) -> ServingConfig:
+        """The routing to apply: the file's, or the last good one when the file cannot be applied."""
         if data is None:
+            self._serving_config_applies(name, record)
             return ServingConfig()
         try:
             config = parse_serving_config(data)
-        except ValueError as error:
-            # A bad edit must not reroute traffic: keep the last good routing and say why.
-            log.error("model %s: ignoring invalid %s: %s", name, SERVING_CONFIG_NAME, error)
-            return current
-        return self._with_previous_default(name, config, current)
+            check_named_versions(config, set(record.listings), self._wall_clock())
+            config = self._with_previous_default(name, config, record.serving)
+        except Exception as error:  # ValueError names the problem; anything else is still the file's fault
+            reason = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
+            self._serving_config_rejected(name, record, data, reason)
+            return record.serving
+        self._serving_config_applies(name, record)
+        return config
+
+    def _serving_config_rejected(self, name: str, record: _ModelRecord, data: bytes, reason: str) -> None:
+        # A bad edit must not reroute traffic: the last good routing stays, and the file is counted and named.
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != record.rejected_digest:
+            self._metrics.serving_config_rejections.labels(name).inc()
+            log.error("model %s: ignoring %s, the last good routing stays: %s", name, SERVING_CONFIG_NAME, reason)
+        record.rejected_digest = digest
+        record.serving_error = reason
+        self._metrics.serving_config_invalid.labels(name).set(1.0)
+
+    def _serving_config_applies(self, name: str, record: _ModelRecord) -> None:
+        record.rejected_digest = record.serving_error = ""
+        self._metrics.serving_config_invalid.labels(name).set(0.0)
 
     def _with_previous_default(self, name: str, config: ServingConfig, current: ServingConfig) -> ServingConfig:
         """A hand-written activation without previous_default keeps what this replica served when it read it."""
@@ -325,40 +476,163 @@ class ModelManager:
         record.previous_listing = {v: listing.fingerprint() for v, listing in listings.items()}
         return complete
 
-    def _ensure_loaded(self, name: str, record: _ModelRecord, listing: VersionListing) -> None:
-        version = listing.version
-        existing = record.versions.get(version)
-        if existing is not None and existing.loaded is not None:
-            return
-        if existing is not None and existing.failures and self._clock() < existing.retry_at:
-            return
-        entry = existing or _VersionRecord(VersionStatus(version, START))
-        record.versions[version] = entry
-        self._set_status(name, entry, VersionStatus(version, LOADING))
-        self._publish()
-        started = self._clock()
+    # -- one model's job ------------------------------------------------------------------------------------
+
+    def _reconcile(self, job: _Job) -> None:
+        """Load the wanted versions one at a time, unload what is no longer wanted, until nothing is left to do.
+
+        The last look and the end of the job happen under the lock, as the poll's update does: work a poll adds
+        while the job runs is either seen here or starts a new job.
+        """
+        changed = False
         try:
-            path = fetch_version(self._repository, listing, self._cache_dir)
-            servable = self._loader(path)
-            batching = self._settings.batching.for_model(name)
-            # Every batch size the batcher will use, so that no request pays for a first run at a new shape.
-            servable.warm_up(batching.warm_up_sizes())
-            where = f"model {name} version {version}"
-            drift = open_drift_monitor(path, servable.signatures, self._settings.drift, where)
-            batcher = Batcher(servable, batching, self._metrics, name, str(version), drift)
+            while True:
+                retiring: list[tuple[_VersionRecord, LoadedVersion]] = []
+                with self._lock:
+                    record = self._records[job.name]
+                    if job.detached or self._stop.is_set():
+                        break
+                    listing = self._next_load(job.name, record)
+                    if listing is not None:
+                        attempt = self._begin_attempt(job, record, listing.version)
+                    else:
+                        retiring = self._retire_unwanted(job.name, record)
+                        if not retiring:
+                            record.job = None
+                            break
+                if listing is not None:
+                    changed |= self._load(job.name, listing, attempt)
+                else:
+                    self._unload(job.name, retiring)
+                    changed = True
+        except Exception:  # a bug here must not leave the model without jobs for good
+            log.exception("model %s: unexpected error in its load job", job.name)
+        finally:
+            with self._lock:
+                record = self._records[job.name]
+                if record.job is job:
+                    record.job = None
+            job.done.set()
+        if changed:
+            self._after_load_change()
+
+    def _begin_attempt(self, job: _Job, record: _ModelRecord, version: int) -> _LoadAttempt:
+        entry = record.versions.setdefault(version, _VersionRecord(VersionStatus(version, START)))
+        attempt = entry.attempt = _LoadAttempt(version, job)
+        self._set_status(job.name, entry, VersionStatus(version, LOADING))
+        self._publish()
+        return attempt
+
+    def _load(self, name: str, listing: VersionListing, attempt: _LoadAttempt) -> bool:
+        """One load attempt, in one of the bounded load slots; True when the version became AVAILABLE."""
+        self._slots.acquire()
+        with self._lock:
+            attempt.holds_slot = True
+        started = self._clock()
+        loaded: LoadedVersion | None = None
+        failure: tuple[Code, str] = (Code.OK, "")
+        try:
+            loaded = self._build_version(name, listing, attempt)
         except ServingError as error:
-            self._load_failed(name, entry, error.code, error.message)
-            return
-        except Exception as error:  # a loader bug must not kill the poll thread or the serving versions
-            log.exception("model %s version %d: unexpected load error", name, version)
-            self._load_failed(name, entry, Code.UNKNOWN, f"{type(error).__name__}: {error}")
-            return
-        entry.loaded = LoadedVersion(name, version, servable, path, batcher, drift)
-        entry.failures = 0
-        self._metrics.model_loads.labels(name, str(version), "success").inc()
-        self._metrics.model_load_duration.labels(name, str(version)).observe(self._clock() - started)
-        self._set_status(name, entry, VersionStatus(version, AVAILABLE))
-        log.info("model %s version %d is AVAILABLE", name, version)
+            failure = (error.code, error.message)
+        except Exception as error:  # a loader bug must not kill the job or the serving versions
+            log.exception("model %s version %d: unexpected load error", name, listing.version)
+            failure = (Code.UNKNOWN, f"{type(error).__name__}: {error}")
+        return self._finish_attempt(name, attempt, loaded, failure, self._clock() - started)
+
+    def _build_version(self, name: str, listing: VersionListing, attempt: _LoadAttempt) -> LoadedVersion:
+        """The load steps in order: fetch, load, warm up, drift monitor, batcher.
+
+        Everything after the download runs under the load deadline; what runs TensorFlow on this thread inside
+        the abortable scope (warm-up and any load-time check) is cancelled when the watchdog aborts the servable.
+        """
+        version = listing.version
+        path = fetch_version(self._repository, listing, self._cache_dir)
+        with self._lock:
+            timeout = self._settings.load_timeout_s
+            attempt.deadline = self._clock() + timeout if timeout > 0 else math.inf
+        servable = self._loader(path)
+        with self._lock:
+            attempt.servable = servable
+            abandoned = attempt.abandoned
+        try:
+            if abandoned:
+                raise DeadlineExceeded("abandoned at its deadline before warm-up")
+            with abortable_scope(servable):
+                batching = self._settings.batching.for_model(name)
+                # Every batch size the batcher will use, so that no request pays for a first run at a new shape.
+                servable.warm_up(batching.warm_up_sizes())
+                where = f"model {name} version {version}"
+                drift = open_drift_monitor(path, servable.signatures, self._settings.drift, where)
+                batcher = Batcher(servable, batching, self._metrics, name, str(version), drift)
+        except BaseException:
+            servable.close()
+            raise
+        return LoadedVersion(name, version, servable, path, batcher, drift)
+
+    def _finish_attempt(
+        self, name: str, attempt: _LoadAttempt, loaded: LoadedVersion | None, failure: tuple[Code, str], took: float
+    ) -> bool:
+        version = attempt.version
+        with self._lock:
+            entry = self._records[name].versions[version]
+            self._release_slot(attempt)
+            entry.attempt = None
+            installed = loaded is not None and not attempt.abandoned and not self._stop.is_set()
+            if attempt.abandoned:
+                # The watchdog already failed it; its thread is back (cancelled, or it finished late).
+                self._metrics.loads_abandoned.dec()
+                log.warning("model %s version %d: the load abandoned at its deadline has returned", name, version)
+            elif installed and loaded is not None:
+                entry.loaded = loaded
+                entry.failures = 0
+                self._metrics.model_loads.labels(name, str(version), "success").inc()
+                self._metrics.model_load_duration.labels(name, str(version)).observe(took)
+                self._set_status(name, entry, VersionStatus(version, AVAILABLE))
+                log.info("model %s version %d is AVAILABLE", name, version)
+            elif loaded is None and not self._stop.is_set():
+                self._load_failed(name, entry, *failure)
+            self._publish()
+        if loaded is not None and not installed:
+            loaded.close(0.0)
+        return installed
+
+    def check_deadlines(self) -> None:
+        """Fail every load past RTSERVE_LOAD_TIMEOUT_S and try to stop it; the watchdog calls this.
+
+        The version is failed with DEADLINE_EXCEEDED (counted, retried with back-off, the old version serving);
+        its job is detached so that the model's other work goes on; its servable is aborted, which cancels a
+        TensorFlow warm-up in flight. A thread that cannot be stopped is counted in rtserve_model_loads_abandoned
+        until it returns, and the same version is not loaded again meanwhile.
+        """
+        aborting: list[Servable] = []
+        abandoned = False
+        with self._lock:
+            now = self._clock()
+            for name, record in self._records.items():
+                for entry in record.versions.values():
+                    attempt = entry.attempt
+                    if attempt is None or attempt.abandoned or now < attempt.deadline:
+                        continue
+                    attempt.abandoned = attempt.job.detached = abandoned = True
+                    if record.job is attempt.job:
+                        record.job = None
+                    self._release_slot(attempt)
+                    self._metrics.loads_abandoned.inc()
+                    timeout = self._settings.load_timeout_s
+                    message = f"load and warm-up did not finish within RTSERVE_LOAD_TIMEOUT_S={timeout:g}s"
+                    self._load_failed(name, entry, Code.DEADLINE_EXCEEDED, message)
+                    if attempt.servable is not None:
+                        aborting.append(attempt.servable)
+            if abandoned:
+                self._publish()
+        for servable in aborting:
+            abort(servable)
+
+    def _release_slot(self, attempt: _LoadAttempt) -> None:
+        if attempt.holds_slot:
+            attempt.holds_slot = False
+            self._slots.release()
 
     def _load_failed(self, name: str, entry: _VersionRecord, code: Code, message: str) -> None:
         entry.failures += 1
@@ -369,33 +643,46 @@ class ModelManager:
         self._set_status(name, entry, VersionStatus(version, END, code, message))
         log.error("model %s version %d failed to load (retry in %.0fs): %s", name, version, delay, message)
 
-    def _unload_unwanted(self, name: str, record: _ModelRecord, wanted: set[int]) -> None:
+    def _unwanted(self, name: str, record: _ModelRecord) -> list[int]:
+        """Loaded versions to unload now: neither wanted nor routed, nor needed to fill a wanted one's gap."""
+        wanted = self._wanted(name, record) | self._still_routed(record)
         loaded = {v for v, r in record.versions.items() if r.loaded is not None}
         # A label naming a version that is not (yet) in the repository is no gap to fill.
         wanted = {v for v in wanted if v in record.versions}
         if not wanted:
             # Nothing complete is wanted (an emptied folder, a policy naming absent versions): keep serving.
-            return
-        missing = len([v for v in wanted if v not in loaded])
+            return []
+        stood_in = self._stood_in(name, record)  # their stand-ins are wanted themselves: no gap to fill
+        missing = len([v for v in wanted if v not in loaded and v not in stood_in])
         # While wanted versions are missing, keep as many of the newest unwanted ones to fill the gap.
         keep_fallback = sorted(loaded - wanted, reverse=True)[:missing]
-        for version in sorted(loaded - wanted - set(keep_fallback)):
-            self._unload(name, record.versions[version])
+        return sorted(loaded - wanted - set(keep_fallback))
 
-    def _unload(self, name: str, entry: _VersionRecord) -> None:
-        loaded = entry.loaded
-        if loaded is None:
-            return
-        version = entry.status.version
-        self._set_status(name, entry, VersionStatus(version, UNLOADING))
-        entry.loaded = None
-        self._publish()  # new requests stop seeing it before we wait for the ones in flight
-        if not loaded.retire(self._settings.drain_timeout_s):
-            log.warning("model %s version %d: unloading with requests still in flight", name, version)
-        loaded.close(self._settings.drain_timeout_s)
-        prune_cache(self._cache_dir, name, self._cached_paths(name))
-        self._set_status(name, entry, VersionStatus(version, END))
-        log.info("model %s version %d unloaded", name, version)
+    def _retire_unwanted(self, name: str, record: _ModelRecord) -> list[tuple[_VersionRecord, LoadedVersion]]:
+        """Take the unwanted versions out of the snapshot (under the lock); ``_unload`` then drains and frees them."""
+        retiring: list[tuple[_VersionRecord, LoadedVersion]] = []
+        for version in self._unwanted(name, record):
+            entry = record.versions[version]
+            if entry.loaded is not None:
+                retiring.append((entry, entry.loaded))
+                self._set_status(name, entry, VersionStatus(version, UNLOADING))
+                entry.loaded = None
+        if retiring:
+            self._publish()  # new requests stop seeing them before we wait for the ones in flight
+        return retiring
+
+    def _unload(self, name: str, retiring: list[tuple[_VersionRecord, LoadedVersion]]) -> None:
+        for _entry, loaded in retiring:
+            if not loaded.retire(self._settings.drain_timeout_s):
+                log.warning("model %s version %d: unloading with requests still in flight", name, loaded.version)
+            loaded.close(self._settings.drain_timeout_s)
+        with self._lock:
+            for entry, loaded in retiring:
+                self._set_status(name, entry, VersionStatus(loaded.version, END))
+                log.info("model %s version %d unloaded", name, loaded.version)
+            keep = self._cached_paths(name)
+            self._publish()
+        prune_cache(self._cache_dir, name, keep)
 
     def _cached_paths(self, name: str) -> set[Path]:
         record = self._records[name]
@@ -405,11 +692,14 @@ class ModelManager:
         entry.status = status
         self._metrics.set_version_state(name, status.version, status.state)
 
-    # -- publishing -----------------------------------------------------------------------------------------
+    # -- publishing (under the lock) ------------------------------------------------------------------------
 
     def _publish(self) -> None:
+        if self._stop.is_set():
+            return  # stopped: a job that finishes late must not bring its model back
         models = {name: self._model_snapshot(name, record) for name, record in self._records.items()}
         self._snapshot = MappingProxyType(models)
+        self._ready = self._readiness(self._snapshot)
 
     def _model_snapshot(self, name: str, record: _ModelRecord) -> ModelSnapshot:
         available = {v: r.loaded for v, r in record.versions.items() if r.loaded is not None}
@@ -422,6 +712,7 @@ class ModelManager:
             labels=MappingProxyType(dict(record.serving.labels)),
             route=route,
             statuses=statuses,
+            serving_error=record.serving_error,
         )
 
     def _note_rollout(self, name: str, record: _ModelRecord, route: DefaultRoute) -> None:

@@ -173,6 +173,25 @@ class Metrics:
         self.drift = DriftCollector()
         registry.register(self.drift)
 
+        # Model lifecycle (docs/reliability.md "Model lifecycle never freezes").
+        self.loads_abandoned = Gauge(
+            "rtserve_model_loads_abandoned",
+            "Loads failed at RTSERVE_LOAD_TIMEOUT_S whose thread has not returned yet (TensorFlow did not stop).",
+            registry=registry,
+        )
+        self.serving_config_rejections = Counter(
+            "rtserve_serving_config_rejections_total",
+            "serving.json files that could not be applied and were ignored (each distinct file once).",
+            ["model_name"],
+            registry=registry,
+        )
+        self.serving_config_invalid = Gauge(
+            "rtserve_serving_config_invalid",
+            "1 while a model's serving.json cannot be applied (the last good routing serves), else 0.",
+            ["model_name"],
+            registry=registry,
+        )
+
     def set_version_state(self, model: str, version: int, state: str) -> None:
         """Make exactly one of the version's state series 1 (TF Serving reports unloaded versions as END)."""
         for candidate in STATES:

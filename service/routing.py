@@ -27,10 +27,12 @@ from typing import Any, TypeGuard
 
 import orjson
 
-from service.repository.base import MODEL_NAME_PATTERN
+from service.repository.base import MODEL_NAME_PATTERN, is_version
 
 CANARY_LABEL = "canary"
 FIELDS = ("default", "labels", "canary_weight", "activate_at", "previous_default")
+# A routing file is a few hundred bytes; anything far past that is a mistake, not worth reading whole.
+MAX_SERVING_CONFIG_BYTES = 64 * 1024
 
 
 def parse_activation(text: str) -> float:
@@ -42,7 +44,13 @@ def parse_activation(text: str) -> float:
     if moment.tzinfo is None:
         # A zone-less time means a different moment on every replica whose TZ differs: refuse it.
         raise ValueError(f"{text!r} has no time zone; write it in UTC, e.g. 2026-11-25T12:00:00Z")
-    return moment.timestamp()
+    try:
+        # Years 1 and 9999 with a zone offset fall outside what datetime can represent in UTC.
+        timestamp = moment.timestamp()
+        format_activation(timestamp)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"{text!r} is out of the range of times that can be written in UTC") from None
+    return timestamp
 
 
 def format_activation(timestamp: float) -> str:
@@ -152,7 +160,9 @@ def usable_version(wanted: int | None, available: AbstractSet[int], avoid: int |
 
 
 def parse_serving_config(data: bytes) -> ServingConfig:
-    """Parse and validate serving.json; ValueError names what is wrong."""
+    """Parse and validate serving.json; ValueError names what is wrong (and nothing else is raised)."""
+    if len(data) > MAX_SERVING_CONFIG_BYTES:
+        raise ValueError(f"serving.json is larger than {MAX_SERVING_CONFIG_BYTES} bytes")
     try:
         document = orjson.loads(data)
     except orjson.JSONDecodeError as error:
@@ -170,8 +180,20 @@ def parse_serving_config(data: bytes) -> ServingConfig:
     return ServingConfig(default, labels, canary_weight, activate_at, previous)
 
 
+def check_named_versions(config: ServingConfig, present: AbstractSet[int], now: float) -> None:
+    """ValueError unless every version the file routes to at ``now`` is in the repository.
+
+    As TF Serving refuses a label for a version it does not have: such a file waits, the last good routing
+    serving, until the version is published (then it applies at the next poll).
+    """
+    absent = sorted(config.versions_to_load(now) - present)
+    if absent:
+        raise ValueError(f"serving.json names version {absent[0]}, which the repository does not hold")
+
+
 def _is_version(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    # The repository's own range (1 to 10^18-1), so that any version the file names can be a folder.
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1 and is_version(str(value))
 
 
 def _labels(raw: object) -> dict[str, int]:

@@ -265,6 +265,17 @@ class Settings(BaseSettings):
     drift: DriftSettings = Field(default_factory=DriftSettings)
     otel: OtelSettings = Field(default_factory=OtelSettings)
 
+    load_timeout_s: float = Field(
+        300.0,
+        ge=0,
+        description="Longest time a model version may take to load and warm up (after its download); past it the "
+        "load fails with DEADLINE_EXCEEDED, its warm-up is cancelled, the old version keeps serving and the load "
+        "is retried with back-off; 0 means no deadline",
+    )
+    load_workers: int = Field(
+        2, ge=1, description="Model versions loading at once; each model loads one version at a time"
+    )
+
     @field_validator("models", "allowed_file_ops", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:

@@ -218,19 +218,43 @@ def saves_checkpoint_model(path: Path, prefix: str) -> Path:
     return float_module(path, body)
 
 
-def tf1_reads_file_model(path: Path, target: str) -> Path:
-    """A TF1-style SavedModel (graph nodes, no functions): y = x + the byte length of ``target``."""
+def tf1_float_model(path: Path, body: Any) -> Path:
+    """A TF1-style SavedModel (graph nodes, no functions): ``serving_default`` x float32 [-1] -> y = body(x)."""
     v1 = tf.compat.v1
     graph = tf.Graph()
     with graph.as_default():
         x = v1.placeholder(tf.float32, [None], name="x")
-        y = x + tf.cast(tf.strings.length(tf.io.read_file(target)), tf.float32)
-        signature = v1.saved_model.predict_signature_def({"x": x}, {"y": y})
+        signature = v1.saved_model.predict_signature_def({"x": x}, {"y": body(x)})
         with v1.Session(graph=graph) as session:
             builder = v1.saved_model.Builder(str(path))
             builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature})
             builder.save()
     return path
+
+
+def tf1_reads_file_model(path: Path, target: str) -> Path:
+    """A TF1-style SavedModel: y = x + the byte length of ``target``."""
+    return tf1_float_model(path, lambda x: x + tf.cast(tf.strings.length(tf.io.read_file(target)), tf.float32))
+
+
+def _count_while_zero(x: Any, while_loop: Any) -> Any:
+    """x + n, where a data-dependent while_loop counts n up while sum(x) == 0 (for ever on zeros)."""
+    total = tf.reduce_sum(x)
+    count = while_loop(lambda n: tf.equal(total, 0.0), lambda n: n + 1.0, [tf.constant(0.0)])
+    return x + tf.nest.flatten(count)[0]
+
+
+def loops_on_zeros_model(path: Path) -> Path:
+    """y = x + n, where a data-dependent tf.while_loop counts n up while sum(x) == 0.
+
+    Any real input with a non-zero sum answers at once (n = 0); the synthetic zeros of warm-up loop for ever.
+    """
+    return float_module(path, lambda x: _count_while_zero(x, tf.while_loop))
+
+
+def tf1_loops_on_zeros_model(path: Path) -> Path:
+    """The same loop as loops_on_zeros_model in a TF1-style graph (v1 while_loop nodes, no functions)."""
+    return tf1_float_model(path, lambda x: _count_while_zero(x, tf.compat.v1.while_loop))
 
 
 # -- escapes through a serialized graph: a tf.data graph carried as a string and rebuilt by DatasetFromGraph ----

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
@@ -14,13 +15,19 @@ from service.repository.base import (
     FileInfo,
     ProgressCallback,
     VersionListing,
+    WarnOnce,
     check_model_file_name,
     check_model_name,
     check_version,
+    checked_folder,
+    folder_version,
     is_model_name,
-    is_version,
+    pick_version_folders,
+    unless_plain,
 )
 from service.repository.manifest import folder_files, listed_files, plan_upload
+
+log = logging.getLogger(__name__)
 
 _CHUNK_BYTES = 1024 * 1024
 TEMP_PREFIX = ".tmp-"
@@ -62,6 +69,7 @@ class LocalRepository:
 
     def __init__(self, root: Path) -> None:
         self._root = root
+        self._warn = WarnOnce(log)
 
     @property
     def uri(self) -> str:
@@ -81,17 +89,16 @@ class LocalRepository:
         model_dir = self._root / model
         if not model_dir.is_dir():
             return {}
-        listings: dict[int, VersionListing] = {}
-        for name in self._entries(model_dir, pattern=is_version):
-            version_dir = model_dir / name
-            if version_dir.is_dir():
-                listings[int(name)] = VersionListing(model, int(name), self._files(version_dir))
-        return listings
+        folders = [name for name in self._entries(model_dir, pattern=_is_version_folder) if (model_dir / name).is_dir()]
+        return {
+            version: VersionListing(model, version, self._files(model_dir / name), unless_plain(name, version))
+            for version, name in pick_version_folders(model, folders, self._warn).items()
+        }
 
     def download_version(
         self, listing: VersionListing, destination: Path, progress: ProgressCallback | None = None
     ) -> None:
-        source = self._version_dir(listing.model, listing.version)
+        source = self._root / listing.model / checked_folder(listing)
         for info in listed_files(listing, str(source)):
             try:
                 copy_file(source / info.path, destination / info.path, progress)
@@ -117,10 +124,11 @@ class LocalRepository:
         finally:
             shutil.rmtree(temp, ignore_errors=True)
 
-    def read_model_file(self, model: str, name: str) -> bytes | None:
+    def read_model_file(self, model: str, name: str, max_bytes: int | None = None) -> bytes | None:
         path = self._model_file(model, name)
         try:
-            return path.read_bytes()
+            with path.open("rb") as handle:
+                return handle.read(-1 if max_bytes is None else max_bytes + 1)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -167,6 +175,10 @@ class LocalRepository:
             return tuple(_file_info(rel, path) for rel, path in folder_files(version_dir))
         except OSError as exc:
             raise RepositoryError(f"cannot list {version_dir}: {exc}") from exc
+
+
+def _is_version_folder(name: str) -> bool:
+    return folder_version(name) is not None
 
 
 def _file_info(rel: str, path: Path) -> FileInfo:

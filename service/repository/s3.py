@@ -7,6 +7,7 @@ with a one-line message that names the bucket/key and the cause.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,14 +24,20 @@ from service.repository.base import (
     FileInfo,
     ProgressCallback,
     VersionListing,
+    WarnOnce,
     check_model_file_name,
     check_model_name,
     check_version,
+    checked_folder,
+    folder_version,
     is_model_name,
-    is_version,
+    pick_version_folders,
+    unless_plain,
 )
 from service.repository.manifest import is_safe_relative_path, listed_files, plan_upload
 from service.settings import S3Settings
+
+log = logging.getLogger(__name__)
 
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 
@@ -67,6 +74,7 @@ class S3Repository:
         self._bucket = bucket
         self._prefix = prefix.strip("/")
         self._client = make_s3_client(settings)
+        self._warn = WarnOnce(log)
 
     @property
     def uri(self) -> str:
@@ -85,20 +93,25 @@ class S3Repository:
     def list_versions(self, model: str) -> dict[int, VersionListing]:
         check_model_name(model)
         base = self._folder(model)
-        files: dict[int, list[FileInfo]] = {}
+        files: dict[str, list[FileInfo]] = {}
         for page in self._pages(base):
             for item in page.get("Contents", []):
-                version, _, path = str(item["Key"])[len(base) :].partition("/")
+                folder, _, path = str(item["Key"])[len(base) :].partition("/")
                 # Skips model-level files (serving.json), foreign names, folder markers and unsafe keys.
-                if is_version(version) and is_safe_relative_path(path):
-                    files.setdefault(int(version), []).append(FileInfo(path, int(item["Size"]), str(item["ETag"])))
-        return {v: VersionListing(model, v, tuple(sorted(f, key=lambda i: i.path))) for v, f in files.items()}
+                if folder_version(folder) is not None and is_safe_relative_path(path):
+                    files.setdefault(folder, []).append(FileInfo(path, int(item["Size"]), str(item["ETag"])))
+        return {
+            version: VersionListing(
+                model, version, tuple(sorted(files[folder], key=lambda i: i.path)), unless_plain(folder, version)
+            )
+            for version, folder in pick_version_folders(model, files, self._warn).items()
+        }
 
     def download_version(
         self, listing: VersionListing, destination: Path, progress: ProgressCallback | None = None
     ) -> None:
         for info in listed_files(listing, self.uri):
-            key = self._key(listing.model, str(listing.version), info.path)
+            key = self._key(listing.model, checked_folder(listing), info.path)
             target = destination / info.path
             target.parent.mkdir(parents=True, exist_ok=True)
             with self._errors("download", key):
@@ -120,10 +133,11 @@ class S3Repository:
         # Last: its presence is what marks the version complete.
         self._put(folder + MANIFEST_NAME, plan.manifest_bytes)
 
-    def read_model_file(self, model: str, name: str) -> bytes | None:
+    def read_model_file(self, model: str, name: str, max_bytes: int | None = None) -> bytes | None:
         key = self._key(*self._model_file(model, name))
+        limit = {} if max_bytes is None else {"Range": f"bytes=0-{max_bytes}"}
         try:
-            response = self._client.get_object(Bucket=self._bucket, Key=key)
+            response = self._client.get_object(Bucket=self._bucket, Key=key, **limit)
             return bytes(response["Body"].read())
         except ClientError as exc:
             if is_not_found(exc):

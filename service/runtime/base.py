@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -34,3 +35,25 @@ class Loader(Protocol):
     """Turns a downloaded version folder into a servable; raises ModelLoadError with a clear message."""
 
     def __call__(self, path: Path) -> Servable: ...
+
+
+@runtime_checkable
+class Abortable(Protocol):
+    """A servable whose load-time work can be cancelled from another thread (the manager's load watchdog)."""
+
+    def abortable(self) -> AbstractContextManager[None]:
+        """A scope in which what this thread runs on the model stops early once ``abort`` is called."""
+        ...
+
+    def abort(self) -> None:
+        """Cancel the work running in ``abortable`` scopes, now and later; the servable is then unusable."""
+        ...
+
+
+def abortable_scope(servable: Servable) -> AbstractContextManager[None]:
+    return servable.abortable() if isinstance(servable, Abortable) else nullcontext()
+
+
+def abort(servable: Servable) -> None:
+    if isinstance(servable, Abortable):
+        servable.abort()

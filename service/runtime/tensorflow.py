@@ -10,7 +10,9 @@ from __future__ import annotations
 import gc
 import logging
 import re
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,15 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
-from service.errors import Internal, InvalidArgument, ModelLoadError, NotFound, ServingError, Unavailable
+from service.errors import (
+    DeadlineExceeded,
+    Internal,
+    InvalidArgument,
+    ModelLoadError,
+    NotFound,
+    ServingError,
+    Unavailable,
+)
 from service.runtime.screening import ALLOW_SETTING, refusable_ops, refusal_message, screen
 from service.runtime.warmup_records import WARMUP_FILE, read_warmup_requests
 from service.tensors import DEFAULT_SIGNATURE, DType, SignatureSpec, TensorSpec, dtype_from_tf_name
@@ -57,6 +67,54 @@ def configure_threads(intra_op: int, inter_op: int) -> None:
             inter_op,
             error,
         )
+
+
+# -- cancelling load-time work -------------------------------------------------------------------------------
+
+# TensorFlow registers every function call with the CancellationManager that
+# ``tensorflow.python.eager.cancellation.context()`` returns, which in TF 2.x is one process-wide global: set it on
+# the loader's thread and the inference threads of every other model would register with it too. A per-thread
+# reader makes a manager apply to the one thread that set it; nothing else in TensorFlow sets that global.
+_cancellation_scope = threading.local()
+
+
+def _thread_cancellation() -> Any:
+    return getattr(_cancellation_scope, "manager", None)
+
+
+def install_thread_cancellation() -> bool:
+    """Make TensorFlow read the active CancellationManager per thread; False when this TensorFlow has no hook."""
+    from tensorflow.python.eager import cancellation
+
+    if not callable(getattr(cancellation, "context", None)) or not hasattr(cancellation, "CancellationManager"):
+        return False
+    cancellation.context = _thread_cancellation
+    return True
+
+
+class _Cancellation:
+    """One servable's load-time cancellation: a TensorFlow CancellationManager applied on chosen threads."""
+
+    def __init__(self) -> None:
+        from tensorflow.python.eager import cancellation
+
+        self._manager = cancellation.CancellationManager() if install_thread_cancellation() else None
+        self.cancelled = False
+
+    @contextmanager
+    def scope(self) -> Iterator[None]:
+        previous = _thread_cancellation()
+        _cancellation_scope.manager = self._manager
+        try:
+            yield
+        finally:
+            _cancellation_scope.manager = previous
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self._manager is not None:
+            # Ops in flight on a registered thread (a while_loop on warm-up zeros, too) end with CancelledError.
+            self._manager.start_cancel()
 
 
 # -- reading saved_model.pb ----------------------------------------------------------------------------------
@@ -227,6 +285,7 @@ class TensorFlowServable:
         self._runners = {name: _Runner.build(loaded.signatures[name], spec) for name, spec in signatures.items()}
         self._signatures = dict(signatures)
         self._closed = False
+        self._cancellation = _Cancellation()
 
     @property
     def signatures(self) -> Mapping[str, SignatureSpec]:
@@ -253,10 +312,22 @@ class TensorFlowServable:
             return Unavailable(f"model version {self._folder} has been unloaded")
         return NotFound(f"no signature {signature!r} (has: {', '.join(sorted(self._runners)) or 'none'})")
 
+    def abortable(self) -> AbstractContextManager[None]:
+        """TensorFlow work this thread runs inside is cancelled by ``abort`` (the load deadline)."""
+        return self._cancellation.scope()
+
+    def abort(self) -> None:
+        self._cancellation.cancel()
+
     def warm_up(self, batch_sizes: tuple[int, ...]) -> None:
         for spec in self._signatures.values():
             self._warm_up_signature(spec, batch_sizes)
+            self._check_aborted()
         self._replay_warmup_requests()
+
+    def _check_aborted(self) -> None:
+        if self._cancellation.cancelled:
+            raise DeadlineExceeded(f"{self._folder}: warm-up cancelled at the load deadline")
 
     def _replay_warmup_requests(self) -> None:
         """TF Serving's assets.extra/tf_serving_warmup_requests, when the version has one: every record must run."""
@@ -277,6 +348,7 @@ class TensorFlowServable:
             try:
                 self.run(name, inputs)
             except ServingError as error:
+                self._check_aborted()
                 raise ModelLoadError(f"{where} failed: {error.message}") from None
         if requests:
             log.info("%s: replayed %d warm-up requests from %s", self._folder, len(requests), WARMUP_FILE)

@@ -7,15 +7,19 @@ leaves the server serving and ready; S3 back, a new version is picked up; SIGTER
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from apptools import ServerProcess, free_port, wait_until
 from conftest import S3Server
+from modelfactory import loops_on_zeros_model
 from service.publish import push_version
+from service.repository.local import LocalRepository
 from service.repository.s3 import S3Repository
 
 PREDICT = "/v1/models/iris:predict"
@@ -162,3 +166,86 @@ def test_half_uploaded_version_is_never_served(s3_server: S3Server, demo_model_d
         assert all(s["state"] != "AVAILABLE" for s in statuses if s["version"] == "2")
     finally:
         assert server.terminate() == 0
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), for the figure in docs/reliability.md."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ReadinessWatcher(threading.Thread):
+    """Asks /v2/health/ready every 50 ms, bounded in time, and records every answer."""
+
+    def __init__(self, url: str, max_seconds: float = 120.0) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.max_seconds = max_seconds
+        self.codes: list[int] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        with httpx.Client(base_url=self.url, timeout=5) as http:
+            while not self.stop.wait(0.05) and time.monotonic() < deadline:
+                self.codes.append(http.get("/v2/health/ready").status_code)
+
+
+def version_status(url: str, model: str, version: str) -> dict[str, Any]:
+    response = httpx.get(f"{url}/v1/models/{model}", timeout=10)
+    found = [s for s in response.json().get("model_version_status", []) if s["version"] == version]
+    return found[0] if found else {}
+
+
+def test_a_warm_up_that_loops_for_ever_never_holds_another_model(demo_model_dir: Path, tmp_path: Path) -> None:
+    """Real TensorFlow: a model whose warm-up loops for ever is published beside iris, then iris version 2.
+
+    iris version 2 loads and serves while the loop runs; the replica stays ready throughout (a new model never
+    takes it out of its Service); at RTSERVE_LOAD_TIMEOUT_S the looping version fails with DEADLINE_EXCEEDED and
+    its while_loop is cancelled (no abandoned load, the CPU it burnt is given back).
+    """
+    root = tmp_path / "models"
+    repository = LocalRepository(root)
+    repository.upload_version("iris", 1, demo_model_dir)
+    env = {
+        "RTSERVE_REPOSITORY": str(root),
+        "RTSERVE_MODELS": "*",
+        "RTSERVE_POLL_INTERVAL_S": "0.3",
+        "RTSERVE_LOAD_TIMEOUT_S": "4",
+        "RTSERVE_LOAD_RETRY_INITIAL_S": "600",  # one attempt within the test
+        "RTSERVE_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    server = ServerProcess(env, free_port(), tmp_path / "server.log")
+    try:
+        server.wait_ready()
+        watcher = ReadinessWatcher(server.url)
+        watcher.start()
+        repository.upload_version("loops", 1, loops_on_zeros_model(tmp_path / "src" / "loops"))
+        wait_until(lambda: version_status(server.url, "loops", "1").get("state") == "LOADING", 30, what="the loop")
+        repository.upload_version("iris", 2, demo_model_dir)
+
+        def iris_answers_from_2() -> bool:
+            response = httpx.post(server.url + PREDICT, json=SETOSA, timeout=10)
+            return response.status_code == 200 and response.headers["X-Model-Version"] == "2"
+
+        wait_until(iris_answers_from_2, 60, what="iris version 2 while the other model's warm-up loops")
+
+        def timed_out() -> bool:
+            return version_status(server.url, "loops", "1").get("state") == "END"
+
+        wait_until(timed_out, 60, what="the looping warm-up to fail at its deadline")
+        failed = version_status(server.url, "loops", "1")["status"]
+        assert failed["error_code"] == "DEADLINE_EXCEEDED"
+        assert "RTSERVE_LOAD_TIMEOUT_S=4s" in failed["error_message"]
+        wait_until(lambda: scrape(server.url, "rtserve_model_loads_abandoned") == 0.0, 30, what="the cancellation")
+        assert scrape(server.url, "rtserve_model_loads_total", {"model_name": "loops", "outcome": "failure"}) == 1.0
+        before = process_cpu_seconds(server.process.pid)
+        time.sleep(2.0)  # a figure for the docs, not an assertion: the loop no longer burns a core
+        print(f"CPU after the cancellation: {process_cpu_seconds(server.process.pid) - before:.2f}s in 2s")
+        watcher.stop.set()
+        watcher.join(10)
+        assert watcher.codes and set(watcher.codes) == {200}, "the replica left its Service while a model loaded"
+        assert iris_answers_from_2()
+    finally:
+        code = server.terminate()
+    assert code == 0, server.log()

@@ -222,3 +222,23 @@ def test_a_stopped_server_is_a_repository_error_not_a_hang(
     s3_server.start()
     s3_server.create_bucket(bucket)
     assert repo.list_models() == []
+
+
+def test_version_folders_with_leading_zeros_are_their_number(
+    repo: S3Repository, s3_server: S3Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    put(s3_server, repo, key(repo, "iris", "00000123", "saved_model.pb"), b"graph")
+    put(s3_server, repo, key(repo, "iris", "00000123", "variables", "variables.index"), b"index")
+    put(s3_server, repo, key(repo, "iris", "0123", "saved_model.pb"), b"other")  # the same number: fewest zeros
+    versions = repo.list_versions("iris")
+    assert list(versions) == [123]
+    assert versions[123].folder_name == "0123"
+    assert "folders '0123' and '00000123' are both version 123; serving '0123'" in caplog.text
+    fetched = fetch_version(repo, versions[123], tmp_path / "cache")
+    assert read_tree(fetched) == {"saved_model.pb": b"other"}
+
+
+def test_model_files_are_read_up_to_a_limit(repo: S3Repository) -> None:
+    repo.write_model_file("iris", "serving.json", b"x" * 1000)
+    assert repo.read_model_file("iris", "serving.json", max_bytes=10) == b"x" * 11
+    assert repo.read_model_file("iris", "serving.json") == b"x" * 1000

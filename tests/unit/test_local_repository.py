@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -302,3 +303,36 @@ def test_byte_progress_is_a_callback_only_when_enabled() -> None:
 def test_push_with_a_progress_bar_publishes_the_same(repo: LocalRepository, saved_model: SavedModelFactory) -> None:
     assert push_version(repo, saved_model("a"), "iris", progress=True) == 1
     assert repo.list_versions("iris")[1].has_manifest
+
+
+def test_version_folders_with_leading_zeros_are_their_number(
+    repo: LocalRepository, saved_model: SavedModelFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = saved_model("a")
+    (repo.root / "iris").mkdir()
+    shutil.copytree(source, repo.root / "iris" / "00000123")  # as TF Serving's own test models are named
+    shutil.copytree(saved_model("b"), repo.root / "iris" / "0000007")
+    shutil.copytree(saved_model("c"), repo.root / "iris" / "007")  # the same number twice: fewest zeros wins
+    (repo.root / "iris" / "000").mkdir()  # zero is no version, with or without zeros
+    versions = repo.list_versions("iris")
+    assert sorted(versions) == [7, 123]
+    assert versions[123].folder_name == "00000123"
+    assert versions[7].folder_name == "007"
+    assert caplog.text.count("folders '007' and '0000007' are both version 7; serving '007'") == 1
+    repo.list_versions("iris")  # the same duplicate at every poll is said once
+    assert caplog.text.count("are both version 7") == 1
+    fetched = fetch_version(repo, versions[123], tmp_path / "cache")
+    assert fetched.name.startswith("123-")
+    assert read_tree(fetched) == read_tree(source)
+    assert push_version(repo, saved_model("d"), "iris") == 124  # the next free number counts them too
+
+
+def test_a_model_file_named_like_a_zero_padded_version_is_refused(repo: LocalRepository) -> None:
+    with pytest.raises(InvalidArgument, match="invalid model file name"):
+        repo.read_model_file("iris", "0123")
+
+
+def test_model_files_are_read_up_to_a_limit(repo: LocalRepository) -> None:
+    repo.write_model_file("iris", "serving.json", b"x" * 1000)
+    assert repo.read_model_file("iris", "serving.json", max_bytes=10) == b"x" * 11  # one more: over the limit
+    assert repo.read_model_file("iris", "serving.json") == b"x" * 1000

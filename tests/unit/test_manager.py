@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from fakes import SIGNATURE, FakeLoader, write_fake_version
 from service.errors import Code, RepositoryError, Unavailable
-from service.manager import AVAILABLE, END, ModelManager
+from service.manager import AVAILABLE, END, LOADING, ModelManager, VersionStatus
 from service.metrics import Metrics
 from service.repository.local import LocalRepository
 from service.settings import Settings
@@ -206,10 +208,11 @@ def test_each_version_batches_with_its_model_settings(tmp_path: Path, repo_root:
     push(repo_root, tmp_path, "m", 1)
     push(repo_root, tmp_path, "plain", 1)
     batching = {"max_batch_size": 6, "overrides": {"plain": {"enabled": False}}}
-    manager, loader, _ = make_manager(tmp_path, repo_root, models=["m", "plain"], batching=batching)
+    manager, _, _ = make_manager(tmp_path, repo_root, models=["m", "plain"], batching=batching)
     manager.poll_once()
     by_model = {name: model.available[1] for name, model in manager.snapshot().items()}
-    assert [s.warmed for s in loader.loaded] == [(1, 2, 4, 6), (1,)]  # loaded in the order of `models`
+    warmed = {name: loaded.servable.warmed for name, loaded in by_model.items()}  # type: ignore[attr-defined]
+    assert warmed == {"m": (1, 2, 4, 6), "plain": (1,)}
     outputs = asyncio.run(by_model["m"].batcher.submit(SIGNATURE, {"x": np.array([[1.0]], np.float32)}))
     assert outputs["y"].tolist() == [[2.0]]
 
@@ -384,3 +387,245 @@ def test_heap_is_settled_once_per_poll_that_changes_what_is_loaded(tmp_path: Pat
     assert sorted(manager.snapshot()["m"].available) == [2]
     manager.poll_once()
     assert len(settles) == 2
+
+
+# -- the lifecycle never freezes: load deadlines, other models, readiness, stand-ins, bad routing files --------
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    """A bounded wait for the manager's job threads (real threads; the deadlines themselves use the clock)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def push_marked(repo_root: Path, tmp_path: Path, model: str, version: int, **marks: bool) -> None:
+    source = write_fake_version(tmp_path / "src" / f"{model}-{version}", version, **marks)
+    LocalRepository(repo_root).upload_version(model, version, source)
+
+
+def available(manager: ModelManager, name: str) -> list[int]:
+    model = manager.snapshot().get(name)
+    return sorted(model.available) if model is not None else []
+
+
+def status(manager: ModelManager, name: str, version: int) -> VersionStatus:
+    return next(s for s in manager.snapshot()[name].statuses if s.version == version)
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def test_a_hung_warm_up_fails_at_its_deadline_and_never_holds_other_models(tmp_path: Path, repo_root: Path) -> None:
+    clock = Clock()
+    for name in ("a", "b"):
+        push(repo_root, tmp_path, name, 1)
+    manager, loader, metrics = make_manager(tmp_path, repo_root, clock, load_timeout_s=60.0, load_retry_initial_s=10.0)
+    manager.poll_once()
+    push_marked(repo_root, tmp_path, "a", 2, hang=True)  # warms up until aborted, like a while_loop on zeros
+    push(repo_root, tmp_path, "b", 2)
+    manager.poll_once(wait=False)  # the poll thread never waits for a load
+    wait_for(lambda: any(s.hangs and s.warming.is_set() for s in loader.loaded), "a's warm-up to hang")
+    wait_for(lambda: available(manager, "b") == [2], "b's new version while a's warm-up hangs")
+    hung = next(s for s in loader.loaded if s.hangs)
+    assert not hung.aborted.is_set()
+    assert available(manager, "a") == [1] and status(manager, "a", 2).state == LOADING
+    push(repo_root, tmp_path, "b", 3)  # b's polls and loads go on while a's load hangs
+    manager.poll_once(wait=False)
+    wait_for(lambda: available(manager, "b") == [3], "b's next version while a's warm-up hangs")
+
+    clock.now += 61  # past the deadline: the watchdog fails the load and cancels the warm-up
+    manager.check_deadlines()
+    failed = status(manager, "a", 2)
+    assert (failed.state, failed.error_code) == (END, Code.DEADLINE_EXCEEDED)
+    assert "RTSERVE_LOAD_TIMEOUT_S=60s" in failed.error_message
+    assert sample(metrics, "rtserve_model_loads_total", model_name="a", model_version="2", outcome="failure") == 1.0
+    assert hung.aborted.is_set()
+    wait_for(lambda: sample(metrics, "rtserve_model_loads_abandoned") == 0.0, "the cancelled warm-up to return")
+    assert hung.closed and available(manager, "a") == [1] and manager.is_ready()
+
+    calls = loader.calls
+    manager.poll_once(wait=False)  # inside the back-off window: not retried
+    assert loader.calls == calls
+    clock.now += 11
+    manager.poll_once(wait=False)  # after it: retried (and hangs again)
+    wait_for(lambda: loader.calls == calls + 1, "the retry")
+    manager.stop(timeout_s=0.5)
+
+
+def test_a_load_that_cannot_be_stopped_is_abandoned_counted_and_never_started_twice(
+    tmp_path: Path, repo_root: Path
+) -> None:
+    clock = Clock()
+    push(repo_root, tmp_path, "a", 1)
+    manager, loader, metrics = make_manager(tmp_path, repo_root, clock, load_timeout_s=5.0, load_retry_initial_s=1.0)
+    manager.poll_once()
+    push_marked(repo_root, tmp_path, "a", 2, stuck=True)  # ignores abort: the thread cannot be stopped
+    manager.poll_once(wait=False)
+    wait_for(lambda: any(s.stuck and s.warming.is_set() for s in loader.loaded), "the stuck warm-up")
+    clock.now += 6
+    manager.check_deadlines()
+    assert status(manager, "a", 2).error_code == Code.DEADLINE_EXCEEDED
+    assert sample(metrics, "rtserve_model_loads_abandoned") == 1.0
+    calls = loader.calls
+    clock.now += 100  # long past the back-off: still no second load of the same version while one is stuck
+    manager.poll_once(wait=False)
+    manager.poll_once(wait=False)
+    assert loader.calls == calls
+    push(repo_root, tmp_path, "a", 3)  # the model's other versions still load
+    manager.poll_once()
+    assert available(manager, "a") == [3]
+    loader.release.set()  # the stuck thread finally returns: its result is dropped, never served
+    wait_for(lambda: sample(metrics, "rtserve_model_loads_abandoned") == 0.0, "the abandoned load to return")
+    stuck = next(s for s in loader.loaded if s.stuck)
+    assert stuck.closed and available(manager, "a") == [3]
+
+
+def test_rollouts_of_other_models_go_on_while_a_load_hangs(tmp_path: Path, repo_root: Path) -> None:
+    wall = WallClock()
+    clock = Clock()
+    push(repo_root, tmp_path, "a", 1)
+    push(repo_root, tmp_path, "m", 1)
+    settings = Settings(repository=str(repo_root), cache_dir=str(tmp_path / "cache"), load_timeout_s=60.0)
+    loader = FakeLoader()
+    manager = ModelManager(
+        settings, LocalRepository(repo_root), loader, Metrics(CollectorRegistry()), clock, wall_clock=wall
+    )
+    manager.poll_once()
+    push_marked(repo_root, tmp_path, "a", 2, hang=True)
+    push(repo_root, tmp_path, "m", 2)
+    write_serving(repo_root, ACTIVATION)  # m switches from 1 to 2 at NOON
+    manager.poll_once(wait=False)
+    wait_for(lambda: available(manager, "m") == [1, 2], "m's pending default to be preloaded")
+    assert status(manager, "a", 2).state == LOADING
+    assert manager.snapshot()["m"].route.version_at(wall.now) == 1
+    wall.now = NOON
+    assert manager.snapshot()["m"].route.version_at(wall.now) == 2
+    clock.now += 61
+    manager.check_deadlines()
+    manager.stop(timeout_s=0.5)
+
+
+def test_publishing_a_new_model_never_makes_a_ready_replica_unready(tmp_path: Path, repo_root: Path) -> None:
+    clock = Clock()
+    push(repo_root, tmp_path, "a", 1)
+    manager, loader, _ = make_manager(tmp_path, repo_root, clock, load_timeout_s=60.0)
+    manager.poll_once()
+    assert manager.is_ready()
+    push_marked(repo_root, tmp_path, "b", 1, hang=True)  # a new model whose first load takes (for ever)
+    manager.poll_once(wait=False)
+    wait_for(lambda: any(s.hangs and s.warming.is_set() for s in loader.loaded), "b's first load")
+    assert status(manager, "b", 1).state == LOADING
+    assert manager.is_ready(), "a replica that was ready stays ready while a new model loads"
+    clock.now += 61
+    manager.check_deadlines()  # b fails: still ready (b never counted, as in TF Serving)
+    assert manager.is_ready()
+    push(repo_root, tmp_path, "b", 2)
+    manager.poll_once()
+    assert available(manager, "b") == [2] and manager.is_ready()
+
+
+def test_before_the_first_ready_a_model_still_loading_holds_readiness(tmp_path: Path, repo_root: Path) -> None:
+    clock = Clock()
+    push(repo_root, tmp_path, "a", 1)
+    push_marked(repo_root, tmp_path, "b", 1, hang=True)
+    manager, loader, _ = make_manager(tmp_path, repo_root, clock, load_timeout_s=60.0)
+    manager.poll_once(wait=False)
+    wait_for(lambda: available(manager, "a") == [1], "a's first load")
+    wait_for(lambda: any(s.hangs and s.warming.is_set() for s in loader.loaded), "b's first load to hang")
+    assert not manager.is_ready(), "DESIGN.md section 4: with '*', none still loading before the first ready"
+    clock.now += 61
+    manager.check_deadlines()  # b's attempt ended (failed): a alone makes the replica ready
+    assert manager.is_ready()
+    manager.stop(timeout_s=0.5)
+
+
+@pytest.mark.parametrize("policy, expected", [("latest:1", [2]), ("latest:2", [1, 2])])
+def test_a_fresh_replica_serves_the_newest_versions_that_load(
+    tmp_path: Path, repo_root: Path, policy: str, expected: list[int]
+) -> None:
+    clock = Clock()
+    for version in (1, 2):
+        push(repo_root, tmp_path, "m", version)
+    push(repo_root, tmp_path, "m", 3, broken=True)  # the newest is corrupt before this replica starts
+    manager, _, _ = make_manager(tmp_path, repo_root, clock, version_policy=policy, load_retry_initial_s=10.0)
+    manager.poll_once()
+    assert available(manager, "m") == expected
+    assert manager.snapshot()["m"].default_version == 2 and manager.is_ready()
+    assert status(manager, "m", 3).state == END and "corrupt" in status(manager, "m", 3).error_message
+    clock.now += 11
+    manager.poll_once()  # 3 is retried, still fails: the stand-ins stay
+    assert available(manager, "m") == expected
+    push(repo_root, tmp_path, "m", 4)  # a good newer version replaces the stand-ins
+    manager.poll_once()
+    assert available(manager, "m") == ([4] if policy == "latest:1" else [2, 4])
+
+
+def test_every_broken_stand_in_is_skipped_down_to_one_that_loads(tmp_path: Path, repo_root: Path) -> None:
+    push(repo_root, tmp_path, "m", 1)
+    push(repo_root, tmp_path, "m", 2, broken=True)
+    push(repo_root, tmp_path, "m", 3, broken=True)
+    manager, _, _ = make_manager(tmp_path, repo_root)
+    manager.poll_once()
+    assert available(manager, "m") == [1]
+
+
+GOOD_ROUTING = '{"default": "stable", "labels": {"stable": 1, "canary": 2}}'
+UNAPPLICABLE_ROUTINGS = {
+    "year 1 with a zone offset": '{"default": 2, "activate_at": "0001-01-01T00:00:00+01:00"}',
+    "year 9999 with a negative offset": '{"default": 2, "activate_at": "9999-12-31T23:59:59-01:00"}',
+    "a version past the repository's range": '{"default": 1, "labels": {"stable": 18000000000000000000}}',
+    "a float version": '{"default": 2.0}',
+    "a number too large for a double": '{"default": 1, "canary_weight": 1e999}',
+    "NaN": '{"default": 1, "canary_weight": NaN}',
+    "a label naming an absent version": '{"default": "stable", "labels": {"stable": 7}}',
+    "a default naming an absent version": '{"default": 9}',
+    "invalid UTF-8": b'{"default": "\xff"}',
+    "a huge file": "{" + " " * (70 * 1024) + '"default": 2}',
+    "a list": "[1, 2]",
+}
+
+
+@pytest.mark.parametrize("document", list(UNAPPLICABLE_ROUTINGS.values()), ids=list(UNAPPLICABLE_ROUTINGS))
+def test_a_serving_json_that_cannot_be_applied_is_counted_shown_and_ignored(
+    tmp_path: Path, repo_root: Path, document: str | bytes
+) -> None:
+    wall = WallClock()
+    for version in (1, 2):
+        push(repo_root, tmp_path, "m", version)
+    push(repo_root, tmp_path, "n", 1)
+    write_serving(repo_root, GOOD_ROUTING)
+    manager, _, metrics = rollout_manager(tmp_path, repo_root, wall)
+    manager.poll_once()
+    assert manager.snapshot()["m"].default_version == 1
+    data = document.encode() if isinstance(document, str) else document
+    LocalRepository(repo_root).write_model_file("m", "serving.json", data)
+    push(repo_root, tmp_path, "n", 2)  # the other model's poll goes on in the same polls
+    manager.poll_once()
+    manager.poll_once()
+    model = manager.snapshot()["m"]
+    assert model.default_version == 1 and dict(model.labels) == {"stable": 1, "canary": 2}  # the last good one
+    assert model.serving_error.startswith("serving.json")
+    assert sample(metrics, "rtserve_serving_config_rejections_total", model_name="m") == 1.0  # once per file
+    assert sample(metrics, "rtserve_serving_config_invalid", model_name="m") == 1.0
+    assert available(manager, "n") == [2]
+    write_serving(repo_root, '{"default": 2}')  # fixed: applies at the next poll
+    manager.poll_once()
+    assert manager.snapshot()["m"].default_version == 2 and not manager.snapshot()["m"].serving_error
+    assert sample(metrics, "rtserve_serving_config_invalid", model_name="m") == 0.0
+
+
+def test_version_folders_with_leading_zeros_load_as_their_number(tmp_path: Path, repo_root: Path) -> None:
+    write_fake_version(repo_root / "m" / "00000123", 123)  # TF Serving's own test models are named so
+    write_fake_version(repo_root / "m" / "7", 7)
+    manager, _, _ = make_manager(tmp_path, repo_root, version_policy="all")
+    manager.poll_once()
+    manager.poll_once()  # no manifest: complete once the listing repeats
+    assert available(manager, "m") == [7, 123]
+    outputs = asyncio.run(
+        manager.snapshot()["m"].available[123].batcher.submit(SIGNATURE, {"x": np.array([[1.0]], np.float32)})
+    )
+    assert outputs["y"].tolist() == [[124.0]]
+    manager.stop()

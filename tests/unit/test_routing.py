@@ -9,6 +9,7 @@ import pytest
 from service.routing import (
     DefaultRoute,
     ServingConfig,
+    check_named_versions,
     format_activation,
     parse_activation,
     parse_serving_config,
@@ -56,6 +57,16 @@ def test_activation_times_need_a_zone() -> None:
         (b'{"activate_at": "2026-11-25T12:00:00Z"}', "'activate_at' needs a 'default'"),
         (b'{"default": 2, "previous_default": 1}', "'previous_default' only applies with 'activate_at'"),
         (b'{"default": 2, "activate_at": "2026-11-25T12:00:00Z", "previous_default": -1}', "'previous_default' must"),
+        # Values that used to pass parsing and crash (or mislead) later: each is refused here, by name.
+        (b'{"default": 2, "activate_at": "0001-01-01T00:00:00+01:00"}', "'activate_at': .* out of the range"),
+        (b'{"default": 2, "activate_at": "9999-12-31T23:59:59-01:00"}', "'activate_at': .* out of the range"),
+        (b'{"default": 1000000000000000000}', "'default' must be a positive version"),
+        (b'{"labels": {"stable": 18446744073709551615}}', "label 'stable' must map to a positive version"),
+        (b'{"default": 1e999}', "not valid JSON"),
+        (b'{"default": 1, "labels": {"canary": 2}, "canary_weight": NaN}', "not valid JSON"),
+        (b'{"default": "\xff"}', "not valid JSON"),
+        (b'{"default": "\\ud800"}', "not valid JSON"),  # a lone surrogate escape
+        (b"{" + b" " * 65536 + b"}", "larger than 65536 bytes"),
     ],
 )
 def test_invalid_documents_name_the_problem(document: bytes, message: str) -> None:
@@ -112,3 +123,15 @@ def test_canary_weight_splits_default_requests() -> None:
     # A canary version that is not AVAILABLE takes nothing; no draw is even made without a canary.
     assert ServingConfig(1, {"canary": 3}, canary_weight=0.25).route({1}).canary is None
     assert DefaultRoute(before=1).pick(0.0, lambda: pytest.fail("drew without a canary")) == 1
+
+
+def test_a_file_naming_versions_the_repository_lacks_cannot_be_applied() -> None:
+    config = parse_serving_config(b'{"default": "stable", "labels": {"stable": 1, "canary": 4}}')
+    check_named_versions(config, {1, 4}, NOON)
+    with pytest.raises(ValueError, match="names version 4, which the repository does not hold"):
+        check_named_versions(config, {1, 2, 3}, NOON)
+    # After the switch the previous default no longer matters: it may be gone from the repository.
+    activation = parse_serving_config(b'{"default": 2, "activate_at": "2026-11-25T12:00:00Z", "previous_default": 1}')
+    check_named_versions(activation, {2}, NOON)
+    with pytest.raises(ValueError, match="names version 1"):
+        check_named_versions(activation, {2}, NOON - 1)

@@ -462,3 +462,46 @@ def test_configure_threads_after_start_only_warns(caplog: pytest.LogCaptureFixtu
         configure_threads(intra + 1, inter + 1)
     assert "already initialized" in caplog.records[0].getMessage()
     assert tf.config.threading.get_intra_op_parallelism_threads() == intra
+
+
+@pytest.mark.parametrize("style", ["tf2", "tf1"])
+def test_abort_cancels_a_warm_up_that_loops_for_ever_and_nothing_else(tmp_path: Path, style: str) -> None:
+    """The load deadline's tool: abort() ends a data-dependent while_loop on warm-up zeros, on that thread only."""
+    import threading
+
+    from modelfactory import loops_on_zeros_model, tf1_loops_on_zeros_model
+    from service.errors import DeadlineExceeded
+
+    loader = TensorFlowLoader()
+    build = loops_on_zeros_model if style == "tf2" else tf1_loops_on_zeros_model
+    looping = loader(build(tmp_path / "loops"))
+    other = loader(loops_on_zeros_model(tmp_path / "other"))  # a second model serving on another thread
+    assert looping.run("serving_default", {"x": np.array([2.0], np.float32)})["y"].tolist() == [2.0]
+    outcome: list[BaseException | None] = []
+
+    def warm_up() -> None:
+        try:
+            with looping.abortable():
+                looping.warm_up((1,))
+            outcome.append(None)
+        except BaseException as error:  # the test reads it below
+            outcome.append(error)
+
+    thread = threading.Thread(target=warm_up, daemon=True)
+    thread.start()
+    thread.join(1.0)
+    assert thread.is_alive(), "the warm-up should loop until aborted"
+    served: list[float] = []
+    server = threading.Thread(
+        target=lambda: served.extend(
+            other.run("serving_default", {"x": np.array([1.0], np.float32)})["y"].tolist() for _ in range(200)
+        ),
+        daemon=True,
+    )
+    server.start()
+    looping.abort()
+    thread.join(10)
+    server.join(10)
+    assert not thread.is_alive(), "abort() must end the while_loop"
+    assert isinstance(outcome[0], DeadlineExceeded)
+    assert served == [[1.0]] * 200  # the other model's calls on another thread were never cancelled
