@@ -168,3 +168,8 @@ def log_verdicts(where: str, verdicts: Mapping[str, Verdict]) -> None:
     for name, verdict in verdicts.items():
         level = logging.WARNING if verdict.basis in (UNSAFE, CHECK_FAILED) else logging.INFO
         log.log(level, "%s: signature %s runs %s", where, quote(name), verdict.describe())
+
+
+def batching_parameters(verdicts: Mapping[str, Verdict]) -> dict[str, str]:
+    """The verdicts as V2 model metadata ``parameters`` (flat string values, as the protocol's parameters are)."""
+    return {f"rtserve.batching.{name}": verdict.describe() for name, verdict in sorted(verdicts.items())}

@@ -8,6 +8,7 @@ small model. Everything else goes to FastAPI untouched.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -85,8 +86,19 @@ class FastLane:
         scope: Scope, receive: Receive, send: Send, match: re.Match[str], handler: InferenceHandler
     ) -> None:
         params = {name: value for name, value in match.groupdict().items() if value is not None}
-        call = InferenceCall(params, _headers(scope), _body_chunks(receive))
-        reply = await handler(call)
+        receiver = _Receiver(receive)
+        call = InferenceCall(params, _headers(scope), receiver.chunks())
+        try:
+            reply = await handler(call)
+        except asyncio.CancelledError:
+            if not receiver.disconnected:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # our own cancellation, done with: the client is gone, nothing to send
+            return
+        finally:
+            receiver.stop()
         headers = [
             (b"content-type", reply.content_type.encode("latin-1")),
             (b"content-length", str(len(reply.body)).encode("latin-1")),
@@ -101,11 +113,40 @@ def _headers(scope: Scope) -> Mapping[str, str]:
     return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
 
 
-async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
-    while True:
-        message: Message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-        yield message.get("body", b"")
-        if not message.get("more_body", False):
-            return
+class _Receiver:
+    """The request side of one exchange: the body as it arrives, then a watch for the client going away.
+
+    Once the body is in, nothing else reads ``receive``: while the answer is awaited a small task does, and an
+    ``http.disconnect`` cancels the request's task, so that work nobody waits for leaves the model's queue (the
+    batcher drops a cancelled request) and is counted as 499 instead of running and counting as a 200.
+    """
+
+    __slots__ = ("_receive", "_task", "_watch", "disconnected")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._task = asyncio.current_task()
+        self._watch: asyncio.Task[None] | None = None
+        self.disconnected = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            message: Message = await self._receive()
+            if message["type"] == "http.disconnect":
+                return
+            yield message.get("body", b"")
+            if not message.get("more_body", False):
+                self._watch = asyncio.ensure_future(self._watch_disconnect())
+                return
+
+    async def _watch_disconnect(self) -> None:
+        # After the body, a server's receive() answers only when the client goes away (or the answer is sent);
+        # anything else ends the watch rather than risk spinning.
+        if (await self._receive())["type"] == "http.disconnect" and self._task is not None:
+            self.disconnected = True
+            self._task.cancel()
+
+    def stop(self) -> None:
+        """The answer is ready (or failed): stop watching before it is sent."""
+        if self._watch is not None:
+            self._watch.cancel()

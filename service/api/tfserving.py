@@ -138,7 +138,8 @@ def build_router(
                 )
                 signature = dataplane.signature(loaded, decoded.signature_name)
                 dataplane.validate(signature, decoded.inputs)
-                outputs = await dataplane.run(loaded, signature, decoded.inputs)
+                deadline = dataplane.deadline(call.arrived, call.timeout_s())
+                outputs = await dataplane.run(loaded, signature, decoded.inputs, deadline)
                 body_out = tfserving_json.encode_predict(outputs, decoded.columnar)
                 return Answer(body_out, loaded.model, loaded.version_label)
 
@@ -154,7 +155,8 @@ def build_router(
                     signature = dataplane.signature(loaded, decoded.signature_name, method)
                     inputs = {examples_input(signature): decoded.examples}
                     dataplane.validate(signature, inputs)
-                    outputs = await dataplane.run(loaded, signature, inputs)
+                    deadline = dataplane.deadline(call.arrived, call.timeout_s())
+                    outputs = await dataplane.run(loaded, signature, inputs, deadline)
                     return Answer(encode(outputs), loaded.model, loaded.version_label)
 
             return await observer.answer(call, dataplane.metric_label(call.params["model_name"]), work)
