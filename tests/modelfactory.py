@@ -238,7 +238,7 @@ def tf1_reads_file_model(path: Path, target: str) -> Path:
 # batch_mixing_module's row-wise signature: y = x @ ROWWISE_KERNEL
 ROWWISE_KERNEL = np.array([[1.0, -2.0], [0.5, 0.25], [3.0, 1.0]], dtype=np.float32)
 # batch_limits_module: a row holding a value above this makes the call allocate 16 TiB (RESOURCE_EXHAUSTED) ...
-OOM_ABOVE = 1000.0
+OOM_ABOVE = 1e6
 # ... and a row holding exactly this value makes the call wait until its release file exists.
 GATE_VALUE = 1234.0
 
@@ -289,9 +289,11 @@ def batch_limits_module(path: Path, release_file: str) -> Path:
         gated = tf.reduce_any(tf.equal(x, GATE_VALUE))
 
         def waiting(step: Any) -> Any:
-            return tf.logical_and(step < 10_000_000, tf.size(tf.io.matching_files(release_file)) == 0)
+            # The pattern depends on the step (an empty suffix), so that grappler cannot hoist the look out of the loop.
+            pattern = tf.strings.join([release_file, tf.strings.substr(tf.strings.as_string(step), 0, 0)])
+            return tf.logical_and(step < 10_000_000, tf.size(tf.io.matching_files(pattern)) == 0)
 
-        waited = tf.while_loop(lambda step: tf.logical_and(gated, waiting(step)), lambda step: step + 1, [0])
+        waited = tf.while_loop(lambda step: tf.logical_and(gated, waiting(step)), lambda step: step + 1, [0])[0]
         with tf.control_dependencies([waited]):
             return x * 2.0 + 0.0 * allocated
 
