@@ -222,7 +222,10 @@ class Settings(BaseSettings):
     )
 
     request_timeout_s: float = Field(
-        0.0, ge=0, description="Deadline for an inference request without its own; 0 means none"
+        0.0,
+        ge=0,
+        description="Longest time an inference request may take from its arrival (504 past it); a client's "
+        "X-Request-Timeout-Ms header or V2 timeout parameter may shorten it, never extend it; 0 means none",
     )
     allowed_file_ops: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
