@@ -91,12 +91,9 @@ class FastLane:
         try:
             reply = await handler(call)
         except asyncio.CancelledError:
-            if not receiver.disconnected:
+            if not receiver.gone():
                 raise
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()  # our own cancellation, done with: the client is gone, nothing to send
-            return
+            return  # the client is gone: nothing to send
         finally:
             receiver.stop()
         headers = [
@@ -127,7 +124,7 @@ class _Receiver:
     a task.
     """
 
-    __slots__ = ("_receive", "_task", "_timer", "_watch", "disconnected")
+    __slots__ = ("_cancelled", "_receive", "_task", "_timer", "_watch", "disconnected")
 
     def __init__(self, receive: Receive) -> None:
         self._receive = receive
@@ -135,12 +132,14 @@ class _Receiver:
         self._timer: asyncio.TimerHandle | None = None
         self._watch: asyncio.Task[None] | None = None
         self.disconnected = False
+        self._cancelled = False  # the watch cancelled the request's task
 
     async def chunks(self) -> AsyncIterator[bytes]:
         while True:
             message: Message = await self._receive()
-            if message["type"] == "http.disconnect":
-                return
+            if message["type"] == "http.disconnect":  # gone mid-body: a 499 too, not a 400 for a cut body
+                self.disconnected = True
+                raise asyncio.CancelledError("the client went away while sending its body")
             yield message.get("body", b"")
             if not message.get("more_body", False):
                 self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._start_watch)
@@ -154,7 +153,14 @@ class _Receiver:
         # anything else ends the watch rather than risk spinning.
         if (await self._receive())["type"] == "http.disconnect" and self._task is not None:
             self.disconnected = True
+            self._cancelled = True
             self._task.cancel()
+
+    def gone(self) -> bool:
+        """Whether a CancelledError came from the client going away; if so it is done with (uncancelled)."""
+        if self._cancelled and self._task is not None:
+            self._task.uncancel()
+        return self.disconnected
 
     def stop(self) -> None:
         """The answer is ready (or failed): stop watching before it is sent."""

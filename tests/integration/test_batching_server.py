@@ -179,6 +179,18 @@ def test_a_request_whose_client_disconnected_never_runs_and_counts_as_499(served
     assert served.limits("rtserve_requests_dropped_total", reason="cancelled") >= 1
 
 
+def test_a_client_gone_while_sending_its_body_counts_as_499_not_400(served: Served) -> None:
+    gone_before = served.limits("rtserve_requests_total", code="499")
+    bad_before = served.limits("rtserve_requests_total", code="400")
+    connection = socket.create_connection(("127.0.0.1", served.server.port), timeout=10)
+    head = "POST /v1/models/limits:predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n"
+    connection.sendall(head.encode() + b'{"instances": [1.0, ')
+    wait_until(lambda: served.metric("rtserve_inflight_requests") >= 1, 30, what="the request to start")
+    connection.close()
+    wait_until(lambda: served.limits("rtserve_requests_total", code="499") - gone_before == 1, 30, what="a 499")
+    assert served.limits("rtserve_requests_total", code="400") == bad_before
+
+
 def test_client_deadlines_answer_504_queued_or_running(served: Served) -> None:
     ran = served.limits("rtserve_batch_size_sum")
     with ThreadPoolExecutor(2) as pool:
