@@ -10,6 +10,12 @@ first (batch) dimension, and splits the outputs back by row counts. Waiting for 
   otherwise pay the timeout on every request); the next batch of more than one request re-arms the wait;
 * otherwise the oldest request waits at most ``batch_timeout_us`` from its arrival for the batch to fill.
 
+Only signatures that answer each row the same batched as alone merge requests (service/batch_safety.py decides,
+at construction, on the loading thread); the others still queue here but run one request per model call. A merged
+call that fails, whatever the error, is rerun request by request so that only the culprit fails and its message
+reaches it alone. A request whose caller stopped waiting (the client went away, its deadline passed) leaves the
+queue at once and never runs.
+
 Requests of one signature run in arrival order: a batch is always a prefix of that signature's queued requests.
 ``rtserve_batch_size`` counts requests per model call (not rows). After a batch is answered, the thread feeds its
 inputs to the version's drift monitor, if it has one (service/drift.py): off the event loop and after the reply.
@@ -28,9 +34,10 @@ from typing import Any
 
 import numpy as np
 
+from service.batch_safety import UNSAFE, Verdict, decide, log_verdicts
 from service.codecs.arrays import quote
 from service.drift import DriftMonitor
-from service.errors import DeadlineExceeded, InvalidArgument, Overloaded, Unavailable
+from service.errors import DeadlineExceeded, Overloaded, Unavailable
 from service.metrics import Metrics
 from service.runtime.base import Servable
 from service.settings import BatchingSettings
@@ -39,19 +46,15 @@ from service.tracing import CURRENT_TRACE
 
 log = logging.getLogger(__name__)
 
+# Why a queued request left without running (the reason label of rtserve_requests_dropped_total).
+_CANCELLED, _DEADLINE = "cancelled", "deadline"
+_DROPS = (_CANCELLED, _DEADLINE)
+
 Outputs = dict[str, np.ndarray]
 # What a request gets back: its outputs, or the exception to raise in its caller.
 Outcome = Outputs | BaseException
 # Dtype and trailing shape of every input, in signature order: requests with equal keys concatenate.
 MergeKey = tuple[tuple[np.dtype[Any], tuple[int, ...]], ...]
-
-
-def mergeable_signature(signature: SignatureSpec) -> bool:
-    """True when every input and output has the batch dimension first, so rows can be stacked and split."""
-    if not signature.inputs or not all(spec.is_batched for spec in signature.inputs.values()):
-        return False
-    # Unknown-rank outputs are checked on every call instead; a fixed first dimension never splits.
-    return all(spec.shape is None or spec.is_batched for spec in signature.outputs.values())
 
 
 def merge_key(input_names: Sequence[str], inputs: Mapping[str, np.ndarray]) -> tuple[int, MergeKey] | None:
@@ -84,6 +87,7 @@ class _Request:
     """One queued request; ``key`` is None when it must run alone."""
 
     __slots__ = (
+        "abandoned",
         "batch_size",
         "deadline",
         "enqueued_at",
@@ -117,6 +121,8 @@ class _Request:
         self.started_at = 0.0
         self.finished_at = 0.0
         self.batch_size = 0
+        # Set on the event loop when the caller stops waiting; the inference thread then skips the request.
+        self.abandoned = False
 
 
 @dataclass
@@ -166,12 +172,17 @@ class Batcher:
         self._timeout_s = settings.batch_timeout_us / 1e6
         self._max_queue = settings.max_queue
         self._retry_after_s = settings.retry_after_s
-        # Built once per version: which signatures may merge, and their input order for merge keys.
+        # Decided once per version, before serving: which signatures may merge, and their input order for keys.
+        self._verdicts = decide(servable.run, servable.signatures, settings)
+        log_verdicts(self._name, self._verdicts)
         self._mergeable = {
-            name: tuple(spec.inputs)
-            for name, spec in servable.signatures.items()
-            if settings.enabled and mergeable_signature(spec)
+            name: tuple(servable.signatures[name].inputs) for name, verdict in self._verdicts.items() if verdict.merge
         }
+        self._merged_gauge = metrics.batching_merged
+        self._labels = (model, version)
+        for name, verdict in self._verdicts.items():
+            self._merged_gauge.labels(model, version, name, verdict.basis).set(float(verdict.merge))
+        self._dropped = {reason: metrics.requests_dropped.labels(model, version, reason) for reason in _DROPS}
         self._batch_size = metrics.batch_size.labels(model, version)
         self._queue_depth = metrics.queue_depth.labels(model, version)
         self._queue_wait = metrics.queue_wait.labels(model, version)
@@ -187,6 +198,11 @@ class Batcher:
         self._company_expected = True
         self._thread = threading.Thread(target=self._serve, name=f"rtserve-infer-{model}-{version}", daemon=True)
         self._thread.start()
+
+    @property
+    def merging(self) -> Mapping[str, Verdict]:
+        """Each signature's batching verdict, for status."""
+        return dict(self._verdicts)
 
     # -- the event loop's side ------------------------------------------------------------------------------
 
@@ -209,15 +225,32 @@ class Batcher:
                 trace.record_batch(request.enqueued_at, request.started_at, request.finished_at, request.batch_size)
 
     async def _answer_of(self, request: _Request) -> Outputs:
-        if request.deadline is None:
-            return await request.future
-        timer = request.loop.call_later(
-            request.deadline - time.monotonic(), _expire, request.future, self._deadline_message
-        )
+        timer = None
+        if request.deadline is not None:
+            delay = request.deadline - time.monotonic()
+            timer = request.loop.call_later(delay, _expire, request.future, self._deadline_message)
         try:
             return await request.future
+        except DeadlineExceeded:
+            self._abandon(request, _DEADLINE)
+            raise
+        except asyncio.CancelledError:  # the caller went away (a closed client connection)
+            self._abandon(request, _CANCELLED)
+            raise
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
+
+    def _abandon(self, request: _Request, reason: str) -> None:
+        """Nobody waits for the request any more: take it out of the queue, or have the thread skip it."""
+        with self._cond:
+            request.abandoned = True
+            try:
+                self._queue.remove(request)
+            except ValueError:
+                return  # already taken: running, or skipped by the thread when its batch starts
+            self._queue_depth.set(len(self._queue))
+        self._dropped[reason].inc()
 
     def _enqueue(self, request: _Request) -> None:
         with self._cond:
@@ -254,6 +287,8 @@ class Batcher:
             )
             error = f"{self._name} was unloaded before this request ran; retry"
             self._answer(stranded, [Unavailable(error) for _ in stranded])
+        for name, verdict in self._verdicts.items():  # an unloaded version's verdicts leave /metrics with it
+            self._merged_gauge.remove(*self._labels, name, verdict.basis)
 
     # -- the inference thread -------------------------------------------------------------------------------
 
@@ -300,6 +335,7 @@ class Batcher:
             if request.deadline is not None and request.deadline <= now:
                 pick.expired.append(request)
                 pick.taken.append(request)
+                self._dropped[_DEADLINE].inc()
                 continue
             if head is None:
                 head, rows = request, request.rows
@@ -340,6 +376,9 @@ class Batcher:
         self._queue_depth.set(len(self._queue))
 
     def _execute(self, batch: list[_Request]) -> None:
+        batch = [request for request in batch if not request.abandoned]  # went away since it was taken
+        if not batch:
+            return
         started = time.monotonic()
         for request in batch:
             self._queue_wait.observe(started - request.enqueued_at)
@@ -375,12 +414,11 @@ class Batcher:
         signature = batch[0].signature.name
         merged = {name: np.concatenate([r.inputs[name] for r in batch]) for name in self._mergeable[signature]}
         outcome = self._call(signature, merged)
-        if isinstance(outcome, InvalidArgument):
-            # Bad data in one request: rerun them one by one so only that request fails, and its message
-            # (which may quote its values) reaches no other client.
-            return self._run_each(batch)
         if isinstance(outcome, BaseException):
-            return [outcome] * len(batch)
+            # Whatever failed (bad data, memory, a model that breaks on some values), it may be one request's
+            # doing: rerun them one by one so only that request fails, and its message (which may quote its
+            # values) reaches no other client.
+            return self._run_each(batch)
         shares = split_rows(outcome, [r.rows for r in batch])
         if shares is None:
             return self._not_splittable(signature, batch)
@@ -394,10 +432,20 @@ class Batcher:
                 self._name,
                 quote(signature),
             )
+            before = self._verdicts[signature]
+            self._verdicts[signature] = Verdict(False, UNSAFE, "its outputs did not split by rows in a merged call")
+            self._merged_gauge.remove(*self._labels, signature, before.basis)
+            self._merged_gauge.labels(*self._labels, signature, UNSAFE).set(0.0)
         return self._run_each(batch)
 
     def _run_each(self, batch: list[_Request]) -> list[Outcome]:
-        return [self._call(request.signature.name, request.inputs) for request in batch]
+        outcomes: list[Outcome] = []
+        for request in batch:
+            if request.abandoned or (request.deadline is not None and request.deadline <= time.monotonic()):
+                outcomes.append(DeadlineExceeded(self._deadline_message))  # nobody waits for it: do not run it
+            else:
+                outcomes.append(self._call(request.signature.name, request.inputs))
+        return outcomes
 
     def _call(self, signature: str, inputs: Mapping[str, np.ndarray]) -> Outcome:
         started = time.perf_counter()

@@ -137,6 +137,15 @@ class DataPlane:
 
     # -- execution ------------------------------------------------------------------------------------------
 
+    def deadline(self, arrived: float, *client_timeouts_s: float | None) -> float | None:
+        """When a request that arrived at ``arrived`` (time.monotonic()) must be answered: after the shortest of
+        the client's timeouts and RTSERVE_REQUEST_TIMEOUT_S (a client may shorten the server's, never extend it);
+        None when neither is set."""
+        limits = [timeout for timeout in client_timeouts_s if timeout is not None]
+        if self._request_timeout_s > 0:
+            limits.append(self._request_timeout_s)
+        return arrived + min(limits) if limits else None
+
     async def run(
         self,
         loaded: LoadedVersion,
@@ -146,8 +155,9 @@ class DataPlane:
     ) -> dict[str, np.ndarray]:
         """Run a validated request in the version's next batch, on its inference thread.
 
-        ``deadline`` is a time.monotonic() value (e.g. now + a client's timeout header); without one, the
-        server's request_timeout_s applies from this call, when set.
+        ``deadline`` is a time.monotonic() value (``deadline()``); without one, the server's request_timeout_s
+        applies from this call, when set. Still queued at the deadline, the request is dropped without running;
+        running, its caller gets DeadlineExceeded (504) at the deadline.
         """
         if deadline is None and self._request_timeout_s > 0:
             deadline = time.monotonic() + self._request_timeout_s

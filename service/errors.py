@@ -101,3 +101,42 @@ class ModelLoadError(ServingError):
     """A version could not be turned into a servable (bad files, bad graph, failed warm-up)."""
 
     code = Code.UNKNOWN
+
+
+class Cancelled(ServingError):
+    """The caller went away (a client that closed its connection) before its answer was ready."""
+
+    code = Code.CANCELLED
+
+
+class ModelError(ServingError):
+    """A failure the model's own run reported under a canonical code that has no class of its own here."""
+
+    def __init__(self, code: Code, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# The classes above by code, so that a runtime's status code keeps its meaning (and its HTTP status) on the wire.
+_BY_CODE: dict[Code, type[ServingError]] = {
+    cls.code: cls
+    for cls in (
+        Cancelled,
+        InvalidArgument,
+        DeadlineExceeded,
+        NotFound,
+        AlreadyExists,
+        ResourceExhausted,
+        FailedPrecondition,
+        Unimplemented,
+        Internal,
+        Unavailable,
+        DataLoss,
+    )
+}
+
+
+def error_for_code(code: Code, message: str) -> ServingError:
+    """The domain error for a canonical code, e.g. a TensorFlow op's RESOURCE_EXHAUSTED (429, not 500)."""
+    cls = _BY_CODE.get(code)
+    return cls(message) if cls is not None else ModelError(code, message)

@@ -192,6 +192,22 @@ class Metrics:
             registry=registry,
         )
 
+        # Batching (docs/operations.md "Batching"): which signatures merge requests, and requests nobody waited for.
+        self.batching_merged = Gauge(
+            "rtserve_batching_merged",
+            "1 when requests to a signature share model calls, 0 when each runs alone; basis says why (safe, "
+            "unsafe, check_failed, forced_on, forced_off, disabled, no_batch_dimension).",
+            [*MODEL_LABELS, "signature", "basis"],
+            registry=registry,
+        )
+        self.requests_dropped = Counter(
+            "rtserve_requests_dropped",
+            "Queued requests removed without running, by reason (cancelled: the client went away; deadline: "
+            "its deadline passed while it waited).",
+            [*MODEL_LABELS, "reason"],
+            registry=registry,
+        )
+
     def set_version_state(self, model: str, version: int, state: str) -> None:
         """Make exactly one of the version's state series 1 (TF Serving reports unloaded versions as END)."""
         for candidate in STATES:

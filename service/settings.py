@@ -36,6 +36,11 @@ class TensorFlowSettings(BaseModel):
     inter_op_threads: int = Field(0, ge=0, description="Ops run in parallel")
 
 
+# Whether requests of a signature may share model calls: "auto" when a check at load shows that each row is
+# answered the same batched as alone (service/batch_safety.py), "on" always (shapes permitting), "off" never.
+MergeChoice = Literal["auto", "on", "off"]
+
+
 class BatchingOverride(BaseModel):
     """One model's departures from the server's batching defaults; unset fields keep the default."""
 
@@ -45,6 +50,8 @@ class BatchingOverride(BaseModel):
     max_batch_size: int | None = Field(None, ge=1)
     batch_timeout_us: int | None = Field(None, ge=0)
     max_queue: int | None = Field(None, ge=1)
+    merge: MergeChoice | None = None
+    signatures: dict[str, MergeChoice] | None = None
 
 
 class BatchingSettings(BaseModel):
@@ -72,12 +79,29 @@ class BatchingSettings(BaseModel):
         default_factory=dict,
         description='Per-model overrides as JSON, e.g. {"iris": {"max_batch_size": 64, "batch_timeout_us": 500}}',
     )
+    merge: MergeChoice = Field(
+        "auto",
+        description="Whether requests of a signature share model calls: auto, only when a check at load shows "
+        "that every row is answered the same batched as alone; on, whenever the shapes allow (no check); off, never "
+        "(each request is a model call of its own, still queued)",
+    )
+    signatures: dict[str, MergeChoice] = Field(
+        default_factory=dict,
+        description='The merge choice per signature name, as JSON, e.g. {"rank": "off"}; set it per model in '
+        'overrides: {"m": {"signatures": {"serving_default": "on"}}}',
+    )
 
     def for_model(self, model: str) -> BatchingSettings:
         """The settings one model's versions batch with: the defaults, then that model's override."""
         override = self.overrides.get(model)
         changes = override.model_dump(exclude_none=True) if override else {}
+        if "signatures" in changes:  # per-signature choices add to the server's, they do not replace them
+            changes["signatures"] = {**self.signatures, **changes["signatures"]}
         return self.model_copy(update={**changes, "overrides": {}})
+
+    def merge_choice(self, signature: str) -> MergeChoice:
+        """auto, on or off for one signature: its own choice, else the model's (or the server's) default."""
+        return self.signatures.get(signature, self.merge)
 
     def warm_up_sizes(self) -> tuple[int, ...]:
         """Batch sizes a version runs before it serves: powers of two up to max_batch_size, and that size."""
@@ -198,7 +222,10 @@ class Settings(BaseSettings):
     )
 
     request_timeout_s: float = Field(
-        0.0, ge=0, description="Deadline for an inference request without its own; 0 means none"
+        0.0,
+        ge=0,
+        description="Longest time an inference request may take from its arrival (504 past it); a client's "
+        "X-Request-Timeout-Ms header or V2 timeout parameter may shorten it, never extend it; 0 means none",
     )
     allowed_file_ops: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

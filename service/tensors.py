@@ -101,6 +101,16 @@ class TensorSpec:
         """True when the first dimension is the batch dimension (unknown size), as Keras exports it."""
         return self.shape is not None and len(self.shape) > 0 and self.shape[0] == -1
 
+    def example_shape(self, batch_size: int) -> tuple[int, ...]:
+        """A concrete shape the spec accepts: an unknown first dimension is ``batch_size``, later unknown ones 1;
+        an unknown rank is read as a batch of scalars, the most common case."""
+        if self.shape is None:
+            return (batch_size,)
+        if not self.shape:
+            return ()
+        first, *rest = self.shape
+        return (batch_size if first == -1 else first, *(1 if dim == -1 else dim for dim in rest))
+
 
 @dataclass(frozen=True)
 class SignatureSpec:

@@ -70,3 +70,11 @@ def reads_file_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("secret") / "secret.txt"
     target.write_text("hello")
     return reads_file_model(_version_dir(tmp_path_factory, "reader"), str(target))
+
+
+@pytest.fixture(scope="session")
+def batch_mixing_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Signatures whose rows depend on each other (softmax, centering, ranking over the batch) and one that not."""
+    from modelfactory import batch_mixing_module
+
+    return batch_mixing_module(_version_dir(tmp_path_factory, "mixing"))

@@ -512,3 +512,70 @@ REALISTIC_MODELS = {
 def unlisted_op_model(path: Path) -> Path:
     """y = x + the length of tf.raw_ops.Fact()'s string: a registered op that is in no family of the screen."""
     return float_module(path, lambda x: x + tf.cast(tf.strings.length(tf.raw_ops.Fact()), tf.float32) * 0.0)
+
+
+# -- batching: models whose answer for a row does or does not depend on the other rows of the call -------------
+
+# batch_mixing_module's row-wise signature: y = x @ ROWWISE_KERNEL
+ROWWISE_KERNEL = np.array([[1.0, -2.0], [0.5, 0.25], [3.0, 1.0]], dtype=np.float32)
+# batch_limits_module: a row holding a value above this makes the call allocate 16 TiB (RESOURCE_EXHAUSTED) ...
+OOM_ABOVE = 1e6
+# ... and a row holding exactly this value makes the call wait until its release file exists.
+GATE_VALUE = 1234.0
+
+
+class _BatchMixing(tf.Module):  # type: ignore[misc]
+    def softmax(self, x: Any) -> dict[str, Any]:
+        return {"y": tf.nn.softmax(x, axis=0)}
+
+    def center(self, x: Any) -> dict[str, Any]:
+        return {"y": x - tf.reduce_mean(x, axis=0, keepdims=True)}
+
+    def rank(self, x: Any) -> dict[str, Any]:
+        return {"rank": tf.argsort(tf.argsort(x[:, 0]))}
+
+    def rowwise(self, x: Any) -> dict[str, Any]:
+        return {"y": tf.matmul(x, tf.constant(ROWWISE_KERNEL))}
+
+
+def batch_mixing_module(path: Path) -> Path:
+    """A tf.Module whose signatures take x float32 [-1, 3]; only ``rowwise`` answers each row on its own.
+
+    ``serving_default``: y = softmax(x) over the batch axis (0); ``center``: y = x minus the batch's column means;
+    ``rank``: rank int32 [-1], each row's rank by its first column within the call; ``rowwise``: y = x @ kernel.
+    """
+    module = _BatchMixing()
+    spec = [tf.TensorSpec([None, 3], tf.float32, name="x")]
+    signatures = {
+        name: tf.function(getattr(module, method), input_signature=spec)
+        for name, method in (
+            ("serving_default", "softmax"),
+            ("center", "center"),
+            ("rank", "rank"),
+            ("rowwise", "rowwise"),
+        )
+    }
+    tf.saved_model.save(module, str(path), signatures=signatures)
+    return path
+
+
+def batch_limits_module(path: Path, release_file: str) -> Path:
+    """``serving_default``: x float32 [-1] -> y = 2x, row by row; but a call holding a value above OOM_ABOVE fails
+    with RESOURCE_EXHAUSTED (it allocates 16 TiB), and one holding GATE_VALUE first waits until ``release_file``
+    exists (MatchingFiles in a while_loop, so screening needs RTSERVE_ALLOWED_FILE_OPS=MatchingFiles)."""
+
+    def body(x: Any) -> Any:
+        size = tf.where(tf.reduce_max(x) > OOM_ABOVE, tf.constant(2**42, tf.int64), tf.constant(1, tf.int64))
+        allocated = tf.reduce_sum(tf.zeros(tf.reshape(size, [1]), tf.float32))
+        gated = tf.reduce_any(tf.equal(x, GATE_VALUE))
+
+        def waiting(step: Any) -> Any:
+            # The pattern depends on the step (an empty suffix), so that grappler cannot hoist the look out of the loop.
+            pattern = tf.strings.join([release_file, tf.strings.substr(tf.strings.as_string(step), 0, 0)])
+            return tf.logical_and(step < 10_000_000, tf.size(tf.io.matching_files(pattern)) == 0)
+
+        waited = tf.while_loop(lambda step: tf.logical_and(gated, waiting(step)), lambda step: step + 1, [0])[0]
+        with tf.control_dependencies([waited]):
+            return x * 2.0 + 0.0 * allocated
+
+    return float_module(path, body)

@@ -4,6 +4,7 @@ and traces it."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -11,14 +12,34 @@ from dataclasses import dataclass, field
 
 from service.api.body import BodyLimits, read_body
 from service.api.errors import HttpError, http_status
-from service.errors import ServingError
+from service.errors import InvalidArgument, ServingError
 from service.logs import REQUEST_ID_HEADER, RequestIds, RequestLog
 from service.metrics import Metrics
-from service.tracing import NoTracing, Tracing
+from service.tracing import NoTracing, RequestTrace, Tracing
 
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
+# nginx's status for a request whose client closed the connection first (TF Serving's CANCELLED maps to it too).
+CLIENT_CLOSED_REQUEST = 499
+# A client's deadline for its request, in milliseconds from its arrival (docs/operations.md "Deadlines").
+TIMEOUT_HEADER = "x-request-timeout-ms"
+# Longer timeouts are refused: a typo should not read as "for ever".
+_MAX_TIMEOUT_S = 24 * 3600.0
+
+
+def positive_seconds(value: object, unit_s: float, where: str, unit: str) -> float:
+    """A client's timeout given in ``unit`` (``unit_s`` seconds each), as seconds; a clear 400 when it is not a
+    positive number of at most a day."""
+    try:
+        number = float(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else -1.0
+    except ValueError:
+        number = -1.0
+    seconds = number * unit_s
+    if not 0 < seconds <= _MAX_TIMEOUT_S:  # also false for NaN
+        shown = str(value)[:40]
+        raise InvalidArgument(f"{where} must be a positive number of {unit} (at most a day), got {shown!r}")
+    return seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,11 +51,18 @@ class InferenceCall:
     chunks: AsyncIterator[bytes]  # the body, as it arrives
     # The body once read, for a sampled payload log line (RTSERVE_LOG_PAYLOAD_SAMPLE_RATE).
     received: list[bytes] = field(default_factory=list)
+    # time.monotonic() when the request reached the app: its deadline counts from here.
+    arrived: float = field(default_factory=time.monotonic)
 
     async def body(self, limits: BodyLimits) -> bytes:
         data = await read_body(self.headers, self.chunks, limits)
         self.received.append(data)
         return data
+
+    def timeout_s(self) -> float | None:
+        """The client's own deadline from the X-Request-Timeout-Ms header, in seconds; None when not sent."""
+        text = self.headers.get(TIMEOUT_HEADER)
+        return None if text is None else positive_seconds(text, 1e-3, f"header {TIMEOUT_HEADER}", "milliseconds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +129,30 @@ class InferenceObserver:
             reply = self._error(rid, http_status(error.code), error.message, error)
         except HttpError as error:
             reply = self._error(rid, error.status, error.message, extra_headers=error.headers)
+        except asyncio.CancelledError:
+            # The client went away (the fast lane cancels on http.disconnect): counted as nginx does, 499.
+            gone = self._error(rid, CLIENT_CLOSED_REQUEST, "the client closed the connection before the answer")
+            self._record(call, rid, trace, started, model, version, gone)
+            raise
         except Exception:  # our fault: say so with a 500 and keep serving
             log.exception("unexpected error serving %s request %s", self._protocol, rid)
             reply = self._error(rid, 500, "internal error; see the server log")
         finally:
             self._inflight.dec()
+        self._record(call, rid, trace, started, model, version, reply)
+        return reply
+
+    def _record(
+        self,
+        call: InferenceCall,
+        rid: str,
+        trace: RequestTrace | None,
+        started: float,
+        model: str,
+        version: str,
+        reply: Reply,
+    ) -> None:
+        """Count, time, log and trace one answered (or abandoned) request."""
         seconds = time.perf_counter() - started
         self._metrics.requests.labels(model, version, self._protocol, str(reply.status)).inc()
         self._metrics.request_duration.labels(model, version, self._protocol).observe(seconds)
@@ -113,7 +160,6 @@ class InferenceObserver:
         self._log.emit(rid, self._protocol, model, version, reply.status, seconds, body)
         if trace is not None:
             trace.finish(model, version, reply.status)
-        return reply
 
     def _error(
         self,

@@ -147,7 +147,8 @@ def build_router(
                 decoded = await codec.call(len(body), tfserving_json.decode_predict, body, lookup, codec.limits)
                 signature = dataplane.signature(loaded, decoded.signature_name)
                 dataplane.validate(signature, decoded.inputs)
-                outputs = await dataplane.run(loaded, signature, decoded.inputs)
+                deadline = dataplane.deadline(call.arrived, call.timeout_s())
+                outputs = await dataplane.run(loaded, signature, decoded.inputs, deadline)
                 body_out = await codec.call(
                     answer_size(outputs), tfserving_json.encode_predict, outputs, decoded.columnar
                 )
@@ -165,7 +166,8 @@ def build_router(
                     signature = dataplane.signature(loaded, decoded.signature_name, method)
                     inputs = {examples_input(signature): decoded.examples}
                     dataplane.validate(signature, inputs)
-                    outputs = await dataplane.run(loaded, signature, inputs)
+                    deadline = dataplane.deadline(call.arrived, call.timeout_s())
+                    outputs = await dataplane.run(loaded, signature, inputs, deadline)
                     encoded = await codec.call(answer_size(outputs), encode, outputs)
                     return Answer(encoded, loaded.model, loaded.version_label)
 

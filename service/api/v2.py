@@ -15,8 +15,9 @@ from service.api.body import BodyLimits
 from service.api.errors import http_status
 from service.api.fastlane import InferenceRoute, add_routes
 from service.api.health import NOT_READY
-from service.api.observe import JSON, Answer, InferenceCall, InferenceObserver, Reply, Telemetry
+from service.api.observe import JSON, Answer, InferenceCall, InferenceObserver, Reply, Telemetry, positive_seconds
 from service.api.offload import Offload, answer_size, inline_only
+from service.batch_safety import batching_parameters
 from service.codecs import v2_json
 from service.codecs.arrays import Limits
 from service.dataplane import DataPlane, Target, parse_version
@@ -34,6 +35,12 @@ EXTENSIONS = ["binary_tensor_data"]
 
 def target_of(params: Mapping[str, str]) -> Target:
     return Target(model=params["model_name"], version=parse_version(params.get("version")))
+
+
+def timeout_parameter(parameters: Mapping[str, Any]) -> float | None:
+    """The request's ``timeout`` parameter (microseconds, as Triton's clients send it) in seconds, or None."""
+    value = parameters.get("timeout")
+    return None if value is None else positive_seconds(value, 1e-6, "parameter 'timeout'", "microseconds")
 
 
 def json_response(document: Any, status: int = 200) -> Response:
@@ -70,7 +77,9 @@ def build_router(
             with dataplane.lease(target) as loaded:
                 signature = dataplane.signature(loaded, None)
                 versions = [str(v) for v in sorted(model.available)]
-                return json_response(v2_json.model_metadata(loaded.model, versions, PLATFORM, signature))
+                document = v2_json.model_metadata(loaded.model, versions, PLATFORM, signature)
+                document["parameters"] = batching_parameters(loaded.batcher.merging)
+                return json_response(document)
         except ServingError as error:
             return error_response(error)
 
@@ -100,7 +109,8 @@ def build_router(
                     len(body), v2_json.decode_infer, body, signature, codec.limits, header_length
                 )
                 dataplane.validate(signature, decoded.inputs)
-                outputs = await dataplane.run(loaded, signature, decoded.inputs)
+                deadline = dataplane.deadline(call.arrived, call.timeout_s(), timeout_parameter(decoded.parameters))
+                outputs = await dataplane.run(loaded, signature, decoded.inputs, deadline)
                 if decoded.requested_outputs is not None:  # names already checked against the signature
                     outputs = {n: outputs[n] for n in decoded.requested_outputs}
                 datatypes = {n: signature.outputs[n].dtype for n in outputs if n in signature.outputs}

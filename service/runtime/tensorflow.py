@@ -23,6 +23,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
 from service.errors import (
+    Code,
     DeadlineExceeded,
     Internal,
     InvalidArgument,
@@ -30,6 +31,7 @@ from service.errors import (
     NotFound,
     ServingError,
     Unavailable,
+    error_for_code,
 )
 from service.runtime.screening import ALLOW_SETTING, refusable_ops, refusal_message, screen
 from service.runtime.warmup_records import WARMUP_FILE, read_warmup_requests
@@ -275,6 +277,18 @@ class _Runner:
         return cls(function, tuple((name, _tf_dtype(tensor.dtype)) for name, tensor in spec.inputs.items()))
 
 
+def _op_error(signature: str, error: Any) -> ServingError:
+    """A TensorFlow op's failure under its own canonical code: RESOURCE_EXHAUSTED stays 429, OUT_OF_RANGE 400."""
+    line = tf_error_line(str(error.message))
+    try:
+        code = Code(error.error_code)
+    except ValueError:
+        code = Code.UNKNOWN
+    if code is Code.INVALID_ARGUMENT:  # bad data: the message alone, as TF Serving words it
+        return InvalidArgument(line)
+    return error_for_code(code, f"signature {signature!r} failed: {line}")
+
+
 class TensorFlowServable:
     """One loaded SavedModel version."""
 
@@ -299,8 +313,8 @@ class TensorFlowServable:
             tensors = {name: tf.constant(inputs[name], dtype) for name, dtype in runner.input_dtypes}
             outputs = runner.function(**tensors)
             return {name: _to_numpy(tensor) for name, tensor in outputs.items()}
-        except tf.errors.InvalidArgumentError as error:
-            raise InvalidArgument(tf_error_line(str(error.message))) from None
+        except tf.errors.OpError as error:
+            raise _op_error(signature, error) from None
         except UnicodeDecodeError as error:
             # TF fails to decode an op's error message when it quotes non-UTF-8 input bytes.
             raise InvalidArgument(tf_error_line(_decoded(error))) from None
@@ -417,21 +431,12 @@ def _callable_signatures(
 # -- synthetic inputs ----------------------------------------------------------------------------------------
 
 
-def _synthetic_shape(spec: TensorSpec, batch_size: int) -> tuple[int, ...]:
-    if spec.shape is None:  # unknown rank: a batch of scalars is the most common reading
-        return (batch_size,)
-    if not spec.shape:
-        return ()
-    first, *rest = spec.shape
-    return (batch_size if first == -1 else first, *(1 if dim == -1 else dim for dim in rest))
-
-
 def synthetic_inputs(signature: SignatureSpec, batch_size: int) -> dict[str, np.ndarray]:
     """Zeros (empty strings for DT_STRING) for every input; the batch dimension is ``batch_size``, other
     unknown dimensions are 1."""
     arrays: dict[str, np.ndarray] = {}
     for name, spec in signature.inputs.items():
-        shape = _synthetic_shape(spec, batch_size)
+        shape = spec.example_shape(batch_size)
         if spec.dtype.is_string:
             arrays[name] = np.full(shape, b"", dtype=object)
         else:

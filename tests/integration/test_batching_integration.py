@@ -140,6 +140,7 @@ def test_a_full_queue_answers_503_with_retry_after(repository_root: Path, tmp_pa
     batching = {"max_queue": 1, "retry_after_s": 2}
     with running_app(settings(repository_root, tmp_path / "cache", batching=batching), loader=loader) as client:
         servable = loader.servables[0]
+        servable.calls = 0  # the load-time batch-safety check ran it too
         servable.hold()
         with ThreadPoolExecutor(2) as pool:
             running = pool.submit(predict, client, np.array(SETOSA, np.float32), False)
@@ -173,6 +174,7 @@ def test_request_timeout_answers_504_and_the_queued_request_never_runs(repositor
     loader = GatedLoader()
     with running_app(settings(repository_root, tmp_path / "cache", request_timeout_s=0.3), loader=loader) as client:
         servable = loader.servables[0]
+        servable.calls = 0  # the load-time batch-safety check ran it too
         servable.hold()
         with ThreadPoolExecutor(2) as pool:
             running = pool.submit(predict, client, np.array(SETOSA, np.float32), False)

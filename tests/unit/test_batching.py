@@ -20,7 +20,8 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from service import batching
-from service.batching import Batcher, merge_key, mergeable_signature, split_rows
+from service.batch_safety import mergeable_signature
+from service.batching import Batcher, merge_key, split_rows
 from service.errors import DeadlineExceeded, Internal, InvalidArgument, Overloaded, Unavailable
 from service.metrics import Metrics
 from service.settings import BatchingSettings, Settings
@@ -72,6 +73,9 @@ class RecordingModel:
         self.calls.append((name, inputs))
         self.entered.set()
         assert self.gate.wait(10), "the test never released the model"
+        return self.compute(name, inputs)
+
+    def compute(self, name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = np.concatenate([array.ravel() for array in inputs.values()])
         if (values == 13).any():
             raise Internal("the model failed on 13")
@@ -98,18 +102,37 @@ class RecordingModel:
         return [inputs["x"][:, 0].tolist() for called, inputs in self.calls if called == name]
 
 
+SOFTMAX = signature("softmax", {"x": (-1, -1)}, {"y": (-1, -1)})  # over the batch axis: rows depend on each other
+
+
+class MixingModel(RecordingModel):
+    """``softmax`` normalises over the rows of the call, ``double`` is row-wise; no value is refused."""
+
+    @property
+    def signatures(self) -> Mapping[str, SignatureSpec]:
+        return {"softmax": SOFTMAX, "double": DOUBLE}
+
+    def compute(self, name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if name == "softmax":
+            exp = np.exp(inputs["x"])
+            return {"y": exp / exp.sum(axis=0)}
+        return {"y": inputs["x"] * 2}
+
+
 def rows(*values: float, width: int = 2) -> np.ndarray:
     """One row per value, every column holding that value (so requests are told apart by their values)."""
     return np.repeat(np.array(values, np.float32)[:, None], width, axis=1)
 
 
 class Harness:
-    """A batcher over a RecordingModel, with its metrics registry."""
+    """A batcher over a RecordingModel, with its metrics registry. Merging is forced on unless a test says
+    otherwise: these tests are about the queue, and the recording model refuses the load-time check's inputs."""
 
-    def __init__(self, **settings: Any) -> None:
-        self.model = RecordingModel()
+    def __init__(self, model: RecordingModel | None = None, **settings: Any) -> None:
+        self.model = model or RecordingModel()
         self.registry = CollectorRegistry()
-        self.batcher = Batcher(self.model, BatchingSettings(**settings), Metrics(self.registry), "m", "1")
+        batching = BatchingSettings(**{"merge": "on", **settings})
+        self.batcher = Batcher(self.model, batching, Metrics(self.registry), "m", "1")
 
     def submit(
         self, x: np.ndarray, spec: SignatureSpec = DOUBLE, deadline: float | None = None
@@ -464,22 +487,24 @@ def test_a_deadline_passing_during_the_call_is_the_only_answer(harness_factory: 
     assert loop_errors == []
 
 
-def test_a_failing_call_fails_only_its_own_requests(harness_factory: Callable[..., Harness]) -> None:
+def test_a_merged_call_failing_with_any_error_fails_only_the_culprit(harness_factory: Callable[..., Harness]) -> None:
+    """Not only INVALID_ARGUMENT: an INTERNAL failure of a merged call is rerun request by request."""
     harness = harness_factory(max_batch_size=2)
 
     async def scenario() -> None:
         first = await harness.held()
-        failing = [harness.submit(rows(value)) for value in (13, 1)]
+        culprit, innocent = (harness.submit(rows(value)) for value in (13, 1))
         after = harness.submit(rows(2))
         await harness.queued(3)
         harness.model.release()
-        outcomes = await asyncio.gather(*failing, return_exceptions=True)
-        assert all(isinstance(outcome, Internal) for outcome in outcomes)
+        with pytest.raises(Internal, match="failed on 13"):
+            await culprit
+        assert (await innocent)["y"].tolist() == [[2.0, 2.0]]
         assert (await after)["y"].tolist() == [[4.0, 4.0]]
         assert (await first)["y"].tolist() == [[0.0, 0.0]]
 
     asyncio.run(scenario())
-    assert harness.model.call_rows() == [[0], [13, 1], [2]]
+    assert harness.model.call_rows() == [[0], [13, 1], [13], [1], [2]]
 
 
 def test_bad_input_in_a_batch_fails_only_the_request_that_sent_it(harness_factory: Callable[..., Harness]) -> None:
@@ -531,7 +556,7 @@ def test_no_request_is_lost_or_answered_twice(
                 counts["overloaded"] += 1
             except DeadlineExceeded:
                 counts["deadline"] += 1
-            except Internal:  # a 13 fails its whole call
+            except Internal:  # a 13 fails its own request
                 counts["failed"] += 1
             else:
                 expected = x * 2 if spec is DOUBLE else x + 100
@@ -617,3 +642,102 @@ def test_a_misspelt_override_is_refused(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("RTSERVE_BATCHING__OVERRIDES", '{"iris": {"max_batch": 64}}')
     with pytest.raises(ValidationError, match="max_batch"):
         Settings()
+
+
+# -- which signatures merge, and work nobody waits for -----------------------------------------------------------
+
+
+def test_by_default_only_signatures_found_row_safe_merge(harness_factory: Callable[..., Harness]) -> None:
+    harness = harness_factory(model=MixingModel(), merge="auto")
+    assert {name: (v.merge, v.basis) for name, v in harness.batcher.merging.items()} == {
+        "softmax": (False, "unsafe"),
+        "double": (True, "safe"),
+    }
+    labels = {**LABELS, "signature": "softmax", "basis": "unsafe"}
+    assert harness.registry.get_sample_value("rtserve_batching_merged", labels) == 0.0
+    labels = {**LABELS, "signature": "double", "basis": "safe"}
+    assert harness.registry.get_sample_value("rtserve_batching_merged", labels) == 1.0
+    harness.model.calls.clear()  # the load-time check's calls
+    inputs = [rows(float(value)) for value in (1, 2, 3)]
+
+    async def scenario() -> None:
+        first = await harness.held()
+        softmax = [harness.submit(x, SOFTMAX) for x in inputs]
+        double = [harness.submit(x) for x in inputs]
+        await harness.queued(6)
+        harness.model.release()
+        await first
+        for result in await asyncio.gather(*softmax):
+            assert result["y"].tolist() == [[1.0, 1.0]]  # each request answered as if alone
+        assert [r["y"].tolist() for r in await asyncio.gather(*double)] == [[[2.0, 2.0]], [[4.0, 4.0]], [[6.0, 6.0]]]
+
+    asyncio.run(scenario())
+    assert harness.model.call_rows("softmax") == [[1], [2], [3]]  # one model call per request
+    assert harness.model.call_rows("double") == [[0], [1, 2, 3]]
+
+
+def test_forced_on_merges_even_a_mixing_signature(harness_factory: Callable[..., Harness]) -> None:
+    harness = harness_factory(model=MixingModel(), merge="auto", signatures={"softmax": "on"})
+    assert harness.batcher.merging["softmax"].basis == "forced_on"
+
+
+def test_a_cancelled_request_leaves_the_queue_at_once_and_never_runs(harness_factory: Callable[..., Harness]) -> None:
+    harness = harness_factory()
+
+    async def scenario() -> None:
+        first = await harness.held()
+        gone = harness.submit(rows(1))
+        kept = harness.submit(rows(2))
+        await harness.queued(2)
+        gone.cancel()  # what the fast lane does when the client disconnects
+        await harness.queued(1)  # left the queue while the model is still busy
+        harness.model.release()
+        assert (await kept)["y"].tolist() == [[4.0, 4.0]]
+        await first
+
+    asyncio.run(scenario())
+    assert harness.model.call_rows() == [[0], [2]]
+    assert harness.registry.get_sample_value("rtserve_requests_dropped_total", {**LABELS, "reason": "cancelled"}) == 1
+
+
+def test_a_request_cancelled_after_it_was_taken_is_skipped(harness_factory: Callable[..., Harness]) -> None:
+    """The thread took it (its batch was picked) but has not started it: it still never runs."""
+    harness = harness_factory()
+    original = harness.batcher._execute
+    taken = threading.Event()
+    resume = threading.Event()
+
+    def execute_later(batch: Any) -> None:
+        taken.set()
+        assert resume.wait(10)
+        original(batch)
+
+    async def scenario() -> None:
+        harness.batcher._execute = execute_later  # type: ignore[method-assign]
+        gone = harness.submit(rows(1))
+        assert await asyncio.to_thread(taken.wait, 10)
+        harness.batcher._execute = original  # type: ignore[method-assign]
+        gone.cancel()
+        await asyncio.sleep(0.01)  # the cancellation reaches the request
+        resume.set()
+        assert (await harness.submit(rows(2)))["y"].tolist() == [[4.0, 4.0]]
+
+    asyncio.run(scenario())
+    assert harness.model.call_rows() == [[2]]
+
+
+def test_a_deadline_passing_in_the_queue_is_counted_as_dropped(harness_factory: Callable[..., Harness]) -> None:
+    harness = harness_factory()
+
+    async def scenario() -> None:
+        first = await harness.held()
+        doomed = harness.submit(rows(1), deadline=time.monotonic() + 0.05)
+        with pytest.raises(DeadlineExceeded):
+            await asyncio.wait_for(doomed, 5)
+        await harness.queued(0)  # dropped at its deadline, not when the thread comes to it
+        harness.model.release()
+        await first
+
+    asyncio.run(scenario())
+    assert harness.model.call_rows() == [[0]]
+    assert harness.registry.get_sample_value("rtserve_requests_dropped_total", {**LABELS, "reason": "deadline"}) == 1
