@@ -81,7 +81,8 @@ _cancellation_scope = threading.local()
 
 
 def _thread_cancellation() -> Any:
-    return getattr(_cancellation_scope, "manager", None)
+    active: _Cancellation | None = getattr(_cancellation_scope, "active", None)
+    return None if active is None else active.manager_for_call()
 
 
 def install_thread_cancellation() -> bool:
@@ -95,28 +96,45 @@ def install_thread_cancellation() -> bool:
 
 
 class _Cancellation:
-    """One servable's load-time cancellation: a TensorFlow CancellationManager applied on chosen threads."""
+    """One servable's load-time cancellation: TensorFlow CancellationManagers applied on chosen threads.
+
+    Each function call gets a manager of its own: TensorFlow cancels a call's manager when one of its ops fails,
+    so one manager shared by every call would refuse all calls after the first error (a signature that does not
+    run on synthetic inputs would cancel the warm-up of every other signature)."""
 
     def __init__(self) -> None:
+        self._available = install_thread_cancellation()
+        self._lock = threading.Lock()
+        self._current: Any = None
+        self.cancelled = False
+
+    def manager_for_call(self) -> Any:
         from tensorflow.python.eager import cancellation
 
-        self._manager = cancellation.CancellationManager() if install_thread_cancellation() else None
-        self.cancelled = False
+        manager = cancellation.CancellationManager()
+        with self._lock:
+            self._current = manager
+            cancelled = self.cancelled
+        if cancelled:
+            manager.start_cancel()
+        return manager
 
     @contextmanager
     def scope(self) -> Iterator[None]:
-        previous = _thread_cancellation()
-        _cancellation_scope.manager = self._manager
+        previous = getattr(_cancellation_scope, "active", None)
+        _cancellation_scope.active = self if self._available else None
         try:
             yield
         finally:
-            _cancellation_scope.manager = previous
+            _cancellation_scope.active = previous
 
     def cancel(self) -> None:
-        self.cancelled = True
-        if self._manager is not None:
+        with self._lock:
+            self.cancelled = True
+            current = self._current
+        if current is not None:
             # Ops in flight on a registered thread (a while_loop on warm-up zeros, too) end with CancelledError.
-            self._manager.start_cancel()
+            current.start_cancel()
 
 
 # -- reading saved_model.pb ----------------------------------------------------------------------------------

@@ -505,3 +505,16 @@ def test_abort_cancels_a_warm_up_that_loops_for_ever_and_nothing_else(tmp_path: 
     assert not thread.is_alive(), "abort() must end the while_loop"
     assert isinstance(outcome[0], DeadlineExceeded)
     assert served == [[1.0]] * 200  # the other model's calls on another thread were never cancelled
+
+
+def test_a_failed_call_inside_the_abortable_scope_does_not_cancel_the_next(demo_model_dir: Path) -> None:
+    """TensorFlow cancels a call's CancellationManager when one of its ops fails: a manager shared by the calls
+    of a warm-up made every call after the first failing signature fail as 'cancelled' (iris's classify, which
+    cannot run on synthetic inputs, cancelled the warm-up and the batching check of serving_default)."""
+    servable = TensorFlowLoader()(demo_model_dir)
+    features = {"features": np.array([[5.1, 3.5, 1.4, 0.2]], np.float32)}
+    with servable.abortable():
+        with pytest.raises(InvalidArgument):
+            servable.run("classify", {"inputs": np.array([b"not an example"], object)})
+        probabilities = servable.run("serving_default", features)
+    assert next(iter(probabilities.values())).shape == (1, 3)
