@@ -177,7 +177,7 @@ def serve(settings: Settings) -> int:
 
     app = create_app(settings)
     components = app.state.components
-    config = uvicorn_config(settings, app)
+    config = uvicorn_config(settings, app, lambda: components.lifecycle.draining)
 
     class DrainingServer(uvicorn.Server):
         """On SIGTERM: unready at once, keep answering for shutdown_delay_s, then drain and exit 0."""

@@ -30,6 +30,7 @@ Bodies have their own deadline and size limit in the app (``RTSERVE_BODY_TIMEOUT
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,12 +50,19 @@ CHUNK_FRAMING_BYTES = 32
 MAX_PIPELINED = 32
 
 
+def never_draining() -> bool:
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionLimits:
     header_timeout_s: float  # headers complete within this of the connection opening or the request's first byte
     max_header_bytes: int  # request line and headers (and a chunked body's trailers and extensions)
     send_timeout_s: float  # longest time writing may stall before the connection is dropped
     linger_s: float  # after an early answer, how long the rest of the upload is read and dropped; 0: close at once
+    # True from SIGTERM on: every answer then says Connection: close, so that by the time the drain closes idle
+    # connections no client still holds one it may send on (a request sent as the server closes it is lost).
+    draining: Callable[[], bool] = never_draining
 
 
 class _Refused(Exception):
@@ -222,7 +230,7 @@ def bounded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
             self._header_bytes = 0
             cycle = self.cycle
             if cycle is not None and not cycle.response_started and not self._shutting_down:
-                cycle.keep_alive = self._keep_alive
+                cycle.keep_alive = self._keep_alive and not limits.draining()
             super().on_message_complete()
 
         def shutdown(self) -> None:
