@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -24,6 +23,7 @@ from service.api.body import BodyLimits
 from service.api.fastlane import FastLane
 from service.api.observe import JSON, Telemetry
 from service.api.offload import Offload
+from service.codecs.json_io import error_body
 from service.dataplane import DataPlane
 from service.logs import RequestLog
 from service.manager import ModelManager
@@ -133,16 +133,19 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, error: StarletteHTTPException) -> Response:
         # Unknown paths and methods answer in the shape both protocols use: {"error": message}.
-        return Response(orjson.dumps({"error": str(error.detail)}), error.status_code, media_type=JSON)
+        return Response(error_body(str(error.detail)), error.status_code, media_type=JSON)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> Response:
-        return Response(orjson.dumps({"error": f"invalid request: {error.errors()[:1]}"}), 400, media_type=JSON)
+        # Where and what, never the value sent: a request's own data stays out of its error body.
+        first = error.errors()[0] if error.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return Response(error_body(f"invalid request: {where}: {first.get('msg', 'invalid')}"), 400, media_type=JSON)
 
     @app.exception_handler(Exception)
     async def unexpected_error(_: Request, error: Exception) -> Response:
         # Starlette logs the traceback; the client gets the protocols' error shape, not a plain-text page.
-        return Response(orjson.dumps({"error": "internal error; see the server log"}), 500, media_type=JSON)
+        return Response(error_body("internal error; see the server log"), 500, media_type=JSON)
 
     @app.get("/metrics", tags=["Monitoring"], summary="Prometheus metrics", response_class=Response)
     async def prometheus_metrics(_: Request) -> Response:
