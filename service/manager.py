@@ -23,6 +23,23 @@ from service.drift import DriftMonitor, open_drift_monitor
 from service.errors import Code, DeadlineExceeded, RepositoryError, ServingError
 from service.heap import settle_heap
 from service.metrics import Metrics
+from service.model_set import ModelSet
+from service.model_source import (
+    MODEL_CONFIG_LIST,
+    ModelList,
+    ModelOrigin,
+    ModelSetError,
+    ModelSetStatus,
+    ModelSource,
+    RepositoryScan,
+    as_model_set,
+    check_labels,
+    check_reachable,
+    keep_repository,
+    model_set_names,
+    open_model_list,
+    with_labels,
+)
 from service.repository.base import SERVING_CONFIG_NAME, Repository, VersionListing
 from service.repository.cache import clean_stale_downloads, fetch_version, prune_cache
 from service.routing import (
@@ -132,6 +149,7 @@ class _LoadAttempt:
 
     version: int
     job: _Job
+    repository: Repository  # the model's origin when the load began: a base path changed meanwhile reloads it
     deadline: float = math.inf  # set once the download is done: the deadline bounds load and warm-up
     servable: Servable | None = None  # set once loaded, so that the watchdog can abort its warm-up
     abandoned: bool = False  # past its deadline: whatever its thread returns with is dropped
@@ -148,6 +166,7 @@ class _VersionRecord:
     retry_at: float = 0.0
     # A load in flight, or abandoned at its deadline and still running: either way never a second one.
     attempt: _LoadAttempt | None = None
+    stale: bool = False  # loaded from a base path the model set has since moved: reloaded, serving meanwhile
 
 
 @dataclass
@@ -161,6 +180,7 @@ class _Job:
 
 @dataclass
 class _ModelRecord:
+    origin: ModelOrigin  # where the versions are listed from, the version policy, the model set's labels
     versions: dict[int, _VersionRecord] = field(default_factory=dict)
     # Fingerprints seen at the previous poll: a version without a manifest is complete once it repeats.
     previous_listing: dict[int, tuple[tuple[str, int, str], ...]] = field(default_factory=dict)
@@ -172,6 +192,12 @@ class _ModelRecord:
     job: _Job | None = None  # at most one reconcile job per model at a time
     routing_gauges: bool = False  # the default-version gauges read this model's snapshot once registered
     rollout_blocked: bool = False  # the last snapshot found the new default due but not AVAILABLE (logged once)
+    dropped: bool = False  # no longer in the model set: out of the snapshot, unloaded, then forgotten
+
+    @property
+    def routing(self) -> ServingConfig:
+        """serving.json's routing with the model set's version labels (which win where both name a label)."""
+        return with_labels(self.serving, self.origin.labels)
 
 
 class ModelManager:
@@ -195,7 +221,6 @@ class ModelManager:
         after_load_change: Callable[[], None] = settle_heap,
     ) -> None:
         self._settings = settings
-        self._repository = repository
         self._loader = loader
         self._metrics = metrics
         self._clock = clock
@@ -215,6 +240,14 @@ class ModelManager:
         self._threads: list[threading.Thread] = []
         self._poll_failures = 0
         self._cache_dir = Path(settings.cache_dir)
+        # Which models, from where (service/model_source.py); replaced whole by apply_model_set.
+        self._source: ModelSource = (
+            RepositoryScan(settings, repository)
+            if settings.model_config_list is None
+            else open_model_list(settings.model_config_list, settings.s3)
+        )
+        self._model_set_status = ModelSetStatus(self._source.kind, self._source.models)
+        self._nudge = threading.Event()  # set by apply_model_set: poll now rather than at the next interval
 
     # -- what request handlers read -------------------------------------------------------------------------
 
@@ -245,11 +278,87 @@ class ModelManager:
         A model found by '*' whose every version fails does not hold the whole server unready: it is visible in
         its status and in the load-failure metric instead.
         """
-        if self._settings.serves_every_model:
+        required = self._source.required()
+        if required is None:
             if not any(model.ready for model in snapshot.values()):
                 return False
             return all(model.ready or not _first_load_pending(model) for model in snapshot.values())
-        return all(name in snapshot and snapshot[name].ready for name in self._settings.models)
+        # An empty model list is not ready either: zero models never is (DESIGN.md section 4).
+        return bool(required) and all(name in snapshot and snapshot[name].ready for name in required)
+
+    def model_set_status(self) -> ModelSetStatus:
+        """The model set serving now, and why the last one offered was refused, if it was."""
+        return self._model_set_status
+
+    # -- the model set --------------------------------------------------------------------------------------
+
+    def apply_model_set(self, model_set: ModelSet | Mapping[str, object], wait: bool = False) -> None:
+        """Serve ``model_set`` from now on: TF Serving's model_config_list (typed, or its JSON mapping).
+
+        New models load at once (they count for readiness once AVAILABLE, see ``_readiness``); dropped ones
+        leave the snapshot and unload once their leases return; kept ones keep serving, reloaded only when their
+        base path moved. A set that cannot be applied raises ModelSetError and changes nothing: the error is in
+        ``model_set_status()``, ``rtserve_model_config_reloads_total{outcome="failure"}`` and the log. With
+        ``wait`` it returns once the unloads and loads it started (kept and dropped models) are done; models new
+        to the set load after their first listing, at the poll it triggers.
+        """
+        try:
+            models = open_model_list(as_model_set(model_set), self._settings.s3)
+            check_reachable(models, self._source)  # I/O: outside the lock
+            with self._lock:
+                available = {name: set(snapshot.available) for name, snapshot in self._snapshot.items()}
+                allow = self._settings.allow_version_labels_for_unavailable_models
+                check_labels(models, self._source, available, allow)
+                jobs = self._switch_source(models)
+        except ModelSetError as error:
+            self._model_set_status = replace(self._model_set_status, error_code=error.code, error_message=error.message)
+            self._metrics.model_config_reloads.labels("failure").inc()
+            log.error("model set refused, the current one keeps serving: %s", error.message)
+            raise
+        for job in jobs:
+            self._launch(job)
+        if wait:
+            self._wait_for(jobs)
+        applied = self._model_set_status.applied + 1
+        self._model_set_status = ModelSetStatus(MODEL_CONFIG_LIST, models.models, applied)
+        self._metrics.model_config_reloads.labels("success").inc()
+        log.info("model set applied: %s", model_set_names(models.models))
+        self._nudge.set()  # list the new and moved models now, not at the next interval
+
+    def _switch_source(self, models: ModelList) -> list[_Job]:
+        """Under the lock: drop, keep or move every known model, then make ``models`` the source."""
+        jobs: list[_Job] = []
+        origins = dict(models.origins())
+        for name, record in self._records.items():
+            origin = origins.get(name)
+            if origin is None:
+                if not record.dropped:
+                    record.dropped = True
+                    self._counted.discard(name)  # if it comes back, it counts for readiness once loaded again
+                    log.info("model %s: dropped from the model set, unloading", name)
+            else:
+                origins[name], moved = keep_repository(origin, record.origin)
+                record.dropped = False
+                record.origin = origins[name]
+                if moved:
+                    self._moved(name, record)
+            job = self._job_for(name, record)
+            if job is not None:
+                jobs.append(job)
+        self._source = ModelList(origins)
+        self._publish()
+        return jobs
+
+    def _moved(self, name: str, record: _ModelRecord) -> None:
+        """A kept model's base path changed: what is loaded serves until its reload from the new place is up."""
+        log.info("model %s: base path is now %s, reloading its versions from there", name, record.origin.base_path)
+        record.listings, record.complete, record.previous_listing = {}, set(), {}
+        for version, entry in list(record.versions.items()):
+            if entry.loaded is not None:
+                entry.stale, entry.failures, entry.retry_at = True, 0, 0.0
+            elif entry.attempt is None:
+                del record.versions[version]  # the old place's history: nothing of it serves
+                self._metrics.forget_versions(name, [version])
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -263,6 +372,7 @@ class ModelManager:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stop.set()
+        self._nudge.set()
         deadline = time.monotonic() + timeout_s
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -292,7 +402,8 @@ class ModelManager:
             except Exception:  # the poll thread must never die: it is what keeps models fresh
                 self._poll_failures += 1
                 log.exception("unexpected error while polling the repository")
-            self._stop.wait(self._next_delay())
+            self._nudge.wait(self._next_delay())
+            self._nudge.clear()
 
     def _watch(self) -> None:
         while not self._stop.wait(WATCH_INTERVAL_S):
@@ -317,7 +428,12 @@ class ModelManager:
         repository could not be listed at all; a failure of one model is counted and the others go on.
         """
         jobs = self._poll()
-        for job in jobs if wait else ():
+        if wait:
+            self._wait_for(jobs)
+
+    def _wait_for(self, jobs: list[_Job]) -> None:
+        """Until each job has finished or passed its load deadline (tests and tools; never the poll thread)."""
+        for job in jobs:
             while not job.done.wait(WATCH_INTERVAL_S) and not job.detached:
                 self.check_deadlines()
 
@@ -345,18 +461,13 @@ class ModelManager:
         return jobs
 
     def _model_names(self) -> list[str]:
-        explicit = [name for name in self._settings.models if name != "*"]
-        if not self._settings.serves_every_model:
-            return explicit
+        with self._lock:
+            known = {name for name, record in self._records.items() if not record.dropped}
         try:
-            found = self._repository.list_models()
+            return self._source.names(known)
         except RepositoryError:
             self._record_poll(success=False)
             raise
-        # Models that disappeared from the listing keep serving: an empty listing is not a reason to go dark.
-        with self._lock:
-            known = set(self._records)
-        return sorted(set(found) | set(explicit) | known)
 
     def _record_poll(self, success: bool) -> None:
         self._metrics.repository_polls.labels("success" if success else "error").inc()
@@ -367,10 +478,16 @@ class ModelManager:
 
     def _poll_model(self, name: str) -> _Job | None:
         """Read what the repository holds for one model and start its job when there is work for it."""
-        listings = self._repository.list_versions(name)
-        data = self._repository.read_model_file(name, SERVING_CONFIG_NAME, MAX_SERVING_CONFIG_BYTES)
+        origin = self._source.origin(name)
+        if origin is None:
+            return None  # dropped from the model set since the poll began
+        listings = origin.repository.list_versions(name)
+        data = origin.repository.read_model_file(name, SERVING_CONFIG_NAME, MAX_SERVING_CONFIG_BYTES)
         with self._lock:
-            record = self._records.setdefault(name, _ModelRecord())
+            current = self._source.origin(name)
+            if current is None or current.repository is not origin.repository:
+                return None  # the model set moved or dropped it while listing: the next poll lists the new place
+            record = self._records.setdefault(name, _ModelRecord(current))
             record.listings = listings
             record.complete = self._complete_versions(record, listings)
             record.serving = self._read_serving_config(name, record, data)
@@ -379,18 +496,27 @@ class ModelManager:
                 record.versions.setdefault(version, _VersionRecord(VersionStatus(version, START)))
             for version in [v for v, r in record.versions.items() if r.status.state == START and v not in wanted]:
                 del record.versions[version]  # superseded (or deleted) before its load began: nothing to report
-            if record.job is not None or (self._next_load(name, record) is None and not self._unwanted(name, record)):
-                return None
-            job = record.job = _Job(name)
-        threading.Thread(target=self._reconcile, args=(job,), name=f"rtserve-load-{name}", daemon=True).start()
+            job = self._job_for(name, record)
+        if job is not None:
+            self._launch(job)
         return job
+
+    def _job_for(self, name: str, record: _ModelRecord) -> _Job | None:
+        """A new job for the model when it has work and none running (under the lock); ``_launch`` starts it."""
+        if record.job is not None or (self._next_load(name, record) is None and not self._unwanted(name, record)):
+            return None
+        job = record.job = _Job(name)
+        return job
+
+    def _launch(self, job: _Job) -> None:
+        threading.Thread(target=self._reconcile, args=(job,), name=f"rtserve-load-{job.name}", daemon=True).start()
 
     def _wanted(self, name: str, record: _ModelRecord) -> set[int]:
         """The versions to have loaded: the policy's, the routing's, and for latest:N stand-ins for failures."""
-        policy = self._settings.policy_for(name)
+        policy = record.origin.policy
         complete = record.complete
         # The routing's versions are wanted whatever the policy says: a pending default must be warm at its switch.
-        wanted = policy.select(complete) | (record.serving.versions_to_load(self._wall_clock()) & complete)
+        wanted = policy.select(complete) | (record.routing.versions_to_load(self._wall_clock()) & complete)
         if policy.kind == "latest":
             # Newest versions that fail to load are stood in for by the newest older ones that do, on a fresh
             # replica as on one that already serves; they are still retried, and replace the stand-ins once up.
@@ -399,17 +525,19 @@ class ModelManager:
 
     def _stood_in(self, name: str, record: _ModelRecord) -> set[int]:
         """Versions whose last load failed and that older versions stand in for (latest:N only)."""
-        if self._settings.policy_for(name).kind != "latest":
+        if record.origin.policy.kind != "latest":
             return set()
         return {v for v, r in record.versions.items() if r.loaded is None and r.failures}
 
     def _next_load(self, name: str, record: _ModelRecord) -> VersionListing | None:
         """The wanted version to load next (what serves now first, then newest first), if any is due."""
+        if record.dropped:
+            return None
         now = self._clock()
-        first = record.serving.effective_default(self._wall_clock())
+        first = record.routing.effective_default(self._wall_clock())
         for version in sorted(self._wanted(name, record), key=lambda v: (v != first, -v)):
             entry = record.versions.get(version)
-            if entry is not None and (entry.loaded is not None or entry.attempt is not None):
+            if entry is not None and ((entry.loaded is not None and not entry.stale) or entry.attempt is not None):
                 continue
             if entry is not None and entry.failures and now < entry.retry_at:
                 continue
@@ -420,10 +548,12 @@ class ModelManager:
         """Loaded versions the routing may still send requests to; they are never unloaded."""
         now = self._wall_clock()
         loaded = {v for v, r in record.versions.items() if r.loaded is not None}
-        route = record.serving.route(loaded)
-        routed = record.serving.versions_to_load(now)
-        if not route.switched(now) and route.before is not None:
-            routed.add(route.before)  # the old default serves until the new one takes over on this replica
+        route = record.routing.route(loaded)
+        routed = record.routing.versions_to_load(now)
+        if route.activate_at is not None and not route.switched(now) and route.before is not None:
+            # The old default serves until the new one takes over on this replica. Without a switch pending, the
+            # newest AVAILABLE version is no pin: a policy that no longer wants it (specific:1) unloads it.
+            routed.add(route.before)
         return routed & loaded
 
     def _read_serving_config(self, name: str, record: _ModelRecord, data: bytes | None) -> ServingConfig:
@@ -499,6 +629,7 @@ class ModelManager:
                         retiring = self._retire_unwanted(job.name, record)
                         if not retiring:
                             record.job = None
+                            self._forget_if_dropped(job.name)
                             break
                 if listing is not None:
                     changed |= self._load(job.name, listing, attempt)
@@ -509,16 +640,16 @@ class ModelManager:
             log.exception("model %s: unexpected error in its load job", job.name)
         finally:
             with self._lock:
-                record = self._records[job.name]
-                if record.job is job:
-                    record.job = None
+                # Gone when the job ended by forgetting its dropped model.
+                if (last := self._records.get(job.name)) is not None and last.job is job:
+                    last.job = None
             job.done.set()
         if changed:
             self._after_load_change()
 
     def _begin_attempt(self, job: _Job, record: _ModelRecord, version: int) -> _LoadAttempt:
         entry = record.versions.setdefault(version, _VersionRecord(VersionStatus(version, START)))
-        attempt = entry.attempt = _LoadAttempt(version, job)
+        attempt = entry.attempt = _LoadAttempt(version, job, record.origin.repository)
         self._set_status(job.name, entry, VersionStatus(version, LOADING))
         self._publish()
         return attempt
@@ -547,7 +678,7 @@ class ModelManager:
         the abortable scope (warm-up and any load-time check) is cancelled when the watchdog aborts the servable.
         """
         version = listing.version
-        path = fetch_version(self._repository, listing, self._cache_dir)
+        path = fetch_version(attempt.repository, listing, self._cache_dir)
         with self._lock:
             timeout = self._settings.load_timeout_s
             attempt.deadline = self._clock() + timeout if timeout > 0 else math.inf
@@ -574,17 +705,21 @@ class ModelManager:
         self, name: str, attempt: _LoadAttempt, loaded: LoadedVersion | None, failure: tuple[Code, str], took: float
     ) -> bool:
         version = attempt.version
+        replaced: LoadedVersion | None = None
         with self._lock:
-            entry = self._records[name].versions[version]
+            record = self._records[name]
+            entry = record.versions[version]
             self._release_slot(attempt)
             entry.attempt = None
-            installed = loaded is not None and not attempt.abandoned and not self._stop.is_set()
+            installed = loaded is not None and not attempt.abandoned and not self._stop.is_set() and not record.dropped
             if attempt.abandoned:
                 # The watchdog already failed it; its thread is back (cancelled, or it finished late).
                 self._metrics.loads_abandoned.dec()
                 log.warning("model %s version %d: the load abandoned at its deadline has returned", name, version)
             elif installed and loaded is not None:
-                entry.loaded = loaded
+                # A reload from a new base path: the old copy serves until now, then drains (below).
+                replaced, entry.loaded = entry.loaded, loaded
+                entry.stale = attempt.repository is not record.origin.repository  # begun before a move
                 entry.failures = 0
                 self._metrics.model_loads.labels(name, str(version), "success").inc()
                 self._metrics.model_load_duration.labels(name, str(version)).observe(took)
@@ -593,8 +728,12 @@ class ModelManager:
             elif loaded is None and not self._stop.is_set():
                 self._load_failed(name, entry, *failure)
             self._publish()
+            self._forget_if_dropped(name)
         if loaded is not None and not installed:
             loaded.close(0.0)
+        if replaced is not None:
+            self._drain(name, replaced)
+            self._prune(name)
         return installed
 
     def check_deadlines(self) -> None:
@@ -640,13 +779,17 @@ class ModelManager:
         entry.retry_at = self._clock() + delay
         version = entry.status.version
         self._metrics.model_loads.labels(name, str(version), "failure").inc()
-        self._set_status(name, entry, VersionStatus(version, END, code, message))
+        # A failed reload (from a moved base path) leaves the loaded copy serving: AVAILABLE, with the error.
+        state = AVAILABLE if entry.loaded is not None else END
+        self._set_status(name, entry, VersionStatus(version, state, code, message))
         log.error("model %s version %d failed to load (retry in %.0fs): %s", name, version, delay, message)
 
     def _unwanted(self, name: str, record: _ModelRecord) -> list[int]:
         """Loaded versions to unload now: neither wanted nor routed, nor needed to fill a wanted one's gap."""
-        wanted = self._wanted(name, record) | self._still_routed(record)
         loaded = {v for v, r in record.versions.items() if r.loaded is not None}
+        if record.dropped:
+            return sorted(loaded)  # out of the model set: every version goes (each once its leases are back)
+        wanted = self._wanted(name, record) | self._still_routed(record)
         # A label naming a version that is not (yet) in the repository is no gap to fill.
         wanted = {v for v in wanted if v in record.versions}
         if not wanted:
@@ -673,20 +816,39 @@ class ModelManager:
 
     def _unload(self, name: str, retiring: list[tuple[_VersionRecord, LoadedVersion]]) -> None:
         for _entry, loaded in retiring:
-            if not loaded.retire(self._settings.drain_timeout_s):
-                log.warning("model %s version %d: unloading with requests still in flight", name, loaded.version)
-            loaded.close(self._settings.drain_timeout_s)
+            self._drain(name, loaded)
         with self._lock:
             for entry, loaded in retiring:
                 self._set_status(name, entry, VersionStatus(loaded.version, END))
                 log.info("model %s version %d unloaded", name, loaded.version)
-            keep = self._cached_paths(name)
             self._publish()
+        self._prune(name)
+
+    def _drain(self, name: str, loaded: LoadedVersion) -> None:
+        """Wait for the leases of a version already out of the snapshot, then free it."""
+        if not loaded.retire(self._settings.drain_timeout_s):
+            log.warning("model %s version %d: unloading with requests still in flight", name, loaded.version)
+        loaded.close(self._settings.drain_timeout_s)
+
+    def _prune(self, name: str) -> None:
+        with self._lock:
+            keep = self._cached_paths(name)
         prune_cache(self._cache_dir, name, keep)
 
     def _cached_paths(self, name: str) -> set[Path]:
-        record = self._records[name]
-        return {r.loaded.path for r in record.versions.values() if r.loaded is not None}
+        record = self._records.get(name)  # a forgotten model keeps nothing in the cache
+        return {r.loaded.path for r in record.versions.values() if r.loaded is not None} if record else set()
+
+    def _forget_if_dropped(self, name: str) -> None:
+        """Once a dropped model has nothing loaded and no load running, its record, status and series go."""
+        record = self._records.get(name)
+        if record is None or not record.dropped or record.job is not None:
+            return
+        if any(entry.loaded is not None or entry.attempt is not None for entry in record.versions.values()):
+            return
+        del self._records[name]
+        self._metrics.forget_model(name, list(record.versions))
+        log.info("model %s is no longer served: removed from the model set", name)
 
     def _set_status(self, name: str, entry: _VersionRecord, status: VersionStatus) -> None:
         entry.status = status
@@ -697,19 +859,20 @@ class ModelManager:
     def _publish(self) -> None:
         if self._stop.is_set():
             return  # stopped: a job that finishes late must not bring its model back
-        models = {name: self._model_snapshot(name, record) for name, record in self._records.items()}
+        models = {name: self._model_snapshot(name, r) for name, r in self._records.items() if not r.dropped}
         self._snapshot = MappingProxyType(models)
         self._ready = self._readiness(self._snapshot)
 
     def _model_snapshot(self, name: str, record: _ModelRecord) -> ModelSnapshot:
         available = {v: r.loaded for v, r in record.versions.items() if r.loaded is not None}
-        route = record.serving.route(set(available))
+        routing = record.routing
+        route = routing.route(set(available))
         self._note_rollout(name, record, route)
         statuses = tuple(replace(r.status) for _, r in sorted(record.versions.items(), key=lambda item: -item[0]))
         return ModelSnapshot(
             name=name,
             available=MappingProxyType(available),
-            labels=MappingProxyType(dict(record.serving.labels)),
+            labels=MappingProxyType(dict(routing.labels)),
             route=route,
             statuses=statuses,
             serving_error=record.serving_error,

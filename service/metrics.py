@@ -8,6 +8,7 @@ plus ``protocol`` and ``code`` where they apply. Requests for models that do not
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -208,6 +209,38 @@ class Metrics:
             registry=registry,
         )
 
+        # The model set (docs/operations.md "Model set"): lists applied while serving, and those refused.
+        self.model_config_reloads = Counter(
+            "rtserve_model_config_reloads_total",
+            "Model sets offered while serving (a new model_config_list), by outcome: success (applied) or failure "
+            "(refused, the current set keeps serving; the reason is in the log and the model-set status).",
+            ["outcome"],
+            registry=registry,
+        )
+
+    def forget_versions(self, model: str, versions: Iterable[int]) -> None:
+        """Remove the series of versions no longer known (their model left the set or moved), so /metrics drops them."""
+        for version in map(str, versions):
+            for state in STATES:
+                _remove(self.version_state, model, version, state)
+            for outcome in ("success", "failure"):
+                _remove(self.model_loads, model, version, outcome)
+            for metric in (self.model_load_duration, self.queue_depth, self.queue_capacity):
+                _remove(metric, model, version)
+
+    def forget_model(self, model: str, versions: Iterable[int]) -> None:
+        """Remove every series of a model no longer served: its versions' and its own."""
+        self.forget_versions(model, versions)
+        model_level = (
+            self.default_version,
+            self.pending_default_version,
+            self.rollout_blocked,
+            self.serving_config_invalid,
+            self.serving_config_rejections,
+        )
+        for metric in model_level:
+            _remove(metric, model)
+
     def set_version_state(self, model: str, version: int, state: str) -> None:
         """Make exactly one of the version's state series 1 (TF Serving reports unloaded versions as END)."""
         for candidate in STATES:
@@ -254,3 +287,9 @@ class DriftCollector(Collector):
                 psi.add_metric([series.model, series.version, feature], score)
         yield psi
         yield samples
+
+
+def _remove(metric: Counter | Gauge | Histogram, *labels: str) -> None:
+    """Remove one labelled series; one that was never set is not an error."""
+    with suppress(KeyError):
+        metric.remove(*labels)

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.model_set import ModelSet
 from service.policy import VersionPolicy, parse_version_policy
 
 
@@ -301,6 +302,19 @@ class Settings(BaseSettings):
     )
     load_workers: int = Field(
         2, ge=1, description="Model versions loading at once; each model loads one version at a time"
+    )
+
+    model_config_list: ModelSet | None = Field(
+        None,
+        description="An explicit model set instead of RTSERVE_MODELS: TF Serving's model_config_list as JSON, e.g. "
+        '{"config": [{"name": "iris", "base_path": "s3://models/iris", "model_version_policy": {"latest": '
+        '{"num_versions": 2}}, "version_labels": {"stable": 3}}]}; each base_path holds that model\'s version '
+        "folders. Set, it replaces RTSERVE_MODELS and RTSERVE_VERSION_POLICY(IES)",
+    )
+    allow_version_labels_for_unavailable_models: bool = Field(
+        False,
+        description="When a new model set is applied, let a label that is new for a model name a version that is "
+        "not AVAILABLE yet (TF Serving's flag of that name); otherwise such a set is refused",
     )
 
     @field_validator("models", "allowed_file_ops", mode="before")
