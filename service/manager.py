@@ -248,6 +248,7 @@ class ModelManager:
         )
         self._model_set_status = ModelSetStatus(self._source.kind, self._source.models)
         self._nudge = threading.Event()  # set by apply_model_set: poll now rather than at the next interval
+        self._applying = threading.Lock()
 
     # -- what request handlers read -------------------------------------------------------------------------
 
@@ -302,6 +303,10 @@ class ModelManager:
         ``wait`` it returns once the unloads and loads it started (kept and dropped models) are done; models new
         to the set load after their first listing, at the poll it triggers.
         """
+        with self._applying:  # one change at a time: each is checked against the set it replaces
+            self._apply_model_set(model_set, wait)
+
+    def _apply_model_set(self, model_set: ModelSet | Mapping[str, object], wait: bool) -> None:
         try:
             models = open_model_list(as_model_set(model_set), self._settings.s3)
             check_reachable(models, self._source)  # I/O: outside the lock
@@ -329,7 +334,7 @@ class ModelManager:
         """Under the lock: drop, keep or move every known model, then make ``models`` the source."""
         jobs: list[_Job] = []
         origins = dict(models.origins())
-        for name, record in self._records.items():
+        for name, record in list(self._records.items()):
             origin = origins.get(name)
             if origin is None:
                 if not record.dropped:
@@ -345,6 +350,7 @@ class ModelManager:
             job = self._job_for(name, record)
             if job is not None:
                 jobs.append(job)
+            self._forget_if_dropped(name)  # nothing loaded, nothing loading: it goes at once
         self._source = ModelList(origins)
         self._publish()
         return jobs

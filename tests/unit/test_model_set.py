@@ -380,3 +380,15 @@ def test_a_version_deleted_from_the_repository_unloads_once_an_older_one_serves(
     manager.poll_once()
     assert sorted(manager.snapshot()["m"].available) == [1]
     assert manager.snapshot()["m"].default_version == 1
+
+
+def test_dropping_a_model_with_nothing_loaded_forgets_it_at_once(tmp_path: Path) -> None:
+    publish(tmp_path, tmp_path / "a", 1)
+    publish(tmp_path, tmp_path / "b", 1, broken=True)
+    manager, _, metrics = make_manager(tmp_path, model_set(entry("a", tmp_path / "a"), entry("b", tmp_path / "b")))
+    manager.poll_once()
+    assert state_series(metrics, "b", 1, "END") == 1.0
+    manager.apply_model_set(model_set(entry("a", tmp_path / "a")))
+    assert "b" not in manager.snapshot()
+    assert state_series(metrics, "b", 1, "END") is None
+    assert manager.is_ready(), "a listed model that never loaded no longer holds readiness once dropped"
