@@ -20,6 +20,7 @@ from service.manager import AVAILABLE, LOADING, ModelManager
 from service.metrics import Metrics
 from service.model_set import ModelSet, parse_model_set
 from service.model_source import MODEL_CONFIG_LIST, REPOSITORY_SCAN, ModelSetError
+from service.repository.factory import split_base_path
 from service.repository.local import LocalRepository
 from service.settings import Settings
 
@@ -392,3 +393,50 @@ def test_dropping_a_model_with_nothing_loaded_forgets_it_at_once(tmp_path: Path)
     assert "b" not in manager.snapshot()
     assert state_series(metrics, "b", 1, "END") is None
     assert manager.is_ready(), "a listed model that never loaded no longer holds readiness once dropped"
+
+
+@pytest.mark.parametrize(
+    ("base_path", "parent", "folder"),
+    [
+        ("s3://bucket/team/iris", "s3://bucket/team", "iris"),
+        ("s3://bucket/iris/", "s3://bucket", "iris"),
+        ("/mnt/exports/resnet_v2", "/mnt/exports", "resnet_v2"),
+        ("file:///mnt/exports/resnet_v2/", "/mnt/exports", "resnet_v2"),
+    ],
+)
+def test_a_base_path_opens_as_a_view_of_its_parent(base_path: str, parent: str, folder: str) -> None:
+    assert split_base_path(base_path) == (parent, folder)
+
+
+@pytest.mark.parametrize("base_path", ["s3://bucket", "s3:///iris", "/", "", "/mnt/my model", "s3://b/x/.."])
+def test_a_base_path_without_a_plain_last_folder_is_refused(base_path: str) -> None:
+    with pytest.raises(ValueError, match="base path"):
+        split_base_path(base_path)
+
+
+def test_a_load_in_flight_when_the_base_path_moves_is_reloaded_from_the_new_place(tmp_path: Path) -> None:
+    publish(tmp_path, tmp_path / "old" / "m", 1, stuck=True)  # its warm-up waits for loader.release
+    publish(tmp_path, tmp_path / "new" / "m", 1, offset=7)
+    manager, loader, _ = make_manager(tmp_path, model_set(entry("m", tmp_path / "old" / "m")))
+    manager.poll_once(wait=False)
+    wait_until(lambda: loader.calls == 1, 10, what="the old place's load to start")
+    manager.apply_model_set(model_set(entry("m", tmp_path / "new" / "m")))
+    loader.release.set()
+    wait_until(lambda: manager.snapshot()["m"].ready, 10, what="the old place's copy to serve")
+    manager.poll_once()
+    assert manager.snapshot()["m"].available[1].servable.offset == 7  # type: ignore[attr-defined]
+    assert loader.servable(1).closed
+
+
+def test_a_dropped_model_loading_is_never_installed_and_goes(tmp_path: Path) -> None:
+    publish(tmp_path, tmp_path / "a", 1)
+    publish(tmp_path, tmp_path / "b", 2, stuck=True)
+    manager, loader, metrics = make_manager(tmp_path, model_set(entry("a", tmp_path / "a"), entry("b", tmp_path / "b")))
+    manager.poll_once(wait=False)
+    wait_until(lambda: loader.calls == 2, 10, what="both loads to start")
+    manager.apply_model_set(model_set(entry("a", tmp_path / "a")))
+    loader.release.set()
+    wait_until(lambda: state_series(metrics, "b", 2, "LOADING") is None, 10, what="b forgotten")
+    assert loader.servable(2).closed
+    assert "b" not in manager.snapshot()
+    assert manager.is_ready()
