@@ -1,6 +1,7 @@
 """An explicit model set: TF Serving's ``model_config_list`` as a typed value (no text-proto parsing here).
 
-The JSON shape is the proto's JSON mapping, so that a TF Serving config file converts to it field for field::
+The JSON shape is the proto's JSON mapping (snake_case or protobuf's lowerCamelCase field names), so that a TF
+Serving config file converts to it field for field::
 
     {"config": [{"name": "iris", "base_path": "s3://models/iris", "model_platform": "tensorflow",
                  "model_version_policy": {"latest": {"num_versions": 2}},
@@ -17,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
 
 from service.policy import VersionPolicy
 from service.repository.base import MODEL_NAME_PATTERN, is_model_name, is_version
@@ -25,8 +27,17 @@ PLATFORMS = ("tensorflow",)
 
 
 class _Strict(BaseModel):
-    # Unknown fields are refused: a misspelt policy or label field must not be ignored silently.
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    # Unknown fields are refused: a misspelt policy or label field must not be ignored silently. Field names are
+    # accepted as the proto spells them and in the lowerCamelCase that protobuf's JSON printer writes.
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        protected_namespaces=(),
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        loc_by_alias=False,
+    )
 
 
 class LatestVersions(_Strict):

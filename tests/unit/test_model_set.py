@@ -440,3 +440,24 @@ def test_a_dropped_model_loading_is_never_installed_and_goes(tmp_path: Path) -> 
     assert loader.servable(2).closed
     assert "b" not in manager.snapshot()
     assert manager.is_ready()
+
+
+def test_the_model_set_reads_protobufs_json_spelling_too() -> None:
+    # What google.protobuf.json_format prints for a ModelConfigList (int64 as strings, lowerCamelCase names).
+    printed = {
+        "config": [
+            {
+                "name": "iris",
+                "basePath": "/models/iris",
+                "modelPlatform": "tensorflow",
+                "modelVersionPolicy": {"specific": {"versions": ["1", "2"]}},
+                "versionLabels": {"stable": "2"},
+            }
+        ]
+    }
+    (iris,) = parse_model_set(printed).config
+    assert (iris.base_path, str(iris.policy), iris.version_labels) == ("/models/iris", "specific:1,2", {"stable": 2})
+    with pytest.raises(ValueError, match=r"config\.0\.model_version_policy\.latest\.num_versions"):
+        parse_model_set(
+            {"config": [{"name": "a", "base_path": "/a", "modelVersionPolicy": {"latest": {"numVersions": 0}}}]}
+        )
