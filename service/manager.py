@@ -625,9 +625,9 @@ class ModelManager:
             while True:
                 retiring: list[tuple[_VersionRecord, LoadedVersion]] = []
                 with self._lock:
-                    record = self._records[job.name]
                     if job.detached or self._stop.is_set():
-                        break
+                        break  # (a detached job's dropped model may be forgotten by now)
+                    record = self._records[job.name]
                     listing = self._next_load(job.name, record)
                     if listing is not None:
                         attempt = self._begin_attempt(job, record, listing.version)

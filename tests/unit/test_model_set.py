@@ -461,3 +461,24 @@ def test_the_model_set_reads_protobufs_json_spelling_too() -> None:
         parse_model_set(
             {"config": [{"name": "a", "base_path": "/a", "modelVersionPolicy": {"latest": {"numVersions": 0}}}]}
         )
+
+
+def test_a_dropped_model_whose_load_was_abandoned_goes_when_the_load_returns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    publish(tmp_path, tmp_path / "a", 1)
+    publish(tmp_path, tmp_path / "b", 1, stuck=True)  # cannot be aborted: only loader.release ends its warm-up
+    listed = model_set(entry("a", tmp_path / "a"), entry("b", tmp_path / "b"))
+    manager, loader, metrics = make_manager(tmp_path, listed, clock, load_timeout_s=5.0)
+    manager.poll_once(wait=False)
+    wait_until(lambda: any(s.stuck and s.warming.is_set() for s in loader.loaded), 10, what="b warming up")
+    manager.apply_model_set(model_set(entry("a", tmp_path / "a")))
+    clock.now += 6
+    manager.check_deadlines()
+    assert metrics.registry.get_sample_value("rtserve_model_loads_abandoned") == 1.0
+    loader.release.set()
+    wait_until(lambda: metrics.registry.get_sample_value("rtserve_model_loads_abandoned") == 0.0, 10)
+    wait_until(lambda: state_series(metrics, "b", 1, "END") is None, 10, what="b forgotten")
+    assert "unexpected error" not in caplog.text
+    assert [s.closed for s in loader.loaded if s.stuck] == [True]
