@@ -36,7 +36,6 @@ from service.model_source import (
     check_labels,
     check_reachable,
     keep_repository,
-    model_set_names,
     open_model_list,
     with_labels,
 )
@@ -327,7 +326,7 @@ class ModelManager:
         applied = self._model_set_status.applied + 1
         self._model_set_status = ModelSetStatus(MODEL_CONFIG_LIST, models.models, applied)
         self._metrics.model_config_reloads.labels("success").inc()
-        log.info("model set applied: %s", model_set_names(models.models))
+        log.info("model set applied: %s", ", ".join(models.models) or "no models")
         self._nudge.set()  # list the new and moved models now, not at the next interval
 
     def _switch_source(self, models: ModelList) -> list[_Job]:

@@ -7,7 +7,7 @@ is the manager's ``apply_model_set``; this module holds the pure parts of it (op
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -199,7 +199,3 @@ def with_labels(config: ServingConfig, labels: Mapping[str, int]) -> ServingConf
     if not labels:
         return config
     return replace(config, labels={**config.labels, **labels})
-
-
-def model_set_names(models: Iterable[str]) -> str:
-    return ", ".join(models) or "no models"
