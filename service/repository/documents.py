@@ -12,9 +12,16 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import PydanticCustomError
 
 T = TypeVar("T")
 Location = tuple[str | int, ...]
+RULE = "document_rule"  # the kind of a problem a document's own validator words in full
+
+
+def broken_rule(message: str) -> PydanticCustomError:
+    """What a document's validator raises for a rule across its fields: ``message`` is reported as it is."""
+    return PydanticCustomError(RULE, message)
 
 
 @dataclass(frozen=True)
@@ -22,9 +29,9 @@ class Problem:
     """The first thing wrong with a document: where, of which kind, and the value found there."""
 
     loc: Location  # as pydantic gives it: ("files", 3, "size"); a dict key's own problem ends in "[key]"
-    kind: str  # pydantic's error type: "missing", "int_type", "extra_forbidden", "value_error", ...
+    kind: str  # pydantic's error type: "missing", "int_type", "extra_forbidden", "value_error", ..., or RULE
     value: object  # what the document holds at ``loc`` (the key, for a key); None when it is missing
-    reason: str  # a validator's own ValueError text, else pydantic's message
+    reason: str  # a validator's own ValueError text or broken_rule message, else pydantic's message
     document: object  # the whole document as parsed, to name the entry a problem is in
 
     def find(self, loc: Location) -> object:
