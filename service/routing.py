@@ -272,7 +272,7 @@ _SERVING_DOCUMENT = TypeAdapter(_ServingDocument)
 
 
 def _explain(problem: Problem) -> str:
-    """Today's one-line message for the first problem pydantic found."""
+    """The one-line message for the first problem pydantic found, worded as before pydantic (tests pin it)."""
     if problem.kind == RULE:
         return f"serving.json {problem.reason}"
     match problem.loc:
