@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Annotated, Any, Self
+from typing import Annotated, Any
 
 import orjson
 from pydantic import (
@@ -31,11 +31,9 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PrivateAttr,
     TypeAdapter,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from service.repository.base import MODEL_NAME_PATTERN, is_version
@@ -218,12 +216,11 @@ class _ServingDocument(BaseModel):
     # would otherwise be ignored silently.
     model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
-    labels: dict[Label, Version] = {}
+    labels: dict[Label, Version] = Field(default_factory=dict)
     default: Version | str | None = None
     canary_weight: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
     activate_at: str | None = None
     previous_default: Version | None = None
-    _activate_at: float | None = PrivateAttr(None)  # activate_at as Unix seconds
 
     @field_validator("default")
     @classmethod
@@ -254,18 +251,13 @@ class _ServingDocument(BaseModel):
             raise broken_rule("'previous_default' only applies with 'activate_at'")
         return previous
 
-    @model_validator(mode="after")
-    def _activation(self) -> Self:
-        if self.activate_at is None:
-            return self
-        try:
-            self._activate_at = parse_activation(self.activate_at)
-        except ValueError as error:
-            raise broken_rule(f"'activate_at': {error}") from None
-        return self
-
     def config(self) -> ServingConfig:
-        return ServingConfig(self.default, self.labels, self.canary_weight, self._activate_at, self.previous_default)
+        """The routing the document describes; ValueError when its activate_at is no usable time (checked last)."""
+        try:
+            activate_at = None if self.activate_at is None else parse_activation(self.activate_at)
+        except ValueError as error:
+            raise ValueError(f"serving.json 'activate_at': {error}") from None
+        return ServingConfig(self.default, self.labels, self.canary_weight, activate_at, self.previous_default)
 
 
 _SERVING_DOCUMENT = TypeAdapter(_ServingDocument)
