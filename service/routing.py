@@ -166,7 +166,7 @@ def parse_serving_config(data: bytes) -> ServingConfig:
     if len(data) > MAX_SERVING_CONFIG_BYTES:
         raise ValueError(f"serving.json is larger than {MAX_SERVING_CONFIG_BYTES} bytes")
     try:
-        # orjson, not pydantic's parser: it refuses NaN, 1e999 and lone surrogates, which pydantic would take.
+        # orjson, not pydantic's parser: it refuses NaN and 1e999, which pydantic's would take as floats.
         document = orjson.loads(data)
     except orjson.JSONDecodeError as error:
         raise ValueError(f"serving.json is not valid JSON: {error}") from None
