@@ -23,15 +23,16 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import AfterValidator, AllowInfNan, BaseModel, Field, Strict, TypeAdapter
 
 from service.errors import InvalidArgument
+from service.repository.documents import RULE, Problem, broken_rule, validated
 from service.tensors import SignatureSpec, TensorSpec
 
 PROFILE_PATH = "assets.extra/rtserve_profile.json"
@@ -43,15 +44,18 @@ MIN_SAMPLES = 20
 MAX_PROFILE_FEATURES = 1024
 
 FloatMatrix = np.ndarray[Any, np.dtype[np.float64]]
+Number = Annotated[float, Strict(), AllowInfNan(False)]  # an int or a finite float; true is no number
 
 
 @dataclass(frozen=True)
 class FeatureProfile:
-    name: str
-    input: str
-    index: int  # position in the input's flattened row
-    edges: tuple[float, ...]
-    proportions: tuple[float, ...]
+    """One feature's bins. The annotations are the profile file's rules, applied when a profile is parsed."""
+
+    name: Annotated[str, Strict()]
+    input: Annotated[str, Strict()]
+    index: Annotated[int, Strict(), Field(ge=0)]  # position in the input's flattened row
+    edges: tuple[Number, ...]
+    proportions: tuple[Number, ...]
 
 
 @dataclass(frozen=True)
@@ -229,41 +233,54 @@ def dump_profile(profile: Profile) -> bytes:
     return (json.dumps(document, indent=1) + "\n").encode("utf-8")
 
 
+def _bins_fit(feature: FeatureProfile) -> FeatureProfile:
+    if len(feature.proportions) != len(feature.edges) + 1:
+        raise broken_rule("needs numeric 'edges' and one more 'proportions'")
+    if any(later <= earlier for earlier, later in itertools.pairwise(feature.edges)):
+        raise broken_rule("has edges that are not increasing")
+    return feature
+
+
+class _ProfileDocument(BaseModel):
+    # Fields it does not know are ignored, as they always were.
+    format: Literal[1]  # PROFILE_FORMAT; like before, 1.0 and true are equal to it
+    signature: Annotated[str, Strict()]
+    samples: Annotated[int, Strict()]  # strict: "samples": true is refused (it used to pass for 1)
+    features: list[Annotated[FeatureProfile, AfterValidator(_bins_fit)]]
+
+
+_PROFILE_DOCUMENT = TypeAdapter(_ProfileDocument)
+
+
 def parse_profile(data: bytes) -> Profile:
     """Parse a profile; anything malformed is InvalidArgument naming the problem."""
     try:
         document = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidArgument(f"{PROFILE_PATH} is not valid JSON: {error}") from None
-    if not isinstance(document, dict) or document.get("format") != PROFILE_FORMAT:
-        raise InvalidArgument(f"{PROFILE_PATH} is not a format {PROFILE_FORMAT} profile")
-    signature, samples, features = document.get("signature"), document.get("samples"), document.get("features")
-    if not isinstance(signature, str) or not isinstance(samples, int) or not isinstance(features, list):
-        raise InvalidArgument(f"{PROFILE_PATH} needs 'signature' (string), 'samples' (int) and 'features' (list)")
-    return Profile(signature, samples, tuple(_parse_feature(i, item) for i, item in enumerate(features)))
+    parsed = validated(_PROFILE_DOCUMENT, document, _explain, InvalidArgument)
+    return Profile(parsed.signature, parsed.samples, tuple(parsed.features))
 
 
-def _parse_feature(position: int, item: object) -> FeatureProfile:
-    where = f"{PROFILE_PATH} features[{position}]"
-    if not isinstance(item, dict):
-        raise InvalidArgument(f"{where} must be an object")
-    name, input_name, index = item.get("name"), item.get("input"), item.get("index")
-    edges, proportions = item.get("edges"), item.get("proportions")
-    if not isinstance(name, str) or not isinstance(input_name, str):
-        raise InvalidArgument(f"{where} needs string 'name' and 'input'")
-    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-        raise InvalidArgument(f"{where} ({name}) has an invalid index {index!r}")
-    if not _numbers(edges) or not _numbers(proportions) or len(proportions) != len(edges) + 1:
-        raise InvalidArgument(f"{where} ({name}) needs numeric 'edges' and one more 'proportions'")
-    if any(later <= earlier for earlier, later in itertools.pairwise(edges)):
-        raise InvalidArgument(f"{where} ({name}) has edges that are not increasing")
-    return FeatureProfile(name, input_name, index, tuple(map(float, edges)), tuple(map(float, proportions)))
-
-
-def _numbers(value: object) -> TypeGuard[list[float]]:
-    return isinstance(value, list) and all(
-        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value
-    )
+def _explain(problem: Problem) -> str:
+    """The one-line message for the first problem pydantic found, worded as before pydantic (tests pin it)."""
+    match problem.loc:
+        case ("signature" | "samples" | "features",):
+            return f"{PROFILE_PATH} needs 'signature' (string), 'samples' (int) and 'features' (list)"
+        case ("features", int(position), *inner):
+            where = f"{PROFILE_PATH} features[{position}]"
+            name = problem.find(("features", position, "name"))
+            if problem.kind == RULE:
+                return f"{where} ({name}) {problem.reason}"
+            match inner:
+                case []:
+                    return f"{where} must be an object"
+                case ["name" | "input", *_]:
+                    return f"{where} needs string 'name' and 'input'"
+                case ["index", *_]:
+                    return f"{where} ({name}) has an invalid index {problem.value!r}"
+            return f"{where} ({name}) needs numeric 'edges' and one more 'proportions'"
+    return f"{PROFILE_PATH} is not a format {PROFILE_FORMAT} profile"
 
 
 def read_profile(folder: Path) -> Profile | None:

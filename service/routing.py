@@ -23,11 +23,13 @@ from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, TypeGuard
+from typing import Annotated, Any
 
 import orjson
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, field_validator
 
 from service.repository.base import MODEL_NAME_PATTERN, is_version
+from service.repository.documents import RULE, Problem, broken_rule, validated
 
 CANARY_LABEL = "canary"
 FIELDS = ("default", "labels", "canary_weight", "activate_at", "previous_default")
@@ -164,20 +166,11 @@ def parse_serving_config(data: bytes) -> ServingConfig:
     if len(data) > MAX_SERVING_CONFIG_BYTES:
         raise ValueError(f"serving.json is larger than {MAX_SERVING_CONFIG_BYTES} bytes")
     try:
+        # orjson, not pydantic's parser: it refuses NaN and 1e999, which pydantic's would take as floats.
         document = orjson.loads(data)
     except orjson.JSONDecodeError as error:
         raise ValueError(f"serving.json is not valid JSON: {error}") from None
-    if not isinstance(document, dict):
-        raise ValueError("serving.json must be a JSON object")
-    unknown = sorted(set(document) - set(FIELDS))
-    if unknown:
-        # A misspelt field would otherwise be ignored silently, e.g. a canary weight that never applies.
-        raise ValueError(f"serving.json has unknown field {unknown[0]!r} (known: {', '.join(FIELDS)})")
-    labels = _labels(document.get("labels", {}))
-    default = _default(document.get("default"), labels)
-    canary_weight = _canary_weight(document.get("canary_weight", 0), labels)
-    activate_at, previous = _activation(document.get("activate_at"), document.get("previous_default"), default)
-    return ServingConfig(default, labels, canary_weight, activate_at, previous)
+    return validated(_SERVING_DOCUMENT, document, _explain, ValueError).config()
 
 
 def check_named_versions(config: ServingConfig, present: AbstractSet[int], now: float) -> None:
@@ -191,50 +184,96 @@ def check_named_versions(config: ServingConfig, present: AbstractSet[int], now: 
         raise ValueError(f"serving.json names version {absent[0]}, which the repository does not hold")
 
 
-def _is_version(value: object) -> TypeGuard[int]:
+def _repository_version(version: int) -> int:
     # The repository's own range (1 to 10^18-1), so that any version the file names can be a folder.
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1 and is_version(str(value))
+    if not is_version(str(version)):
+        raise ValueError("not a version number of the repository")
+    return version
 
 
-def _labels(raw: object) -> dict[str, int]:
-    if not isinstance(raw, dict):
-        raise ValueError("serving.json 'labels' must be an object of label -> version")
-    for label, version in raw.items():
-        if not MODEL_NAME_PATTERN.fullmatch(label) or label.isdigit():
-            raise ValueError(f"serving.json label {label!r} is not a valid label name")
-        if not _is_version(version):
-            raise ValueError(f"serving.json label {label!r} must map to a positive version number")
-    return dict(raw)
+def _label_name(label: str) -> str:
+    if not MODEL_NAME_PATTERN.fullmatch(label) or label.isdigit():
+        raise ValueError("not a valid label name")
+    return label
 
 
-def _default(raw: object, labels: Mapping[str, int]) -> int | str | None:
-    if raw is None or _is_version(raw):
-        return raw
-    if isinstance(raw, str) and raw in labels:
-        return raw
-    raise ValueError("serving.json 'default' must be a positive version or one of its labels")
+Version = Annotated[int, AfterValidator(_repository_version)]
+Label = Annotated[str, AfterValidator(_label_name)]
 
 
-def _canary_weight(raw: object, labels: Mapping[str, int]) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0.0 <= raw <= 1.0:
-        raise ValueError("serving.json 'canary_weight' must be a number from 0 to 1")
-    if raw > 0 and CANARY_LABEL not in labels:
-        raise ValueError(f"serving.json 'canary_weight' needs a {CANARY_LABEL!r} label to send traffic to")
-    return float(raw)
+class _ServingDocument(BaseModel):
+    """serving.json as written. Field order is check order: a field's validator sees the fields before it."""
+
+    # strict: true is no version, "3" no weight; forbid: a misspelt field (a canary weight that never applies)
+    # would otherwise be ignored silently.
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+    labels: dict[Label, Version] = Field(default_factory=dict)
+    default: Version | str | None = None
+    canary_weight: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    activate_at: str | None = None
+    previous_default: Version | None = None
+
+    @field_validator("default")
+    @classmethod
+    def _label_if_text(cls, default: int | str | None, info: ValidationInfo) -> int | str | None:
+        if isinstance(default, str) and default not in info.data.get("labels", {}):
+            raise ValueError("not one of its labels")  # worded as a bad default
+        return default
+
+    @field_validator("canary_weight")
+    @classmethod
+    def _canary_to_send_to(cls, weight: float, info: ValidationInfo) -> float:
+        if weight > 0 and CANARY_LABEL not in info.data.get("labels", {}):
+            raise broken_rule(f"'canary_weight' needs a {CANARY_LABEL!r} label to send traffic to")
+        return weight
+
+    @field_validator("activate_at")
+    @classmethod
+    def _default_to_activate(cls, activate_at: str | None, info: ValidationInfo) -> str | None:
+        if activate_at is not None and "default" in info.data and info.data["default"] is None:
+            raise broken_rule("'activate_at' needs a 'default' to activate")
+        return activate_at
+
+    @field_validator("previous_default", mode="before")
+    @classmethod
+    def _only_with_activation(cls, previous: object, info: ValidationInfo) -> object:
+        # Before its own type: without activate_at any previous_default is the mistake, whatever it holds.
+        if previous is not None and "activate_at" in info.data and info.data["activate_at"] is None:
+            raise broken_rule("'previous_default' only applies with 'activate_at'")
+        return previous
+
+    def config(self) -> ServingConfig:
+        """The routing the document describes; ValueError when its activate_at is no usable time (checked last)."""
+        try:
+            activate_at = None if self.activate_at is None else parse_activation(self.activate_at)
+        except ValueError as error:
+            raise ValueError(f"serving.json 'activate_at': {error}") from None
+        return ServingConfig(self.default, self.labels, self.canary_weight, activate_at, self.previous_default)
 
 
-def _activation(raw: object, previous: object, default: int | str | None) -> tuple[float | None, int | None]:
-    if raw is None:
-        if previous is not None:
-            raise ValueError("serving.json 'previous_default' only applies with 'activate_at'")
-        return None, None
-    if not isinstance(raw, str):
-        raise ValueError("serving.json 'activate_at' must be a time in ISO 8601, e.g. 2026-11-25T12:00:00Z")
-    if default is None:
-        raise ValueError("serving.json 'activate_at' needs a 'default' to activate")
-    if previous is not None and not _is_version(previous):
-        raise ValueError("serving.json 'previous_default' must be a positive version number")
-    try:
-        return parse_activation(raw), previous if _is_version(previous) else None
-    except ValueError as error:
-        raise ValueError(f"serving.json 'activate_at': {error}") from None
+_SERVING_DOCUMENT = TypeAdapter(_ServingDocument)
+
+
+def _explain(problem: Problem) -> str:
+    """The one-line message for the first problem pydantic found, worded as before pydantic (tests pin it)."""
+    if problem.kind == RULE:
+        return f"serving.json {problem.reason}"
+    match problem.loc:
+        case (str(name),) if problem.kind == "extra_forbidden":
+            return f"serving.json has unknown field {name!r} (known: {', '.join(FIELDS)})"
+        case ("labels",):
+            return "serving.json 'labels' must be an object of label -> version"
+        case ("labels", str(label), "[key]"):
+            return f"serving.json label {label!r} is not a valid label name"
+        case ("labels", str(label), *_):
+            return f"serving.json label {label!r} must map to a positive version number"
+        case ("default", *_):
+            return "serving.json 'default' must be a positive version or one of its labels"
+        case ("canary_weight", *_):
+            return "serving.json 'canary_weight' must be a number from 0 to 1"
+        case ("activate_at", *_):
+            return "serving.json 'activate_at' must be a time in ISO 8601, e.g. 2026-11-25T12:00:00Z"
+        case ("previous_default", *_):
+            return "serving.json 'previous_default' must be a positive version number"
+    return "serving.json must be a JSON object"

@@ -18,20 +18,31 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, Field, Strict, TypeAdapter
 
 from service.errors import DataLoss, InvalidArgument, RepositoryError
 from service.repository.base import MANIFEST_NAME, FileInfo, VersionListing, check_model_name, check_version
+from service.repository.documents import Problem, validated
 
 MANIFEST_FORMAT = 1
 _CHUNK_BYTES = 1024 * 1024
-_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def _entry_path(path: str) -> str:
+    if not is_safe_relative_path(path) or path == MANIFEST_NAME:
+        raise ValueError("unsafe or invalid path")
+    return path
 
 
 @dataclass(frozen=True)
 class ManifestEntry:
-    path: str
-    size: int
-    sha256: str
+    """One file of a version. The annotations are MANIFEST.json's rules, applied when a manifest is parsed."""
+
+    path: Annotated[str, Strict(), AfterValidator(_entry_path)]
+    size: Annotated[int, Strict(), Field(ge=0)]  # strict: "size": true or "3" is not a size
+    sha256: Annotated[str, Strict(), Field(pattern=r"^[0-9a-f]{64}$")]
 
 
 @dataclass(frozen=True)
@@ -101,41 +112,43 @@ def dump_manifest(manifest: Manifest) -> bytes:
     return (json.dumps({"format": MANIFEST_FORMAT, "files": files}, indent=1) + "\n").encode("utf-8")
 
 
+class _ManifestDocument(BaseModel):
+    # Fields it does not know are ignored, as they always were: a newer push may add some.
+    format: Literal[1]  # MANIFEST_FORMAT; like before, 1.0 and true are equal to it
+    files: list[ManifestEntry]
+
+
+_MANIFEST = TypeAdapter(_ManifestDocument)
+
+
 def parse_manifest(data: bytes) -> Manifest:
     """Parse MANIFEST.json; anything malformed or unsafe is DataLoss with a message naming the problem."""
     try:
         document = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataLoss(f"{MANIFEST_NAME} is not valid JSON: {exc}") from exc
-    if not isinstance(document, dict):
-        raise DataLoss(f"{MANIFEST_NAME} must be a JSON object")
-    if document.get("format") != MANIFEST_FORMAT:
-        raise DataLoss(f"{MANIFEST_NAME} has format {document.get('format')!r}, expected {MANIFEST_FORMAT}")
-    files = document.get("files")
-    if not isinstance(files, list):
-        raise DataLoss(f"{MANIFEST_NAME} 'files' must be a list")
+    files = validated(_MANIFEST, document, _explain, DataLoss).files
     entries: dict[str, ManifestEntry] = {}
-    for index, item in enumerate(files):
-        entry = _parse_entry(index, item)
-        if entry.path in entries:
+    for entry in files:
+        if entries.setdefault(entry.path, entry) is not entry:
             raise DataLoss(f"{MANIFEST_NAME} lists {entry.path!r} more than once")
-        entries[entry.path] = entry
     return Manifest(tuple(entries[path] for path in sorted(entries)))
 
 
-def _parse_entry(index: int, item: object) -> ManifestEntry:
-    where = f"{MANIFEST_NAME} files[{index}]"
-    if not isinstance(item, dict):
-        raise DataLoss(f"{where} must be an object")
-    path, size, sha256 = item.get("path"), item.get("size"), item.get("sha256")
-    if not isinstance(path, str) or not is_safe_relative_path(path) or path == MANIFEST_NAME:
-        raise DataLoss(f"{where} has an unsafe or invalid path {path!r}")
-    # bool is an int subclass; "size": true is not a size.
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise DataLoss(f"{where} ({path}) has an invalid size {size!r}")
-    if not isinstance(sha256, str) or len(sha256) != 64 or not set(sha256) <= _HEX_DIGITS:
-        raise DataLoss(f"{where} ({path}) has an invalid sha256 {sha256!r}")
-    return ManifestEntry(path, size, sha256)
+def _explain(problem: Problem) -> str:
+    match problem.loc:
+        case ("format", *_):
+            return f"{MANIFEST_NAME} has format {problem.value!r}, expected {MANIFEST_FORMAT}"
+        case ("files",):
+            return f"{MANIFEST_NAME} 'files' must be a list"
+        case ("files", int(index)):
+            return f"{MANIFEST_NAME} files[{index}] must be an object"
+        case ("files", int(index), "path", *_):
+            return f"{MANIFEST_NAME} files[{index}] has an unsafe or invalid path {problem.value!r}"
+        case ("files", int(index), str(field), *_):
+            path = problem.find(("files", index, "path"))
+            return f"{MANIFEST_NAME} files[{index}] ({path}) has an invalid {field} {problem.value!r}"
+    return f"{MANIFEST_NAME} must be a JSON object"
 
 
 def check_sizes(manifest: Manifest, actual: Mapping[str, int]) -> None:

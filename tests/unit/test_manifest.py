@@ -96,12 +96,35 @@ def _document(**entry: object) -> bytes:
         (_document(size=True), "invalid size True"),
         (_document(sha256="abc"), "invalid sha256 'abc'"),
         (_document(sha256="G" * 64), "invalid sha256"),
+        (_document(sha256="0" * 64 + "\n"), "invalid sha256"),
+        (_document(size=1.5), "(saved_model.pb) has an invalid size 1.5"),
+        (_document(size=None), "invalid size None"),
+        (_document(path=None), "unsafe or invalid path None"),
+        (b'{"format": 1, "files": [{"path": "a", "size": NaN, "sha256": "%s"}]}' % GOOD_SHA.encode(), "size nan"),
+        (b'{"format": 1, "files": [{"path": "a", "size": 1}]}', "files[0] (a) has an invalid sha256 None"),
+        (b'{"format": 1}', "'files' must be a list"),
+        (b'{"format": "1", "files": []}', "format '1', expected 1"),
+        (b'{"format": 1, "files": [[]]}', "files[0] must be an object"),
+        (b'"text"', "must be a JSON object"),
     ],
 )
 def test_parse_rejects_malformed_or_unsafe_manifests(data: bytes, message: str) -> None:
     with pytest.raises(DataLoss) as caught:
         parse_manifest(data)
     assert message in caught.value.message
+
+
+def test_the_first_bad_entry_is_the_one_named() -> None:
+    files = [{"path": "a", "size": 1, "sha256": GOOD_SHA}, {"path": "b", "size": -2}, {"path": "../c"}]
+    with pytest.raises(DataLoss) as caught:
+        parse_manifest(json.dumps({"format": 1, "files": files}).encode())
+    assert caught.value.message == "MANIFEST.json files[1] (b) has an invalid size -2"
+
+
+def test_fields_it_does_not_know_are_ignored() -> None:
+    entry = {"path": "a", "size": 1, "sha256": GOOD_SHA, "mode": 420}
+    manifest = parse_manifest(json.dumps({"format": 1, "files": [entry], "written_by": "rtserve 9"}).encode())
+    assert manifest == Manifest((ManifestEntry("a", 1, GOOD_SHA),))
 
 
 def test_parse_rejects_duplicate_paths() -> None:

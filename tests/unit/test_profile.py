@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from service.drift import open_drift_monitor
 from service.errors import InvalidArgument
 from service.profile import (
+    PROFILE_PATH,
     bin_counts,
     build_profile,
     dump_profile,
@@ -17,6 +21,7 @@ from service.profile import (
     padded_edges,
     parse_profile,
 )
+from service.settings import DriftSettings
 from service.tensors import DTYPES, SignatureSpec, TensorSpec
 
 FLOAT = next(d for d in DTYPES if d.tf_name == "DT_FLOAT")
@@ -78,6 +83,14 @@ def test_json_round_trip() -> None:
     assert parse_profile(dump_profile(profile)) == profile
 
 
+def _feature_document(edges: str = "1", **feature: object) -> bytes:
+    """A profile of one feature; ``edges`` is JSON text, so that it can hold NaN or integers past any float."""
+    base: dict[str, object] = {"name": "a", "input": "a", "index": 0, "proportions": [0.5, 0.5], "unit": "cm"}
+    base.update(feature)
+    text = json.dumps({"format": 1, "signature": "s", "samples": 30, "features": [base], "by": "push"})
+    return text.replace('"unit"', f'"edges": [{edges}], "unit"').encode()
+
+
 @pytest.mark.parametrize(
     ("document", "complaint"),
     [
@@ -93,11 +106,43 @@ def test_json_round_trip() -> None:
             b'"edges": [1], "proportions": [1]}]}',
             "one more",
         ),
+        (b"[]", "not a format 1 profile"),
+        (b'{"format": 1, "signature": "s", "samples": 1}', r"needs 'signature' \(string\), 'samples' \(int\)"),
+        # stricter than before: true was taken for a sample count
+        (b'{"format": 1, "signature": "s", "samples": true, "features": []}', "needs 'signature'"),
+        (b'{"format": 1, "signature": "s", "samples": 1, "features": ["x"]}', r"features\[0\] must be an object"),
+        (_feature_document(name=None), r"features\[0\] needs string 'name' and 'input'"),
+        (_feature_document(input=3), "needs string 'name' and 'input'"),
+        (_feature_document(index=True), r"features\[0\] \(a\) has an invalid index True"),
+        (_feature_document(index=-1), "invalid index -1"),
+        (_feature_document(edges='"1"'), r"\(a\) needs numeric 'edges' and one more 'proportions'"),
+        (_feature_document(proportions=[0.5, True]), "needs numeric 'edges'"),
+        (_feature_document(edges="NaN"), "needs numeric 'edges'"),
+        # an integer past any float: it used to escape as OverflowError, which the drift loader does not catch
+        (_feature_document(edges="1" + "0" * 400), "needs numeric 'edges'"),
+        (_feature_document(edges="1, 1", proportions=[0.3, 0.3, 0.4]), r"\(a\) has edges that are not increasing"),
     ],
 )
 def test_malformed_profiles_are_refused(document: bytes, complaint: str) -> None:
     with pytest.raises(InvalidArgument, match=complaint):
         parse_profile(document)
+
+
+def test_a_profile_too_large_for_floats_leaves_the_version_serving_unmonitored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / PROFILE_PATH
+    path.parent.mkdir(parents=True)
+    path.write_bytes(_feature_document(edges="1" + "0" * 400))
+    with caplog.at_level(logging.ERROR, logger="service.drift"):
+        assert open_drift_monitor(tmp_path, {"serving_default": IRIS}, DriftSettings(), "iris 1") is None
+    assert "drift monitoring is off" in caplog.text and "needs numeric 'edges'" in caplog.text
+
+
+def test_integral_numbers_and_unknown_fields_are_taken() -> None:
+    profile = parse_profile(_feature_document(edges="1, 2", proportions=[0, 1, 0]))
+    assert profile.features[0].edges == (1.0, 2.0) and profile.features[0].proportions == (0.0, 1.0, 0.0)
+    assert all(isinstance(value, float) for value in profile.features[0].edges)
 
 
 def test_samples_from_csv_with_a_header_npy_and_npz(tmp_path: Path) -> None:

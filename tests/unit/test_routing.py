@@ -67,11 +67,45 @@ def test_activation_times_need_a_zone() -> None:
         (b'{"default": "\xff"}', "not valid JSON"),
         (b'{"default": "\\ud800"}', "not valid JSON"),  # a lone surrogate escape
         (b"{" + b" " * 65536 + b"}", "larger than 65536 bytes"),
+        # Wrong types, each named by its field; with several problems, the one reported is the same as ever.
+        (b'"stable"', "must be a JSON object"),
+        (b'{"zz": 1, "default": 0, "aa": 2}', "unknown field 'aa'"),
+        (b'{"labels": []}', "'labels' must be an object of label -> version"),
+        (b'{"labels": {"a b": 1}}', "label 'a b' is not a valid label name"),
+        (b'{"labels": {"stable": 1, "canary": true}}', "label 'canary' must map to a positive version"),
+        (b'{"default": true}', "'default' must be a positive version"),
+        (b'{"default": 2.0}', "'default' must be a positive version"),
+        (b'{"default": 1, "labels": {"canary": 2}, "canary_weight": "0.1"}', "'canary_weight' must be a number"),
+        (b'{"default": 1, "labels": {"canary": 2}, "canary_weight": null}', "'canary_weight' must be a number"),
+        (b'{"default": 1, "labels": {"canary": 2}, "canary_weight": -0.5}', "'canary_weight' must be a number"),
+        (b'{"default": 2, "previous_default": "two"}', "'previous_default' only applies with 'activate_at'"),
+        (b'{"default": "x", "canary_weight": 2}', "'default' must be a positive version or one of its labels"),
+        (b'{"activate_at": 5, "previous_default": 0}', "'activate_at' must be a time in ISO 8601"),
+        (
+            b'{"default": 1, "activate_at": "soon", "previous_default": 18446744073709551615}',
+            "'previous_default' must be a positive version number",
+        ),
     ],
 )
 def test_invalid_documents_name_the_problem(document: bytes, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_serving_config(document)
+
+
+def test_the_message_is_one_whole_line() -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_serving_config(b'{"default": 1, "canary_wieght": 0.5}')
+    assert str(caught.value) == (
+        "serving.json has unknown field 'canary_wieght' "
+        "(known: default, labels, canary_weight, activate_at, previous_default)"
+    )
+
+
+def test_integral_weights_and_absent_fields_take_their_defaults() -> None:
+    assert parse_serving_config(b"{}") == ServingConfig()
+    config = parse_serving_config(b'{"default": 1, "labels": {"canary": 2}, "canary_weight": 1, "activate_at": null}')
+    assert config == ServingConfig(1, {"canary": 2}, 1.0)
+    assert isinstance(config.canary_weight, float)
 
 
 def test_without_activation_the_default_applies_at_once() -> None:
