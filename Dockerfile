@@ -22,16 +22,20 @@ RUN python -m venv /opt/rtserve
 WORKDIR /src
 
 # Dependencies first, from pyproject.toml alone (they are pinned there), so that source edits reuse this layer.
+# One resolver run: `tensorflow` (CPU kernels on a host without CUDA; no CUDA wheels without its `and-cuda` extra)
+# and tensorflow-serving-api, which requires that distribution by name.
 COPY pyproject.toml ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > requirements.txt \
     && /opt/rtserve/bin/pip install --requirement requirements.txt
 
-# Then the project itself, as a wheel, without touching the dependencies installed above.
+# Then the project itself, as a wheel built alone; installing it offline resolves its requirements against the
+# ones above (nothing new is fetched), and pip check fails the build on any conflict.
 COPY README.md ./
 COPY service ./service
 RUN /opt/rtserve/bin/pip wheel --no-deps --wheel-dir /tmp/wheels . \
-    && /opt/rtserve/bin/pip install --no-deps --no-index --find-links /tmp/wheels rtserve
+    && /opt/rtserve/bin/pip install --no-index --find-links /tmp/wheels rtserve \
+    && /opt/rtserve/bin/pip check
 
 
 FROM python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91

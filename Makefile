@@ -21,9 +21,10 @@ $(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "rtserve needs Python 3.11, found " + sys.version' 
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	# A venv made before the switch to `tensorflow` holds tensorflow-cpu, which installs the same files: remove it
+	# first, or both distributions would own one tensorflow/ folder (a no-op on a new venv).
+	$(PY) -m pip uninstall --quiet --yes tensorflow-cpu
 	$(PY) -m pip install --quiet -e '.[dev]'
-	# TF Serving's client messages for the tests; without --no-deps its tensorflow pin adds a second, full TensorFlow.
-	$(PY) -m pip install --quiet --no-deps tensorflow-serving-api==2.21.0
 	touch $(STAMP)
 
 venv: $(STAMP)

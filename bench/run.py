@@ -110,10 +110,10 @@ def git_state() -> dict[str, Any]:
 
 def versions(names: set[str]) -> dict[str, dict[str, str]]:
     wanted = {
-        "rtserve": ("tensorflow-cpu", "fastapi", "starlette", "uvicorn", "uvloop", "httptools", "orjson", "numpy"),
+        "rtserve": ("tensorflow", "fastapi", "starlette", "uvicorn", "uvloop", "httptools", "orjson", "numpy"),
         "kserve": (
             "kserve",
-            "tensorflow-cpu",
+            "tensorflow",
             "keras",
             "flask",
             "werkzeug",
@@ -124,7 +124,7 @@ def versions(names: set[str]) -> dict[str, dict[str, str]]:
             "orjson",
             "numpy",
         ),
-        "mlserver": ("mlserver", "tensorflow-cpu", "fastapi", "starlette", "uvicorn", "uvloop", "orjson", "numpy"),
+        "mlserver": ("mlserver", "tensorflow", "fastapi", "starlette", "uvicorn", "uvloop", "orjson", "numpy"),
         "tools": ("matplotlib", "py-spy"),
     }
     return {name: envs.freeze(name, packages) for name, packages in wanted.items() if name in names}
