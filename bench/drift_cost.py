@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from service.drift import DriftMonitor
-from service.profile import build_profile
+from service.observability.drift import DriftMonitor
+from service.observability.profile import build_profile
 from service.settings import DriftSettings
 from service.tensors import DTYPES, SignatureSpec, TensorSpec
 

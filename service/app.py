@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -25,14 +26,14 @@ from service.api.observe import JSON, Telemetry
 from service.api.offload import Offload
 from service.codecs.json_io import error_body
 from service.dataplane import DataPlane
-from service.logs import RequestLog
 from service.manager import ModelManager
-from service.metrics import DriftSeries, Metrics
+from service.observability.logs import RequestLog
+from service.observability.metrics import DriftSeries, Metrics
+from service.observability.tracing import NoTracing, Tracing
 from service.repository.base import Repository
 from service.repository.factory import open_repository
 from service.runtime.base import Loader
-from service.settings import AuthSettings, Settings
-from service.tracing import Tracing, build_tracing
+from service.settings import AuthSettings, OtelSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,16 @@ def default_loader(settings: Settings) -> Loader:
 
     configure_threads(*settings.tensorflow_threads())
     return TensorFlowLoader(settings.allowed_file_ops)
+
+
+def build_tracing(settings: OtelSettings, exporter: Any | None = None) -> Tracing:
+    """OpenTelemetry tracing when enabled (or when a test hands in its own span exporter), else NoTracing."""
+    if not settings.enabled and exporter is None:
+        return NoTracing()
+    # Imported here so that a server without tracing never imports OpenTelemetry.
+    from service.observability.otel import OtelTracing
+
+    return OtelTracing(settings, exporter)
 
 
 def create_app(

@@ -16,8 +16,8 @@ from typing import Any
 
 from service import __version__
 from service.errors import ServingError
-from service.logs import configure_logging
-from service.profile import DEFAULT_BINS
+from service.observability.logs import configure_logging
+from service.observability.profile import DEFAULT_BINS
 from service.settings import Settings
 
 log = logging.getLogger("rtserve")

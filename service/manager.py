@@ -19,10 +19,10 @@ from pathlib import Path
 from types import MappingProxyType
 
 from service.batching import Batcher
-from service.drift import DriftMonitor, open_drift_monitor
 from service.errors import Code, DeadlineExceeded, RepositoryError, ServingError
 from service.heap import settle_heap
-from service.metrics import Metrics
+from service.observability.drift import DriftMonitor, open_drift_monitor
+from service.observability.metrics import Metrics
 from service.repository.base import SERVING_CONFIG_NAME, Repository, VersionListing
 from service.repository.cache import clean_stale_downloads, fetch_version, prune_cache
 from service.routing import (

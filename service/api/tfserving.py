@@ -25,7 +25,7 @@ from service.codecs.lookup import SignatureLookup
 from service.dataplane import DataPlane, Target, parse_version
 from service.errors import InvalidArgument, NotFound, ServingError
 from service.manager import LoadedVersion, ModelSnapshot
-from service.metrics import Metrics
+from service.observability.metrics import Metrics
 from service.tensors import CLASSIFY_METHOD, REGRESS_METHOD, SignatureSpec, TensorSpec
 
 PROTOCOL = "tfserving"

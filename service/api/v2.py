@@ -22,7 +22,7 @@ from service.codecs import v2_json
 from service.codecs.arrays import Limits
 from service.dataplane import DataPlane, Target, parse_version
 from service.errors import NotFound, ServingError
-from service.metrics import Metrics
+from service.observability.metrics import Metrics
 
 PROTOCOL = "v2"
 PLATFORM = "tensorflow_savedmodel"

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from starlette.datastructures import State
 
 from service.api.auth import ApiKeyGate, KeyFile, exempt_paths, is_accepted, parse_keys, presented_keys
-from service.metrics import Metrics
+from service.observability.metrics import Metrics
 
 
 class FakeClock:

@@ -19,7 +19,7 @@ from service.fleet import (
     render,
 )
 from service.manager import ModelManager
-from service.metrics import Metrics
+from service.observability.metrics import Metrics
 from service.repository.local import LocalRepository
 from service.settings import Settings
 

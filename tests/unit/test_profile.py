@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from service.errors import InvalidArgument
-from service.profile import (
+from service.observability.profile import (
     bin_counts,
     build_profile,
     dump_profile,

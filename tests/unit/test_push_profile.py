@@ -12,7 +12,7 @@ import pytest
 
 from service.cli import main
 from service.errors import InvalidArgument
-from service.profile import PROFILE_PATH, read_profile
+from service.observability.profile import PROFILE_PATH, read_profile
 from service.publish import push_version
 from service.repository.local import LocalRepository
 from service.repository.manifest import read_manifest, verify_folder

@@ -13,10 +13,10 @@ from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from apptools import wait_until
-from service.app import create_app
-from service.logs import ACCESS_LOGGER, RequestIds, RequestLog, configure_logging
+from service.app import build_tracing, create_app
+from service.observability.logs import ACCESS_LOGGER, RequestIds, RequestLog, configure_logging
+from service.observability.tracing import NoTracing
 from service.settings import OtelSettings, Settings
-from service.tracing import NoTracing, build_tracing
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 V2_BODY = {"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": ROW}]}

@@ -24,7 +24,7 @@ from modelfactory import example
 from service.demo import FEATURES
 from service.errors import ModelLoadError
 from service.manager import END, ModelManager
-from service.metrics import Metrics
+from service.observability.metrics import Metrics
 from service.repository.local import LocalRepository
 from service.runtime.tensorflow import TensorFlowLoader
 from service.runtime.warmup_records import WARMUP_FILE, read_warmup_requests
