@@ -231,7 +231,7 @@ def list_repository(settings: Settings, model: str | None) -> int:
 
 
 def activation_time(at: str | None, in_s: float | None, now: float) -> float | None:
-    from service.routing import parse_activation
+    from service.manager.routing import parse_activation
 
     if in_s is not None:
         if in_s <= 0:

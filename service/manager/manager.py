@@ -20,12 +20,8 @@ from types import MappingProxyType
 
 from service.batching import Batcher
 from service.errors import Code, DeadlineExceeded, RepositoryError, ServingError
-from service.heap import settle_heap
-from service.observability.drift import DriftMonitor, open_drift_monitor
-from service.observability.metrics import Metrics
-from service.repository.base import SERVING_CONFIG_NAME, Repository, VersionListing
-from service.repository.cache import clean_stale_downloads, fetch_version, prune_cache
-from service.routing import (
+from service.manager.heap import settle_heap
+from service.manager.routing import (
     MAX_SERVING_CONFIG_BYTES,
     DefaultRoute,
     ServingConfig,
@@ -33,6 +29,10 @@ from service.routing import (
     format_activation,
     parse_serving_config,
 )
+from service.observability.drift import DriftMonitor, open_drift_monitor
+from service.observability.metrics import Metrics
+from service.repository.base import SERVING_CONFIG_NAME, Repository, VersionListing
+from service.repository.cache import clean_stale_downloads, fetch_version, prune_cache
 from service.runtime.base import Loader, Servable, abort, abortable_scope
 from service.settings import Settings
 
