@@ -52,8 +52,8 @@ def requests_of(requests: int, rows: int, features: int, name: str) -> list[dict
 
 def model_call_us(repeats: int) -> dict[tuple[int, int], float]:
     """The demo model's call time per batch shape (TensorFlow imported only here)."""
-    from service.demo import write_demo_model
     from service.runtime.tensorflow import TensorFlowLoader
+    from service.tools.demo import write_demo_model
 
     with tempfile.TemporaryDirectory() as folder:
         servable = TensorFlowLoader()(write_demo_model(Path(folder) / "iris"))

@@ -206,8 +206,8 @@ def push(
     profile: Path | None = None,
     profile_bins: int = DEFAULT_BINS,
 ) -> int:
-    from service.publish import push_version
     from service.repository.factory import open_repository
+    from service.tools.push import push_version
 
     repository = open_repository(settings.repository, settings.s3)
     published = push_version(
@@ -218,8 +218,8 @@ def push(
 
 
 def list_repository(settings: Settings, model: str | None) -> int:
-    from service.publish import describe_repository
     from service.repository.factory import open_repository
+    from service.tools.push import describe_repository
 
     repository = open_repository(settings.repository, settings.s3)
     rows = describe_repository(repository, model)
@@ -242,8 +242,8 @@ def activation_time(at: str | None, in_s: float | None, now: float) -> float | N
 
 def rollout(settings: Settings, args: argparse.Namespace) -> int:
     from service.repository.factory import open_repository
-    from service.rollout import RolloutRequest, describe
-    from service.rollout import rollout as write_rollout
+    from service.tools.rollout import RolloutRequest, describe
+    from service.tools.rollout import rollout as write_rollout
 
     now = time.time()
     request = RolloutRequest(
@@ -258,8 +258,8 @@ def rollout(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def fleet_status(args: argparse.Namespace) -> int:
-    from service.fleet import connect_kubernetes, kubernetes_endpoints, render
-    from service.fleet import fleet_status as read_fleet
+    from service.tools.fleet import connect_kubernetes, kubernetes_endpoints, render
+    from service.tools.fleet import fleet_status as read_fleet
 
     if args.endpoints:
         endpoints = [e for e in args.endpoints.split(",") if e.strip()]
@@ -274,7 +274,7 @@ def fleet_status(args: argparse.Namespace) -> int:
 
 
 def demo_model(destination: Path) -> int:
-    from service.demo import write_demo_model
+    from service.tools.demo import write_demo_model
 
     path = write_demo_model(destination)
     print(f"wrote the demo model to {path}")

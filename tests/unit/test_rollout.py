@@ -11,7 +11,7 @@ from service.cli import main
 from service.errors import FailedPrecondition, InvalidArgument, NotFound
 from service.manager.routing import ServingConfig, parse_serving_config
 from service.repository.local import LocalRepository
-from service.rollout import RolloutRequest, rollout
+from service.tools.rollout import RolloutRequest, rollout
 
 NOW = 1_764_072_000.0
 
