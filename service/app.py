@@ -18,12 +18,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service import __version__
-from service.api import health, tfserving, v2
-from service.api.auth import ApiKeyGate, KeyFile, exempt_paths
-from service.api.body import BodyLimits
-from service.api.fastlane import FastLane
-from service.api.observe import JSON, Telemetry
-from service.api.offload import Offload
+from service.api.rest import health, tfserving, v2
+from service.api.rest.auth import ApiKeyGate, KeyFile, exempt_paths
+from service.api.rest.body import BodyLimits
+from service.api.rest.fastlane import FastLane
+from service.api.rest.observe import JSON, Telemetry
+from service.api.rest.offload import Offload
 from service.codecs.json_io import error_body
 from service.dataplane import DataPlane
 from service.manager import ModelManager

@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
 def serve(settings: Settings) -> int:
     import uvicorn
 
-    from service.api.server import uvicorn_config
+    from service.api.rest.server import uvicorn_config
     from service.app import create_app
 
     app = create_app(settings)

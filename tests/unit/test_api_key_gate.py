@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from starlette.datastructures import State
 
-from service.api.auth import ApiKeyGate, KeyFile, exempt_paths, is_accepted, parse_keys, presented_keys
+from service.api.rest.auth import ApiKeyGate, KeyFile, exempt_paths, is_accepted, parse_keys, presented_keys
 from service.observability.metrics import Metrics
 
 

@@ -10,8 +10,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from service.api.body import BodyLimits, read_body
 from service.api.errors import HttpError, http_status
+from service.api.rest.body import BodyLimits, read_body
 from service.errors import InvalidArgument, ServingError
 from service.observability.logs import REQUEST_ID_HEADER, RequestIds, RequestLog
 from service.observability.metrics import Metrics

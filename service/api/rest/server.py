@@ -7,7 +7,7 @@ from collections.abc import Callable
 import uvicorn
 from starlette.types import ASGIApp
 
-from service.api.protocol import ConnectionLimits, bounded_protocol, never_draining
+from service.api.rest.protocol import ConnectionLimits, bounded_protocol, never_draining
 from service.settings import Settings
 
 

@@ -20,8 +20,8 @@ from starlette.responses import Response
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.observe import InferenceCall, InferenceHandler, Reply
-from service.api.openapi import path_parameters
+from service.api.rest.observe import InferenceCall, InferenceHandler, Reply
+from service.api.rest.openapi import path_parameters
 
 
 @dataclass(frozen=True)
