@@ -5,13 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from service import __version__
@@ -170,31 +167,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def serve(settings: Settings) -> int:
-    import uvicorn
-
-    from service.api.rest.server import uvicorn_config
+    from service.api.rest.server import run_server
     from service.app import create_app
 
     app = create_app(settings)
-    components = app.state.components
-    config = uvicorn_config(settings, app, lambda: components.lifecycle.draining)
-
-    class DrainingServer(uvicorn.Server):
-        """On SIGTERM: unready at once, keep answering for shutdown_delay_s, then drain and exit 0."""
-
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            if sig != signal.SIGTERM or components.lifecycle.draining:
-                super().handle_exit(sig, frame)  # a second signal, or Ctrl-C: uvicorn's own handling
-                return
-            components.lifecycle.start_draining()
-            timer = threading.Timer(settings.shutdown_delay_s, self._begin_shutdown)
-            timer.daemon = True
-            timer.start()
-
-        def _begin_shutdown(self) -> None:
-            self.should_exit = True
-
-    DrainingServer(config).run()
+    run_server(settings, app.rest.asgi, app.components.lifecycle)
     return 0
 
 

@@ -34,7 +34,7 @@ def client(
     cache = tmp_path_factory.mktemp("cache")
     settings = Settings(repository=str(demo_model_dir.parent.parent), cache_dir=str(cache))
     app = create_app(settings, tracing=build_tracing(OtelSettings(), exporter))
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+    with TestClient(app.rest.asgi, raise_server_exceptions=False) as test_client:
         wait_until(lambda: test_client.get("/v2/health/ready").status_code == 200, what="ready")
         yield test_client
 

@@ -68,8 +68,7 @@ class FastLane:
 
     def __init__(self, app: FastAPI, routes: list[InferenceRoute]) -> None:
         self._app: ASGIApp = app
-        self.fastapi = app
-        self.state = app.state  # what the app factory stored (components), reachable as on the app itself
+        self.fastapi = app  # the control plane behind the lane (its OpenAPI document, its routes)
         self._routes = [(compile_path(route.path)[0], route.handler) for route in routes]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
