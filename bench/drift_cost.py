@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from service.drift import DriftMonitor
-from service.profile import build_profile
+from service.observability.drift import DriftMonitor
+from service.observability.profile import build_profile
 from service.settings import DriftSettings
 from service.tensors import DTYPES, SignatureSpec, TensorSpec
 
@@ -52,8 +52,8 @@ def requests_of(requests: int, rows: int, features: int, name: str) -> list[dict
 
 def model_call_us(repeats: int) -> dict[tuple[int, int], float]:
     """The demo model's call time per batch shape (TensorFlow imported only here)."""
-    from service.demo import write_demo_model
     from service.runtime.tensorflow import TensorFlowLoader
+    from service.tools.demo import write_demo_model
 
     with tempfile.TemporaryDirectory() as folder:
         servable = TensorFlowLoader()(write_demo_model(Path(folder) / "iris"))

@@ -229,7 +229,7 @@ def measure(port: int, pid: int, case: Case, timeout_s: float = REQUEST_TIMEOUT_
 
 
 def build_repository(root: Path) -> None:
-    from service.demo import write_demo_model
+    from service.tools.demo import write_demo_model
 
     sys.path.insert(0, str(servers.REPO_ROOT / "tests"))
     modelfactory: Any = importlib.import_module("modelfactory")  # the test suite's models: one source for both

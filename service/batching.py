@@ -18,7 +18,7 @@ queue at once and never runs.
 
 Requests of one signature run in arrival order: a batch is always a prefix of that signature's queued requests.
 ``rtserve_batch_size`` counts requests per model call (not rows). After a batch is answered, the thread feeds its
-inputs to the version's drift monitor, if it has one (service/drift.py): off the event loop and after the reply.
+inputs to the version's drift monitor, if it has one (observability/drift.py): off the event loop and after the reply.
 """
 
 from __future__ import annotations
@@ -36,13 +36,13 @@ import numpy as np
 
 from service.batch_safety import UNSAFE, Verdict, decide, log_verdicts
 from service.codecs.arrays import quote
-from service.drift import DriftMonitor
 from service.errors import DeadlineExceeded, Overloaded, Unavailable
-from service.metrics import Metrics
+from service.observability.drift import DriftMonitor
+from service.observability.metrics import Metrics
+from service.observability.tracing import CURRENT_TRACE
 from service.runtime.base import Servable
 from service.settings import BatchingSettings
 from service.tensors import SignatureSpec
-from service.tracing import CURRENT_TRACE
 
 log = logging.getLogger(__name__)
 

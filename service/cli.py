@@ -5,19 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from service import __version__
 from service.errors import ServingError
-from service.logs import configure_logging
-from service.profile import DEFAULT_BINS
+from service.observability.logs import configure_logging
+from service.observability.profile import DEFAULT_BINS
 from service.settings import Settings
 
 log = logging.getLogger("rtserve")
@@ -170,31 +167,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def serve(settings: Settings) -> int:
-    import uvicorn
-
-    from service.api.server import uvicorn_config
+    from service.api.rest.server import run_server
     from service.app import create_app
 
     app = create_app(settings)
-    components = app.state.components
-    config = uvicorn_config(settings, app, lambda: components.lifecycle.draining)
-
-    class DrainingServer(uvicorn.Server):
-        """On SIGTERM: unready at once, keep answering for shutdown_delay_s, then drain and exit 0."""
-
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            if sig != signal.SIGTERM or components.lifecycle.draining:
-                super().handle_exit(sig, frame)  # a second signal, or Ctrl-C: uvicorn's own handling
-                return
-            components.lifecycle.start_draining()
-            timer = threading.Timer(settings.shutdown_delay_s, self._begin_shutdown)
-            timer.daemon = True
-            timer.start()
-
-        def _begin_shutdown(self) -> None:
-            self.should_exit = True
-
-    DrainingServer(config).run()
+    run_server(settings, app.rest.asgi, app.components.lifecycle)
     return 0
 
 
@@ -206,8 +183,8 @@ def push(
     profile: Path | None = None,
     profile_bins: int = DEFAULT_BINS,
 ) -> int:
-    from service.publish import push_version
     from service.repository.factory import open_repository
+    from service.tools.push import push_version
 
     repository = open_repository(settings.repository, settings.s3)
     published = push_version(
@@ -218,8 +195,8 @@ def push(
 
 
 def list_repository(settings: Settings, model: str | None) -> int:
-    from service.publish import describe_repository
     from service.repository.factory import open_repository
+    from service.tools.push import describe_repository
 
     repository = open_repository(settings.repository, settings.s3)
     rows = describe_repository(repository, model)
@@ -231,7 +208,7 @@ def list_repository(settings: Settings, model: str | None) -> int:
 
 
 def activation_time(at: str | None, in_s: float | None, now: float) -> float | None:
-    from service.routing import parse_activation
+    from service.manager.routing import parse_activation
 
     if in_s is not None:
         if in_s <= 0:
@@ -242,8 +219,8 @@ def activation_time(at: str | None, in_s: float | None, now: float) -> float | N
 
 def rollout(settings: Settings, args: argparse.Namespace) -> int:
     from service.repository.factory import open_repository
-    from service.rollout import RolloutRequest, describe
-    from service.rollout import rollout as write_rollout
+    from service.tools.rollout import RolloutRequest, describe
+    from service.tools.rollout import rollout as write_rollout
 
     now = time.time()
     request = RolloutRequest(
@@ -258,8 +235,8 @@ def rollout(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def fleet_status(args: argparse.Namespace) -> int:
-    from service.fleet import connect_kubernetes, kubernetes_endpoints, render
-    from service.fleet import fleet_status as read_fleet
+    from service.tools.fleet import connect_kubernetes, kubernetes_endpoints, render
+    from service.tools.fleet import fleet_status as read_fleet
 
     if args.endpoints:
         endpoints = [e for e in args.endpoints.split(",") if e.strip()]
@@ -274,7 +251,7 @@ def fleet_status(args: argparse.Namespace) -> int:
 
 
 def demo_model(destination: Path) -> int:
-    from service.demo import write_demo_model
+    from service.tools.demo import write_demo_model
 
     path = write_demo_model(destination)
     print(f"wrote the demo model to {path}")

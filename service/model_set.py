@@ -20,8 +20,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from service.names import MODEL_NAME_PATTERN, is_model_name, is_version
 from service.policy import VersionPolicy
-from service.repository.base import MODEL_NAME_PATTERN, is_model_name, is_version
 
 PLATFORMS = ("tensorflow",)
 

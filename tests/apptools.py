@@ -48,7 +48,7 @@ def publish(repository: Repository, model: str, version: int, saved_model: Path)
 def running_app(settings: Settings, ready: bool = True, loader: Loader | None = None) -> Iterator[TestClient]:
     """The app in-process with its lifespan (model manager) running; waits for readiness by default."""
     app = create_app(settings, loader=loader)
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(app.rest.asgi, raise_server_exceptions=False) as client:
         if ready:
             wait_until(lambda: client.get("/v2/health/ready").status_code == 200, what="the app to be ready")
         yield client

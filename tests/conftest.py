@@ -57,7 +57,7 @@ def corrupt_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from service.demo import write_demo_model
+    from service.tools.demo import write_demo_model
 
     return write_demo_model(tmp_path_factory.mktemp("repository") / "iris")
 

@@ -1,1 +1,1 @@
-"""HTTP transport adapters: the only package that imports FastAPI/Starlette."""
+"""The front ends: the only code that knows a wire. rest/ serves HTTP; errors.py maps domain codes to statuses."""

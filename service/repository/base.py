@@ -2,7 +2,7 @@
 
 Layout (TF Serving's): ``<root>/<model>/<version>/...`` with ``MANIFEST.json`` written last by
 ``rtserve push``, and an optional ``<root>/<model>/serving.json``. Model names and versions come only from
-listings and must match the strict patterns below; request data is never joined into a path or a key.
+listings and must match the strict patterns of service/names.py; request data is never joined into a path or a key.
 """
 
 from __future__ import annotations
@@ -15,24 +15,15 @@ from pathlib import Path
 from typing import Protocol
 
 from service.errors import InvalidArgument
+from service.names import MODEL_NAME_PATTERN, is_model_name, is_version
 
 MANIFEST_NAME = "MANIFEST.json"
 SERVING_CONFIG_NAME = "serving.json"
-MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-VERSION_PATTERN = re.compile(r"[1-9][0-9]{0,17}")
 # Version folders may carry leading zeros (TF Serving's own test models use 00000123): that folder is version 123.
 VERSION_FOLDER_PATTERN = re.compile(r"0*([1-9][0-9]{0,17})")
 
 # Called with the number of bytes just transferred; used to drive a progress bar.
 ProgressCallback = Callable[[int], None]
-
-
-def is_model_name(text: str) -> bool:
-    return MODEL_NAME_PATTERN.fullmatch(text) is not None and ".." not in text
-
-
-def is_version(text: str) -> bool:
-    return VERSION_PATTERN.fullmatch(text) is not None
 
 
 def folder_version(name: str) -> int | None:

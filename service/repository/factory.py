@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from service.errors import RepositoryError
-from service.repository.base import MODEL_NAME_PATTERN, Repository, is_model_name
+from service.names import MODEL_NAME_PATTERN, is_model_name
+from service.repository.base import Repository
 from service.repository.local import LocalRepository
 from service.repository.s3 import S3Repository
 from service.repository.view import ModelBase

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from service.errors import AlreadyExists, RepositoryError
+from service.names import is_model_name
 from service.repository.base import (
     MANIFEST_NAME,
     FileInfo,
@@ -21,7 +22,6 @@ from service.repository.base import (
     check_version,
     checked_folder,
     folder_version,
-    is_model_name,
     pick_version_folders,
     unless_plain,
 )

@@ -22,9 +22,9 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, Strict, TypeAdapter
 
+from service.documents import Problem, validated
 from service.errors import DataLoss, InvalidArgument, RepositoryError
 from service.repository.base import MANIFEST_NAME, FileInfo, VersionListing, check_model_name, check_version
-from service.repository.documents import Problem, validated
 
 MANIFEST_FORMAT = 1
 _CHUNK_BYTES = 1024 * 1024

@@ -19,6 +19,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from service.errors import AlreadyExists, RepositoryError
+from service.names import is_model_name
 from service.repository.base import (
     MANIFEST_NAME,
     FileInfo,
@@ -30,7 +31,6 @@ from service.repository.base import (
     check_version,
     checked_folder,
     folder_version,
-    is_model_name,
     pick_version_folders,
     unless_plain,
 )

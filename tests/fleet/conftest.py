@@ -21,8 +21,8 @@ import pytest
 from apptools import free_port
 from fleet_support import POLL_INTERVAL_S, SHUTDOWN_DELAY_S, Fleet, Haproxy, Replica
 from s3tools import FOREIGN_AWS_VARIABLES, MotoServer, S3Server, fake_aws_environment
-from service.publish import push_version
 from service.repository.s3 import S3Repository
+from service.tools.push import push_version
 
 REPLICAS = 3
 SLOW_MATMULS = 64

@@ -36,9 +36,9 @@ import httpx
 
 from apptools import ServerProcess, wait_until
 from s3tools import S3Server
-from service.fleet import ReplicaView, fleet_status
-from service.publish import push_version
 from service.repository.s3 import S3Repository
+from service.tools.fleet import ReplicaView, fleet_status
+from service.tools.push import push_version
 
 PREDICT = "/v1/models/iris:predict"
 SETOSA = {"instances": [[5.1, 3.5, 1.4, 0.2]]}

@@ -27,8 +27,8 @@ from fleet_support import (
     summarize,
 )
 from service.cli import main
+from service.manager.routing import parse_serving_config
 from service.repository.base import SERVING_CONFIG_NAME
-from service.routing import parse_serving_config
 
 SLOW_PREDICT = "/v1/models/slow:predict"
 # Far more requests in flight than the fleet holds: 3 replicas x (4 queued + 4 in a model call) of `slow`.

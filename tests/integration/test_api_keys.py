@@ -126,7 +126,7 @@ def test_key_rotation_is_picked_up_without_a_restart(client: TestClient, keys_fi
 def test_exemptions_can_be_turned_off(keys_file: Path, tmp_path: Path) -> None:
     auth = AuthSettings(keys_file=str(keys_file), exempt_health=False, exempt_metrics=False)
     app = create_app(Settings(repository=str(tmp_path), cache_dir=str(tmp_path / "cache"), auth=auth))
-    plain = TestClient(app)  # no lifespan: only the gate answers here
+    plain = TestClient(app.rest.asgi)  # no lifespan: only the gate answers here
     for path in ("/v2/health/live", "/v2/health/ready", "/metrics"):
         assert plain.get(path).status_code == 401, path
     assert plain.get("/v2/health/live", headers={"X-API-Key": KEY}).status_code == 200

@@ -139,7 +139,7 @@ def test_a_deep_pipeline_is_answered_in_part_then_closed(server: ServerProcess) 
     answer = exchange(server.port, get(LIVE) * sent, limit_s=LINGER_S + MARGIN_S)
     received = answer.head + b"\r\n\r\n" + answer.body
     answered = received.count(b"HTTP/1.1 200 ")
-    assert 0 < answered < sent // 10  # the queue's bound (service.api.protocol.MAX_PIPELINED) is 32
+    assert 0 < answered < sent // 10  # the queue's bound (service.api.rest.protocol.MAX_PIPELINED) is 32
     assert received.lower().count(b"connection: close") == 1
     assert answer.closed
 

@@ -78,7 +78,7 @@ def rtserve_document() -> dict[str, Any]:
     server to it). Built at collection time: schemathesis generates one test per operation from it."""
     with tempfile.TemporaryDirectory() as folder:
         app = create_app(Settings(repository=folder, cache_dir=folder), loader=FakeLoader())
-        return app.fastapi.openapi()  # type: ignore[union-attr]
+        return app.rest.fastapi.openapi()
 
 
 def protocol_document() -> dict[str, Any]:

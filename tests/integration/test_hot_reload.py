@@ -18,9 +18,9 @@ import httpx
 from apptools import ServerProcess, free_port, wait_until
 from conftest import S3Server
 from modelfactory import loops_on_zeros_model
-from service.publish import push_version
 from service.repository.local import LocalRepository
 from service.repository.s3 import S3Repository
+from service.tools.push import push_version
 
 PREDICT = "/v1/models/iris:predict"
 SETOSA = {"instances": [[5.1, 3.5, 1.4, 0.2]]}

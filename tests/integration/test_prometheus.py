@@ -42,8 +42,8 @@ import yaml
 
 from apptools import REPO_ROOT, ServerProcess, free_port, wait_until
 from modelfactory import GARBAGE
-from service.publish import push_version
 from service.repository.local import LocalRepository
+from service.tools.push import push_version
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +53,7 @@ CHART = REPO_ROOT / "helm" / "rtserve"
 RULES = REPO_ROOT / "k8s" / "prometheus" / "rtserve-rules.yml"
 DASHBOARD = CHART / "files" / "dashboard.json"
 ADAPTER = REPO_ROOT / "k8s" / "prometheus-adapter" / "config.yaml"
-IRIS = REPO_ROOT / "service" / "data" / "iris.csv"
+IRIS = REPO_ROOT / "service" / "tools" / "data" / "iris.csv"
 LOAD_SECONDS = 10.0
 # Grafana's variables as the dashboard's default ("All") view has them; $__rate_interval wide enough to cover the
 # whole short life of this Prometheus, so that every rate has samples.

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 import pytest
 
 from service.errors import AlreadyExists, DataLoss, RepositoryError
-from service.publish import describe_repository, push_version
 from service.repository.base import MANIFEST_NAME, Repository
 from service.repository.cache import fetch_version
 from service.repository.factory import open_repository
 from service.repository.manifest import parse_manifest
 from service.repository.s3 import S3Repository
+from service.tools.push import describe_repository, push_version
 
 if TYPE_CHECKING:  # only for annotations: importing conftest at run time would clash with other conftests
     from conftest import S3Server

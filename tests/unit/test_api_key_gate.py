@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from starlette.datastructures import State
 
-from service.api.auth import ApiKeyGate, KeyFile, exempt_paths, is_accepted, parse_keys, presented_keys
-from service.metrics import Metrics
+from service.api.rest.auth import ApiKeyGate, KeyFile, exempt_paths, is_accepted, parse_keys, presented_keys
+from service.observability.metrics import Metrics
 
 
 class FakeClock:
@@ -116,7 +115,7 @@ def gate_over(tmp_path: Path, app: Recorder) -> ApiKeyGate:
     path = tmp_path / "keys"
     path.write_text("right\n")
     failures = Metrics(CollectorRegistry()).auth_failures
-    return ApiKeyGate(app, State(), KeyFile(path), exempt_paths(True, True), failures)
+    return ApiKeyGate(app, KeyFile(path), exempt_paths(True, True), failures)
 
 
 def call_gate(gate: ApiKeyGate, scope: dict[str, Any]) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from service import batching
 from service.batch_safety import mergeable_signature
 from service.batching import Batcher, merge_key, split_rows
 from service.errors import DeadlineExceeded, Internal, InvalidArgument, Overloaded, Unavailable
-from service.metrics import Metrics
+from service.observability.metrics import Metrics
 from service.settings import BatchingSettings, Settings
 from service.tensors import PREDICT_METHOD, SignatureSpec, TensorSpec, dtype_from_tf_name
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from modelfactory import example
-from service.demo import FEATURES, SPECIES, load_iris, write_demo_model
 from service.repository.manifest import read_manifest, verify_folder
 from service.runtime.tensorflow import TensorFlowLoader, TensorFlowServable
 from service.tensors import CLASSIFY_METHOD, PREDICT_METHOD
+from service.tools.demo import FEATURES, SPECIES, load_iris, write_demo_model
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 VIRGINICA = [6.7, 3.0, 5.2, 2.3]

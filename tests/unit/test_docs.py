@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from service.metrics import Metrics
+from service.observability.metrics import Metrics
 from service.settings import environment_variables
 
 OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"

@@ -7,7 +7,7 @@ from typing import Annotated
 import pytest
 from pydantic import AfterValidator, BaseModel, ConfigDict, StrictInt, TypeAdapter
 
-from service.repository.documents import Problem, validated
+from service.documents import Problem, validated
 
 
 def _even(value: int) -> int:

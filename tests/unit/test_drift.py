@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.drift import CountWindow, DriftMonitor, open_drift_monitor, population_stability_index
-from service.profile import PROFILE_PATH, build_profile, dump_profile
+from service.observability.drift import CountWindow, DriftMonitor, open_drift_monitor, population_stability_index
+from service.observability.profile import PROFILE_PATH, build_profile, dump_profile
 from service.settings import DriftSettings
 from service.tensors import DTYPES, SignatureSpec, TensorSpec
 
@@ -99,6 +99,6 @@ def test_a_profile_that_does_not_fit_is_logged_and_ignored(
     document = json.loads(dump_profile(build_profile(IRIS, {"features": training()})))
     change(document)  # type: ignore[operator]
     write_profile(tmp_path, json.dumps(document).encode())
-    with caplog.at_level(logging.ERROR, logger="service.drift"):
+    with caplog.at_level(logging.ERROR, logger="service.observability.drift"):
         assert open_drift_monitor(tmp_path, {"serving_default": IRIS}, DriftSettings(), "iris 1") is None
     assert "drift monitoring is off" in caplog.text and complaint in caplog.text

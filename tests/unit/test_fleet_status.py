@@ -9,7 +9,11 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 
 from fakes import FakeLoader, write_fake_version
-from service.fleet import (
+from service.manager import ModelManager
+from service.observability.metrics import Metrics
+from service.repository.local import LocalRepository
+from service.settings import Settings
+from service.tools.fleet import (
     KubernetesApis,
     ModelView,
     ReplicaView,
@@ -18,10 +22,6 @@ from service.fleet import (
     models_from_metrics,
     render,
 )
-from service.manager import ModelManager
-from service.metrics import Metrics
-from service.repository.local import LocalRepository
-from service.settings import Settings
 
 NOON = 1_764_072_000.0
 

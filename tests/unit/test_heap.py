@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.heap import settle_heap
+from service.manager.heap import settle_heap
 
 
 class Node:

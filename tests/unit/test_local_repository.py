@@ -13,7 +13,6 @@ import pytest
 
 from fakes import write_fake_saved_model
 from service.errors import AlreadyExists, DataLoss, InvalidArgument, RepositoryError
-from service.publish import byte_progress, describe_repository, push_version
 from service.repository.base import MANIFEST_NAME, Repository
 from service.repository.cache import fetch_version
 from service.repository.factory import open_repository
@@ -21,6 +20,7 @@ from service.repository.local import LocalRepository
 from service.repository.manifest import UploadPlan, parse_manifest, plan_upload
 from service.repository.s3 import S3Repository
 from service.settings import S3Settings
+from service.tools.push import byte_progress, describe_repository, push_version
 
 SavedModelFactory = Callable[[str], Path]
 

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from fakes import SIGNATURE, FakeLoader, write_fake_version
 from service.errors import Code, RepositoryError, Unavailable
 from service.manager import AVAILABLE, END, LOADING, ModelManager, VersionStatus
-from service.metrics import Metrics
+from service.observability.metrics import Metrics
 from service.repository.local import LocalRepository
 from service.settings import Settings
 

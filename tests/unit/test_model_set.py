@@ -17,9 +17,9 @@ from apptools import wait_until
 from fakes import FakeLoader, write_fake_version
 from service.errors import Code
 from service.manager import AVAILABLE, LOADING, ModelManager
-from service.metrics import Metrics
+from service.manager.source import MODEL_CONFIG_LIST, REPOSITORY_SCAN, ModelSetError
 from service.model_set import ModelSet, parse_model_set
-from service.model_source import MODEL_CONFIG_LIST, REPOSITORY_SCAN, ModelSetError
+from service.observability.metrics import Metrics
 from service.repository.factory import split_base_path
 from service.repository.local import LocalRepository
 from service.settings import Settings

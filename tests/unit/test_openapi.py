@@ -35,7 +35,7 @@ V2_BODIES = [
 def document(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("empty")
     app = create_app(Settings(repository=str(root), cache_dir=str(root / "cache")), loader=FakeLoader())
-    return app.fastapi.openapi()  # type: ignore[union-attr]
+    return app.rest.fastapi.openapi()
 
 
 def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:

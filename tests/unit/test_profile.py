@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.drift import open_drift_monitor
 from service.errors import InvalidArgument
-from service.profile import (
+from service.observability.drift import open_drift_monitor
+from service.observability.profile import (
     PROFILE_PATH,
     bin_counts,
     build_profile,
@@ -134,7 +134,7 @@ def test_a_profile_too_large_for_floats_leaves_the_version_serving_unmonitored(
     path = tmp_path / PROFILE_PATH
     path.parent.mkdir(parents=True)
     path.write_bytes(_feature_document(edges="1" + "0" * 400))
-    with caplog.at_level(logging.ERROR, logger="service.drift"):
+    with caplog.at_level(logging.ERROR, logger="service.observability.drift"):
         assert open_drift_monitor(tmp_path, {"serving_default": IRIS}, DriftSettings(), "iris 1") is None
     assert "drift monitoring is off" in caplog.text and "needs numeric 'edges'" in caplog.text
 

@@ -12,10 +12,10 @@ import pytest
 
 from service.cli import main
 from service.errors import InvalidArgument
-from service.profile import PROFILE_PATH, read_profile
-from service.publish import push_version
+from service.observability.profile import PROFILE_PATH, read_profile
 from service.repository.local import LocalRepository
 from service.repository.manifest import read_manifest, verify_folder
+from service.tools.push import push_version
 
 
 def training_csv(path: Path, rows: int = 60) -> Path:

@@ -13,10 +13,10 @@ from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from apptools import wait_until
-from service.app import create_app
-from service.logs import ACCESS_LOGGER, RequestIds, RequestLog, configure_logging
+from service.app import build_tracing, create_app
+from service.observability.logs import ACCESS_LOGGER, RequestIds, RequestLog, configure_logging
+from service.observability.tracing import NoTracing
 from service.settings import OtelSettings, Settings
-from service.tracing import NoTracing, build_tracing
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 V2_BODY = {"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": ROW}]}
@@ -34,7 +34,7 @@ def client(
     cache = tmp_path_factory.mktemp("cache")
     settings = Settings(repository=str(demo_model_dir.parent.parent), cache_dir=str(cache))
     app = create_app(settings, tracing=build_tracing(OtelSettings(), exporter))
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+    with TestClient(app.rest.asgi, raise_server_exceptions=False) as test_client:
         wait_until(lambda: test_client.get("/v2/health/ready").status_code == 200, what="ready")
         yield test_client
 

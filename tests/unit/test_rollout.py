@@ -9,9 +9,9 @@ import pytest
 from fakes import write_fake_version
 from service.cli import main
 from service.errors import FailedPrecondition, InvalidArgument, NotFound
+from service.manager.routing import ServingConfig, parse_serving_config
 from service.repository.local import LocalRepository
-from service.rollout import RolloutRequest, rollout
-from service.routing import ServingConfig, parse_serving_config
+from service.tools.rollout import RolloutRequest, rollout
 
 NOW = 1_764_072_000.0
 

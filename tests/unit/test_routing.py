@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from service.routing import (
+from service.manager.routing import (
     DefaultRoute,
     ServingConfig,
     check_named_versions,

@@ -1,10 +1,10 @@
-"""The uvicorn configuration built from Settings (service/api/server.py)."""
+"""The uvicorn configuration built from Settings (service/api/rest/server.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from service.api.server import connection_limits, uvicorn_config
+from service.api.rest.server import connection_limits, uvicorn_config
 from service.settings import Settings
 
 

@@ -21,14 +21,14 @@ from tensorflow_serving.apis import (
 
 from apptools import publish
 from modelfactory import example
-from service.demo import FEATURES
 from service.errors import ModelLoadError
 from service.manager import END, ModelManager
-from service.metrics import Metrics
+from service.observability.metrics import Metrics
 from service.repository.local import LocalRepository
 from service.runtime.tensorflow import TensorFlowLoader
 from service.runtime.warmup_records import WARMUP_FILE, read_warmup_requests
 from service.settings import Settings
+from service.tools.demo import FEATURES
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 

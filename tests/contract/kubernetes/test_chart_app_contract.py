@@ -1,7 +1,7 @@
 """The chart and the app agree: every RTSERVE_* variable the chart (or the image, or k8s/) sets is a Settings
 field that accepts the value; every metric the dashboard, the alerts and the adapter rules name is defined in
-service/metrics.py and exported by a running server; the probe paths and ports answer as the chart expects; the
-`helm test` script passes against a real server; SIGTERM turns the server unready and it exits 0 in time.
+service/observability/metrics.py and exported by a running server; the probe paths and ports answer as the chart
+expects; the `helm test` script passes against a real server; SIGTERM turns the server unready and it exits 0 in time.
 
 The live tests start the real server (`rtserve serve`) on loopback with the environment the chart's ConfigMap
 gives it (k8s/values-dev.yaml), on the demo model written by `rtserve demo-model`."""
@@ -42,7 +42,7 @@ from kube_support import (
     scenario_name,
     settings_env_names,
 )
-from service.metrics import Metrics
+from service.observability.metrics import Metrics
 from service.settings import Settings
 
 SCENARIOS = [scenario_name(path) for path in scenario_files()]
@@ -176,7 +176,7 @@ def test_metric_references_are_defined_in_service_metrics(chart_renderings: dict
     for place, names in references.items():
         assert names, f"no rtserve metric found in the {place}"
     undefined = {place: sorted(names - defined) for place, names in references.items() if names - defined}
-    assert undefined == {}, f"not defined by service/metrics.py: {undefined}"
+    assert undefined == {}, f"not defined by service/observability/metrics.py: {undefined}"
 
 
 def test_hpa_metric_is_served_by_the_adapter(chart_renderings: dict[str, Rendering]) -> None:

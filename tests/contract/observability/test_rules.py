@@ -20,7 +20,7 @@ import pytest
 import yaml
 from prometheus_client.utils import floatToGoString
 
-from service.metrics import LATENCY_BUCKETS
+from service.observability.metrics import LATENCY_BUCKETS
 
 ROOT = Path(__file__).resolve().parents[3]
 HERE = Path(__file__).resolve().parent

@@ -20,8 +20,8 @@ from starlette.responses import Response
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.observe import InferenceCall, InferenceHandler, Reply
-from service.api.openapi import path_parameters
+from service.api.rest.observe import InferenceCall, InferenceHandler, Reply
+from service.api.rest.openapi import path_parameters
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,7 @@ class FastLane:
 
     def __init__(self, app: FastAPI, routes: list[InferenceRoute]) -> None:
         self._app: ASGIApp = app
-        self.fastapi = app
-        self.state = app.state  # what the app factory stored (components), reachable as on the app itself
+        self.fastapi = app  # the control plane behind the lane (its OpenAPI document, its routes)
         self._routes = [(compile_path(route.path)[0], route.handler) for route in routes]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

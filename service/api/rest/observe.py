@@ -10,12 +10,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from service.api.body import BodyLimits, read_body
 from service.api.errors import HttpError, http_status
+from service.api.rest.body import BodyLimits, read_body
 from service.errors import InvalidArgument, ServingError
-from service.logs import REQUEST_ID_HEADER, RequestIds, RequestLog
-from service.metrics import Metrics
-from service.tracing import NoTracing, RequestTrace, Tracing
+from service.observability.logs import REQUEST_ID_HEADER, RequestIds, RequestLog
+from service.observability.metrics import Metrics
+from service.observability.tracing import NoTracing, RequestTrace, Tracing
 
 log = logging.getLogger(__name__)
 

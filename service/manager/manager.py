@@ -19,12 +19,17 @@ from pathlib import Path
 from types import MappingProxyType
 
 from service.batching import Batcher
-from service.drift import DriftMonitor, open_drift_monitor
 from service.errors import Code, DeadlineExceeded, RepositoryError, ServingError
-from service.heap import settle_heap
-from service.metrics import Metrics
-from service.model_set import ModelSet
-from service.model_source import (
+from service.manager.heap import settle_heap
+from service.manager.routing import (
+    MAX_SERVING_CONFIG_BYTES,
+    DefaultRoute,
+    ServingConfig,
+    check_named_versions,
+    format_activation,
+    parse_serving_config,
+)
+from service.manager.source import (
     MODEL_CONFIG_LIST,
     ModelList,
     ModelOrigin,
@@ -39,16 +44,11 @@ from service.model_source import (
     open_model_list,
     with_labels,
 )
+from service.model_set import ModelSet
+from service.observability.drift import DriftMonitor, open_drift_monitor
+from service.observability.metrics import Metrics
 from service.repository.base import SERVING_CONFIG_NAME, Repository, VersionListing
 from service.repository.cache import clean_stale_downloads, fetch_version, prune_cache
-from service.routing import (
-    MAX_SERVING_CONFIG_BYTES,
-    DefaultRoute,
-    ServingConfig,
-    check_named_versions,
-    format_activation,
-    parse_serving_config,
-)
 from service.runtime.base import Loader, Servable, abort, abortable_scope
 from service.settings import Settings
 
@@ -239,7 +239,7 @@ class ModelManager:
         self._threads: list[threading.Thread] = []
         self._poll_failures = 0
         self._cache_dir = Path(settings.cache_dir)
-        # Which models, from where (service/model_source.py); replaced whole by apply_model_set.
+        # Which models, from where (service/manager/source.py); replaced whole by apply_model_set.
         self._source: ModelSource = (
             RepositoryScan(settings, repository)
             if settings.model_config_list is None

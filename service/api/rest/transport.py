@@ -1,7 +1,7 @@
 """A transport that hands its close() to the protocol, so that the protocol decides how a connection ends.
 
 uvicorn closes connections from many places (after a ``Connection: close`` answer, a parse error, the keep-alive
-timeout, shutdown), each by calling ``transport.close()``. The bounded protocol (service/api/protocol.py) gives
+timeout, shutdown), each by calling ``transport.close()``. The bounded protocol (service/api/rest/protocol.py) gives
 uvicorn this wrapper instead of the real transport, so every one of those closes can linger when an upload is
 still arriving. Everything else goes straight to the real transport.
 """

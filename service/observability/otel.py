@@ -1,4 +1,4 @@
-"""OpenTelemetry tracing over OTLP/HTTP. Imported only when tracing is enabled (service/tracing.py).
+"""OpenTelemetry tracing over OTLP/HTTP. Imported only when tracing is enabled (service/app.py, build_tracing).
 
 One span per inference request (kind SERVER, continuing a W3C ``traceparent`` from the caller), with two
 children recorded after the fact from the batcher's timestamps: ``queue wait`` and ``inference`` (the model
@@ -21,8 +21,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from service import __version__
+from service.observability.tracing import CURRENT_TRACE, RequestTrace
 from service.settings import OtelSettings
-from service.tracing import CURRENT_TRACE, RequestTrace
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 

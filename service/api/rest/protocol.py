@@ -39,7 +39,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from service.api.transport import ClosingTransport
+from service.api.rest.transport import ClosingTransport
 from service.codecs.json_io import error_body
 
 # What a chunk of a chunked body costs besides its data: the size line and the line ends around the data.

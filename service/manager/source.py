@@ -13,12 +13,12 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from service.errors import Code, RepositoryError, ServingError
+from service.manager.routing import ServingConfig
 from service.model_set import ModelSet, parse_model_set
 from service.policy import VersionPolicy
 from service.repository.base import Repository
 from service.repository.factory import check_model_base, open_model_base
 from service.repository.view import ModelBase
-from service.routing import ServingConfig
 from service.settings import S3Settings, Settings
 
 REPOSITORY_SCAN = "repository"

@@ -11,7 +11,7 @@ import orjson
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from service.api.observe import JSON
+from service.api.rest.observe import JSON
 
 NOT_READY = 400
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from service.errors import FailedPrecondition, InvalidArgument, NotFound
+from service.manager.routing import ServingConfig, format_activation, parse_serving_config
 from service.repository.base import SERVING_CONFIG_NAME, Repository, check_model_name, check_version
-from service.routing import ServingConfig, format_activation, parse_serving_config
 
 
 @dataclass(frozen=True)

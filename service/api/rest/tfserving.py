@@ -13,19 +13,19 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service.api import openapi
-from service.api.body import BodyLimits
 from service.api.errors import http_status
-from service.api.fastlane import InferenceRoute, add_routes
-from service.api.observe import JSON, Answer, InferenceCall, InferenceHandler, InferenceObserver, Reply, Telemetry
-from service.api.offload import Offload, answer_size, inline_only
+from service.api.rest import openapi
+from service.api.rest.body import BodyLimits
+from service.api.rest.fastlane import InferenceRoute, add_routes
+from service.api.rest.observe import JSON, Answer, InferenceCall, InferenceHandler, InferenceObserver, Reply, Telemetry
+from service.api.rest.offload import Offload, answer_size, inline_only
 from service.codecs import tfserving_json
 from service.codecs.arrays import Limits, quote
 from service.codecs.lookup import SignatureLookup
 from service.dataplane import DataPlane, Target, parse_version
 from service.errors import InvalidArgument, NotFound, ServingError
 from service.manager import LoadedVersion, ModelSnapshot
-from service.metrics import Metrics
+from service.observability.metrics import Metrics
 from service.tensors import CLASSIFY_METHOD, REGRESS_METHOD, SignatureSpec, TensorSpec
 
 PROTOCOL = "tfserving"

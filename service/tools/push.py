@@ -15,7 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from service.errors import AlreadyExists, DataLoss, InvalidArgument
-from service.profile import DEFAULT_BINS, PROFILE_PATH, Profile, build_profile, dump_profile, load_samples
+from service.observability.profile import DEFAULT_BINS, PROFILE_PATH, Profile, build_profile, dump_profile, load_samples
 from service.repository.base import (
     MANIFEST_NAME,
     ProgressCallback,
@@ -84,8 +84,8 @@ def push_version(
 ) -> int:
     """Publish the SavedModel folder ``source`` as ``model`` version ``version`` (next free one when None).
 
-    With ``profile_data`` (training samples, see service/profile.py) the version also gets a reference profile
-    for drift monitoring at ``assets.extra/rtserve_profile.json``; ``source`` itself is not modified.
+    With ``profile_data`` (training samples, see service/observability/profile.py) the version also gets a reference
+    profile for drift monitoring at ``assets.extra/rtserve_profile.json``; ``source`` itself is not modified.
     Returns the version written. Never overwrites: an existing version raises AlreadyExists.
     """
     check_model_name(model)

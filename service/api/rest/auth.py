@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import Counter
-from starlette.datastructures import State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.codecs.json_io import error_body
@@ -127,9 +126,8 @@ def is_accepted(candidate: bytes, digests: Iterable[bytes]) -> bool:
 class ApiKeyGate:
     """ASGI middleware: lets a request through when it carries an accepted key or its path is exempt."""
 
-    def __init__(self, app: ASGIApp, state: State, keys: KeyFile, exempt: frozenset[str], failures: Counter) -> None:
+    def __init__(self, app: ASGIApp, keys: KeyFile, exempt: frozenset[str], failures: Counter) -> None:
         self._app = app
-        self.state = state  # what the app factory stored (components), reachable as on the app itself
         self._keys = keys
         self._exempt = exempt
         self._failures = failures

@@ -1,18 +1,17 @@
 """Optional request tracing: the interface the server uses, and the no-op it uses when tracing is off.
 
-The OpenTelemetry implementation lives in service/otel.py and is imported only when RTSERVE_OTEL__ENABLED is true,
-so a server without tracing neither imports nor pays for it. The active request's trace travels to the batcher
-in a context variable, the way OpenTelemetry's own context does: ``Batcher.submit`` runs in the request's task and
-records the queue-wait and inference spans of the batch the request ran in.
+The OpenTelemetry implementation lives in service/observability/otel.py; the wiring (service/app.py) imports it
+only when RTSERVE_OTEL__ENABLED is true, so a server without tracing neither imports nor pays for it. The active
+request's trace travels to the batcher in a context variable, the way OpenTelemetry's own context does:
+``Batcher.submit`` runs in the request's task and records the queue-wait and inference spans of the batch the
+request ran in.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from contextvars import ContextVar
-from typing import Any, Protocol
-
-from service.settings import OtelSettings
+from typing import Protocol
 
 
 class RequestTrace(Protocol):
@@ -53,12 +52,3 @@ class NoTracing:
 
     def shutdown(self) -> None:
         return None
-
-
-def build_tracing(settings: OtelSettings, exporter: Any | None = None) -> Tracing:
-    """OpenTelemetry tracing when enabled (or when a test hands in its own span exporter), else NoTracing."""
-    if not settings.enabled and exporter is None:
-        return NoTracing()
-    from service.otel import OtelTracing
-
-    return OtelTracing(settings, exporter)

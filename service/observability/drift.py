@@ -1,7 +1,7 @@
 """Drift monitoring: live inputs of a model version, binned like its reference profile, over a sliding window.
 
 The inference thread calls ``DriftMonitor.observe`` after it has answered a batch, so the request never waits
-for it. Binning is one vectorized comparison per batch (service/profile.py ``bin_counts``); the window keeps
+for it. Binning is one vectorized comparison per batch (observability/profile.py ``bin_counts``); the window keeps
 counts, never inputs, in ``BLOCKS`` blocks of ``window_size / BLOCKS`` rows: memory is features x bins x BLOCKS
 integers whatever the traffic, and the oldest block drops out as a new one fills. The score per feature is the
 population stability index of the window against the profile, computed only when Prometheus scrapes.
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from service.errors import ServingError
-from service.profile import FeatureProfile, Profile, bin_counts, is_profilable, padded_edges, read_profile
+from service.observability.profile import FeatureProfile, Profile, bin_counts, is_profilable, padded_edges, read_profile
 from service.settings import DriftSettings
 from service.tensors import SignatureSpec
 

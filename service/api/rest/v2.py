@@ -10,19 +10,19 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service import __version__
-from service.api import openapi
-from service.api.body import BodyLimits
 from service.api.errors import http_status
-from service.api.fastlane import InferenceRoute, add_routes
-from service.api.health import NOT_READY
-from service.api.observe import JSON, Answer, InferenceCall, InferenceObserver, Reply, Telemetry, positive_seconds
-from service.api.offload import Offload, answer_size, inline_only
+from service.api.rest import openapi
+from service.api.rest.body import BodyLimits
+from service.api.rest.fastlane import InferenceRoute, add_routes
+from service.api.rest.health import NOT_READY
+from service.api.rest.observe import JSON, Answer, InferenceCall, InferenceObserver, Reply, Telemetry, positive_seconds
+from service.api.rest.offload import Offload, answer_size, inline_only
 from service.batch_safety import batching_parameters
 from service.codecs import v2_json
 from service.codecs.arrays import Limits
 from service.dataplane import DataPlane, Target, parse_version
 from service.errors import NotFound, ServingError
-from service.metrics import Metrics
+from service.observability.metrics import Metrics
 
 PROTOCOL = "v2"
 PLATFORM = "tensorflow_savedmodel"

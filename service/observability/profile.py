@@ -31,8 +31,8 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import AfterValidator, AllowInfNan, BaseModel, Field, Strict, TypeAdapter
 
+from service.documents import RULE, Problem, broken_rule, validated
 from service.errors import InvalidArgument
-from service.repository.documents import RULE, Problem, broken_rule, validated
 from service.tensors import SignatureSpec, TensorSpec
 
 PROFILE_PATH = "assets.extra/rtserve_profile.json"

@@ -1,6 +1,6 @@
 """The demo model ``iris``: a softmax classifier trained on Fisher's 150 Iris measurements.
 
-The measurements ship with the package (``service/data/iris.csv``), so the model is trained on the spot and no
+The measurements ship with the package (``service/tools/data/iris.csv``), so the model is trained on the spot and no
 model binary is ever committed.
 """
 
@@ -37,7 +37,7 @@ _LEARNING_RATE = 0.5
 
 def load_iris() -> tuple[np.ndarray, np.ndarray]:
     """The shipped measurements as (features float32 [150, 4], species index int32 [150])."""
-    text = resources.files("service").joinpath("data/iris.csv").read_text(encoding="utf-8")
+    text = resources.files("service.tools").joinpath("data/iris.csv").read_text(encoding="utf-8")
     rows = list(csv.DictReader(text.splitlines()))
     features = np.array([[float(row[name]) for name in FEATURES] for row in rows], dtype=np.float32)
     labels = np.array([SPECIES.index(row["species"]) for row in rows], dtype=np.int32)

@@ -28,8 +28,8 @@ from typing import Annotated, Any
 import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, field_validator
 
-from service.repository.base import MODEL_NAME_PATTERN, is_version
-from service.repository.documents import RULE, Problem, broken_rule, validated
+from service.documents import RULE, Problem, broken_rule, validated
+from service.names import MODEL_NAME_PATTERN, is_version
 
 CANARY_LABEL = "canary"
 FIELDS = ("default", "labels", "canary_weight", "activate_at", "previous_default")

@@ -1,0 +1,131 @@
+"""The REST front end as one ASGI app: FastAPI for the control plane behind the inference fast lane, behind the
+API-key gate when a keys file is configured. The wiring (service/app.py) hands it what it serves."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp
+
+from service import __version__
+from service.api.rest import health, tfserving, v2
+from service.api.rest.auth import ApiKeyGate, KeyFile, exempt_paths
+from service.api.rest.body import BodyLimits
+from service.api.rest.fastlane import FastLane
+from service.api.rest.observe import JSON, Telemetry
+from service.api.rest.offload import Offload
+from service.codecs.json_io import error_body
+from service.dataplane import DataPlane
+from service.observability.logs import RequestLog
+from service.observability.metrics import Metrics
+from service.observability.tracing import Tracing
+from service.settings import AuthSettings, Settings
+
+
+class Backend(Protocol):
+    """What the REST front end serves: the wiring's components (service/app.py), seen from here."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def dataplane(self) -> DataPlane: ...
+
+    def is_ready(self) -> bool: ...
+
+    def start(self) -> None:
+        """Begin serving (the model manager starts loading); called when the ASGI lifespan starts."""
+        ...
+
+    def stop(self) -> None:
+        """Stop and drain every version's batcher; called when the ASGI lifespan ends."""
+        ...
+
+
+@dataclass(frozen=True)
+class RestApp:
+    """The ASGI app a server runs, and the FastAPI app inside it (for its OpenAPI document)."""
+
+    asgi: ASGIApp
+    fastapi: FastAPI
+
+
+def build_rest_app(backend: Backend, tracing: Tracing) -> RestApp:
+    """The REST app over ``backend``; its lifespan starts and stops the backend, the codec workers and tracing."""
+    settings, metrics = backend.settings, backend.metrics
+    telemetry = Telemetry(
+        RequestLog(settings.log_requests, settings.log_payload_sample_rate, settings.log_payload_max_bytes), tracing
+    )
+    offload = Offload.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        backend.start()
+        try:
+            yield
+        finally:
+            backend.stop()  # drains every version's batcher
+            offload.close()
+            tracing.shutdown()  # exports the spans still pending
+
+    app = FastAPI(
+        title="rtserve",
+        version=__version__,
+        summary="Real-time TensorFlow model serving: TF Serving REST and the Open Inference Protocol",
+        lifespan=lifespan,
+    )
+    app.include_router(health.build_router(backend.is_ready))
+    limits = BodyLimits(settings.max_body_bytes, settings.body_timeout_s)
+    v2_router, v2_inference = v2.build_router(backend.dataplane, metrics, limits, telemetry, offload)
+    tf_router, tf_inference = tfserving.build_router(backend.dataplane, metrics, limits, telemetry, offload)
+    app.include_router(v2_router)
+    app.include_router(tf_router)
+    add_error_handlers(app)
+
+    @app.get("/metrics", tags=["Monitoring"], summary="Prometheus metrics", response_class=Response)
+    async def prometheus_metrics(_: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    lane = FastLane(app, v2_inference + tf_inference)
+    return RestApp(with_authentication(lane, settings.auth, metrics), app)
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> Response:
+        # Unknown paths and methods answer in the shape both protocols use: {"error": message}.
+        return Response(error_body(str(error.detail)), error.status_code, media_type=JSON)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, error: RequestValidationError) -> Response:
+        # Where and what, never the value sent: a request's own data stays out of its error body.
+        first = error.errors()[0] if error.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return Response(error_body(f"invalid request: {where}: {first.get('msg', 'invalid')}"), 400, media_type=JSON)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(_: Request, error: Exception) -> Response:
+        # Starlette logs the traceback; the client gets the protocols' error shape, not a plain-text page.
+        return Response(error_body("internal error; see the server log"), 500, media_type=JSON)
+
+
+def with_authentication(lane: FastLane, auth: AuthSettings, metrics: Metrics) -> ASGIApp:
+    """The lane behind an API-key gate when a keys file is configured, else the lane itself (no cost)."""
+    if auth.keys_file is None:
+        return lane
+    keys = KeyFile(Path(auth.keys_file))
+    exempt = exempt_paths(auth.exempt_health, auth.exempt_metrics)
+    return ApiKeyGate(lane, keys, exempt, metrics.auth_failures)

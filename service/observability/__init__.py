@@ -1,0 +1,1 @@
+"""Metrics, logs, tracing and drift: what the server tells its operators. Leaves any layer may use."""

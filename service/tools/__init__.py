@@ -1,0 +1,1 @@
+"""Operator commands the server never imports: push, rollout, fleet status, the demo model."""
