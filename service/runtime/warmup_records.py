@@ -1,22 +1,36 @@
 """TF Serving's warm-up file: ``assets.extra/tf_serving_warmup_requests`` in a version folder.
 
 A TFRecord file of ``tensorflow.serving.PredictionLog`` messages, as TF Serving reads it: each record holds a
-predict, classify or regress request that the server runs before the version serves. The messages are read from
-the protobuf wire format here (field numbers from tensorflow_serving/apis/*.proto) because the
-``tensorflow-serving-api`` package would pull in a second, full TensorFlow; the tensors inside are TensorFlow's
-own ``TensorProto``. Like TF Serving: at most 1,000 records, and a record that does not run fails the load.
+predict, classify or regress request that the server runs before the version serves. The records are parsed with
+``tensorflow-serving-api``'s generated messages, and their tensors decoded with ``tf.make_ndarray``. Like TF
+Serving: at most 1,000 records, and a record that does not parse or does not run fails the load.
+
+Nothing in the file is trusted before it is checked: TensorFlow's own TFRecord readers crash the process on a
+record whose (correctly checksummed) length is absurd, so every record header is checked here first (its length
+checksum, and that the record fits in the file) and only then does ``tf.data`` read the records, checking their
+data checksums; a tensor may not decode to more elements than its record has bytes (beyond a small allowance for
+TF's one-value-fills-the-shape form), so no record allocates more than a small multiple of its own size.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+from google.protobuf.message import DecodeError
 from tensorflow.core.framework import tensor_pb2
+
+# untyped, like tensorflow; the lead adds tensorflow_serving.* to pyproject's mypy overrides, then this ignore goes
+from tensorflow_serving.apis import (  # type: ignore[import-untyped]
+    classification_pb2,
+    predict_pb2,
+    prediction_log_pb2,
+    regression_pb2,
+)
 
 from service.errors import ModelLoadError
 
@@ -24,15 +38,11 @@ log = logging.getLogger(__name__)
 
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_RECORDS = 1000  # TF Serving's limit
+# A tensor may hold this many elements whatever its record's size: TF's "one value fills the shape" form.
+SPLAT_ALLOWANCE = 4096
 
-# Field numbers in tensorflow_serving/apis: PredictionLog, the *Log messages, the requests, ModelSpec, Input.
-_CLASSIFY_LOG, _REGRESS_LOG, _PREDICT_LOG = 2, 3, 6
-_LOG_REQUEST = 1
-_REQUEST_MODEL_SPEC, _PREDICT_INPUTS, _EXAMPLES_INPUT = 1, 2, 2
-_SPEC_SIGNATURE_NAME = 3
-_MAP_KEY, _MAP_VALUE = 1, 2
-_INPUT_EXAMPLE_LIST, _EXAMPLE_LIST_EXAMPLES = 1, 1
-_VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
+_HEADER = struct.Struct("<QI")  # TFRecord framing: length, masked CRC32C of the length; then data, CRC of data
+_DATA_CRC_BYTES = 4
 
 
 @dataclass(frozen=True)
@@ -50,11 +60,10 @@ def read_warmup_requests(folder: Path) -> list[WarmupRequest]:
     path = folder / WARMUP_FILE
     if not path.is_file():
         return []
+    _check_framing(path)
     requests: list[WarmupRequest] = []
     try:
         for index, record in enumerate(tf.data.TFRecordDataset(str(path)).as_numpy_iterator()):
-            if index >= MAX_RECORDS:
-                raise ModelLoadError(f"{WARMUP_FILE} holds more than {MAX_RECORDS} records (TF Serving's limit)")
             request = _parse_prediction_log(bytes(record), index)
             if request is not None:
                 requests.append(request)
@@ -63,100 +72,98 @@ def read_warmup_requests(folder: Path) -> list[WarmupRequest]:
     return requests
 
 
+def _check_framing(path: Path) -> None:
+    """Every record header is sound and every record ends inside the file, before TensorFlow reads any of it."""
+    size = path.stat().st_size
+    with path.open("rb") as file:
+        for index in range(MAX_RECORDS + 1):
+            header = file.read(_HEADER.size)
+            if not header:
+                return
+            if index == MAX_RECORDS:
+                raise ModelLoadError(f"{WARMUP_FILE} holds more than {MAX_RECORDS} records (TF Serving's limit)")
+            if len(header) < _HEADER.size:
+                raise ModelLoadError(f"{WARMUP_FILE} is not a readable TFRecord file: record {index} is cut short")
+            length, length_crc = _HEADER.unpack(header)
+            if masked_crc32c(header[:8]) != length_crc:
+                raise ModelLoadError(
+                    f"{WARMUP_FILE} is not a readable TFRecord file: record {index} has a corrupt length"
+                )
+            end = file.tell() + length + _DATA_CRC_BYTES
+            if end > size:
+                raise ModelLoadError(
+                    f"{WARMUP_FILE} is not a readable TFRecord file: record {index} ({length} bytes) runs past "
+                    f"the end of the file"
+                )
+            file.seek(end)
+
+
 def _parse_prediction_log(record: bytes, index: int) -> WarmupRequest | None:
     where = f"{WARMUP_FILE} record {index}"
     try:
-        fields = dict(_fields(record))
-        if _PREDICT_LOG in fields:
-            return _parse_predict(_message(fields[_PREDICT_LOG]), where)
-        for number in (_CLASSIFY_LOG, _REGRESS_LOG):
-            if number in fields:
-                return _parse_examples(_message(fields[number]), where)
-    except (ValueError, IndexError, TypeError) as error:
+        prediction_log = prediction_log_pb2.PredictionLog.FromString(record)
+    except DecodeError as error:
         raise ModelLoadError(f"{where} is not a PredictionLog message: {error}") from error
+    kind = prediction_log.WhichOneof("log_type")
+    if kind == "predict_log":
+        return _parse_predict(prediction_log.predict_log.request, where, len(record))
+    if kind == "classify_log":
+        return _parse_examples(prediction_log.classify_log.request, where)
+    if kind == "regress_log":
+        return _parse_examples(prediction_log.regress_log.request, where)
+    # Session runs have no signature; multi-inference runs several heads at once: neither is replayed.
     log.warning("%s is neither a predict, classify nor regress log; skipped", where)
     return None
 
 
-def _parse_predict(log_fields: bytes, where: str) -> WarmupRequest:
-    request = _message(dict(_fields(log_fields)).get(_LOG_REQUEST, b""))
-    inputs: dict[str, np.ndarray] = {}
-    signature = ""
-    for number, value in _fields(request):
-        if number == _REQUEST_MODEL_SPEC:
-            signature = _signature_name(_message(value))
-        elif number == _PREDICT_INPUTS:
-            entry = dict(_fields(_message(value)))
-            name = _message(entry.get(_MAP_KEY, b"")).decode("utf-8")
-            proto = tensor_pb2.TensorProto.FromString(_message(entry.get(_MAP_VALUE, b"")))
-            inputs[name] = tf.make_ndarray(proto)
-    if not inputs:
+def _parse_predict(request: predict_pb2.PredictRequest, where: str, record_bytes: int) -> WarmupRequest:
+    if not request.inputs:
         raise ModelLoadError(f"{where}: a predict request without inputs")
-    return WarmupRequest(signature, inputs)
+    inputs = {name: _ndarray(proto, f"{where} input {name!r}", record_bytes) for name, proto in request.inputs.items()}
+    return WarmupRequest(request.model_spec.signature_name, inputs)
 
 
-def _parse_examples(log_fields: bytes, where: str) -> WarmupRequest:
-    request = dict(_fields(_message(dict(_fields(log_fields)).get(_LOG_REQUEST, b""))))
-    signature = _signature_name(_message(request.get(_REQUEST_MODEL_SPEC, b"")))
-    input_kinds = dict(_fields(_message(request.get(_EXAMPLES_INPUT, b""))))
-    if _INPUT_EXAMPLE_LIST not in input_kinds:
+def _ndarray(proto: tensor_pb2.TensorProto, where: str, record_bytes: int) -> np.ndarray:
+    dims = [dim.size for dim in proto.tensor_shape.dim]
+    if any(size < 0 for size in dims):
+        raise ModelLoadError(f"{where}: a tensor of unknown size {dims}")
+    elements = int(np.prod(dims, dtype=object))
+    if elements > max(record_bytes, SPLAT_ALLOWANCE):
+        raise ModelLoadError(f"{where}: a tensor of {elements} elements in a record of {record_bytes} bytes")
+    try:
+        array: np.ndarray = tf.make_ndarray(proto)
+    except (TypeError, ValueError) as error:  # an unknown dtype, content that does not fill the shape
+        raise ModelLoadError(f"{where} is not a readable tensor: {error}") from error
+    return array
+
+
+def _parse_examples(
+    request: classification_pb2.ClassificationRequest | regression_pb2.RegressionRequest, where: str
+) -> WarmupRequest:
+    if request.input.WhichOneof("kind") != "example_list":
         raise ModelLoadError(f"{where}: only example_list inputs are supported in warm-up records")
-    examples = [
-        _message(value)
-        for number, value in _fields(_message(input_kinds[_INPUT_EXAMPLE_LIST]))
-        if number == _EXAMPLE_LIST_EXAMPLES
-    ]
-    return WarmupRequest(signature, {}, np.array(examples, dtype=object))
+    # The signature's one input takes serialized tf.Examples.
+    examples = [example.SerializeToString() for example in request.input.example_list.examples]
+    return WarmupRequest(request.model_spec.signature_name, {}, np.array(examples, dtype=object))
 
 
-def _signature_name(model_spec: bytes) -> str:
-    return _message(dict(_fields(model_spec)).get(_SPEC_SIGNATURE_NAME, b"")).decode("utf-8")
+def _crc32c_table() -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1  # the Castagnoli polynomial, reflected
+        table.append(crc)
+    return tuple(table)
 
 
-# -- the protobuf wire format ---------------------------------------------------------------------------------
+_CRC32C_TABLE = _crc32c_table()
 
 
-def _message(value: bytes | int) -> bytes:
-    if not isinstance(value, bytes):
-        raise TypeError("expected a length-delimited field, found a number")
-    return value
-
-
-def _fields(data: bytes) -> Iterator[tuple[int, bytes | int]]:
-    """(field number, value) of every field of a serialized message, in order: bytes for length-delimited fields,
-    int for the rest (fixed-width values as their raw little-endian integer). ``dict()`` of it keeps the last
-    occurrence of each number, as protobuf does for singular fields."""
-    position = 0
-    while position < len(data):
-        key, position = _varint(data, position)
-        number, wire_type = key >> 3, key & 7
-        if wire_type == _VARINT:
-            value, position = _varint(data, position)
-            yield number, value
-        elif wire_type == _BYTES:
-            length, position = _varint(data, position)
-            if position + length > len(data):
-                raise ValueError(f"field {number} runs past the end of its message")
-            yield number, data[position : position + length]
-            position += length
-        elif wire_type in (_FIXED64, _FIXED32):
-            width = 8 if wire_type == _FIXED64 else 4
-            if position + width > len(data):
-                raise ValueError(f"field {number} runs past the end of its message")
-            yield number, int.from_bytes(data[position : position + width], "little")
-            position += width
-        else:
-            raise ValueError(f"unsupported wire type {wire_type} for field {number}")
-
-
-def _varint(data: bytes, position: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if position >= len(data) or shift > 63:
-            raise ValueError("truncated or overlong varint")
-        byte = data[position]
-        position += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, position
-        shift += 7
+def masked_crc32c(data: bytes) -> int:
+    """TFRecord's checksum: CRC32C, rotated and offset so that a CRC of CRC-bearing data is not trivially zero."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = _CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    crc ^= 0xFFFFFFFF
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
