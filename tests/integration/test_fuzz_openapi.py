@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
 
-from apptools import ServerProcess, clean_server, publish
+from apptools import ServerProcess, publish, running_server
 from fakes import FakeLoader
 from prerequisites import SHARED, shared_path
 from service.app import create_app
@@ -71,7 +71,7 @@ def server(
         "RTSERVE_MAX_BODY_BYTES": str(1024 * 1024),
         "RTSERVE_MAX_TENSOR_ELEMENTS": "100000",
     }
-    with clean_server(env, folder) as process:
+    with running_server(env, folder) as process:
         yield process
 
 
