@@ -11,7 +11,7 @@ PORT ?= 8080
 help:
 	@echo "make serve   - virtualenv + demo model 'iris' in $(MODELS) + server on :$(PORT)"
 	@echo "make test    - virtualenv + lint + every test"
-	@echo "make test-unit - the fast tests only (tests/unit: no server process, no tools; about 1.5 minutes)"
+	@echo "make test-unit - the fast tests only (tests/unit: no server process, no tools; about a minute)"
 	@echo "make lint    - ruff and mypy --strict"
 	@echo "make format  - ruff format"
 	@echo "make tools   - helm, kubectl, hadolint, checkov into .tools/ (the chart tests use them)"
