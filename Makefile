@@ -6,11 +6,12 @@ STAMP := $(VENV)/.installed-stamp
 MODELS ?= ./models
 PORT ?= 8080
 
-.PHONY: help venv serve test lint format demo-model tools bench bench-quick clean
+.PHONY: help venv serve test test-unit lint format demo-model tools bench bench-quick clean
 
 help:
 	@echo "make serve   - virtualenv + demo model 'iris' in $(MODELS) + server on :$(PORT)"
 	@echo "make test    - virtualenv + lint + every test"
+	@echo "make test-unit - the fast tests only (tests/unit: no server process, no tools; about a minute)"
 	@echo "make lint    - ruff and mypy --strict"
 	@echo "make format  - ruff format"
 	@echo "make tools   - helm, kubectl, hadolint, checkov into .tools/ (the chart tests use them)"
@@ -51,6 +52,10 @@ tools: $(STAMP)
 
 test: $(STAMP) lint tools
 	$(PY) -m pytest -p no:cacheprovider
+
+# No lint, no tools, no server processes: the loop to run while editing (-rs prints why anything skipped).
+test-unit: $(STAMP)
+	$(PY) -m pytest -p no:cacheprovider -rs tests/unit
 
 bench: $(STAMP)
 	$(PY) -m bench.run

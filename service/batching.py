@@ -10,6 +10,9 @@ first (batch) dimension, and splits the outputs back by row counts. Waiting for 
   otherwise pay the timeout on every request); the next batch of more than one request re-arms the wait;
 * otherwise the oldest request waits at most ``batch_timeout_us`` from its arrival for the batch to fill.
 
+These rules are one pure function, ``company_wait`` (with ``company_expected_after``), and every time the batcher
+reads comes from its ``clock`` (time.monotonic unless a test injects one), so they are tested as logic.
+
 Only signatures that answer each row the same batched as alone merge requests (service/batch_safety.py decides,
 at construction, on the loading thread); the others still queue here but run one request per model call. A merged
 call that fails, whatever the error, is rerun request by request so that only the culprit fails and its message
@@ -28,7 +31,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +111,7 @@ class _Request:
         inputs: Mapping[str, np.ndarray],
         merge: tuple[int, MergeKey] | None,
         deadline: float | None,
+        enqueued_at: float,
     ) -> None:
         self.loop = loop
         self.future: asyncio.Future[Outputs] = loop.create_future()
@@ -116,7 +120,7 @@ class _Request:
         self.rows: int = merge[0] if merge is not None else 0
         self.key: MergeKey | None = merge[1] if merge is not None else None
         self.deadline = deadline
-        self.enqueued_at = time.monotonic()
+        self.enqueued_at = enqueued_at
         # Set by the inference thread when the request's batch runs; a request trace records them as spans.
         self.started_at = 0.0
         self.finished_at = 0.0
@@ -135,6 +139,39 @@ class _Pick:
     taken: list[_Request] = field(default_factory=list)
     # No later request can join: the batch is at max rows, or the signature's next request does not fit.
     full: bool = False
+
+
+def company_wait(
+    *,
+    requests: int,
+    full: bool,
+    closing: bool,
+    head_enqueued_at: float,
+    last_finished: float,
+    company_expected: bool,
+    timeout_s: float,
+    now: float,
+) -> float:
+    """Seconds the head of a pick of ``requests`` waits for more before it runs; 0 or less means run now.
+
+    The rules of the module docstring as pure logic (times are the batcher's clock), so they are tested without
+    a thread or a real wait."""
+    if requests == 0 or full or closing:
+        return 0.0
+    if requests == 1:
+        idle = head_enqueued_at - last_finished
+        if idle > timeout_s or not company_expected:
+            return 0.0
+    return head_enqueued_at + timeout_s - now
+
+
+def company_expected_after(requests: int, waited: bool, expected: bool) -> bool:
+    """Whether a lone request should wait next time, after a pick of ``requests`` that ``waited`` (or not)."""
+    if requests > 1:
+        return True
+    if waited:
+        return False  # the wait drew no company
+    return expected
 
 
 def _settle(answers: list[tuple[asyncio.Future[Outputs], Outcome]]) -> None:
@@ -164,8 +201,11 @@ class Batcher:
         model: str,
         version: str,
         drift: DriftMonitor | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._servable = servable
+        # Every time the batcher reads or compares (arrivals, deadlines, idleness); tests inject a fake one.
+        self._clock = clock
         self._name = f"model {quote(model)} version {version}"
         self._deadline_message = f"request deadline passed while waiting for {self._name}"
         self._max_rows = settings.max_batch_size
@@ -209,13 +249,15 @@ class Batcher:
     async def submit(
         self, signature: SignatureSpec, inputs: Mapping[str, np.ndarray], deadline: float | None = None
     ) -> Outputs:
-        """Run validated inputs in the version's next batch. ``deadline`` is a time.monotonic() value: past it
-        the caller gets DeadlineExceeded, and a request still queued is dropped without running."""
-        if deadline is not None and deadline <= time.monotonic():
+        """Run validated inputs in the version's next batch. ``deadline`` is a value of the batcher's clock
+        (time.monotonic() unless a test injects one): past it the caller gets DeadlineExceeded, and a request still
+        queued is dropped without running."""
+        now = self._clock()
+        if deadline is not None and deadline <= now:
             raise DeadlineExceeded(f"request deadline passed before it was queued for {self._name}")
         input_names = self._mergeable.get(signature.name)
         merge = merge_key(input_names, inputs) if input_names is not None else None
-        request = _Request(asyncio.get_running_loop(), signature, inputs, merge, deadline)
+        request = _Request(asyncio.get_running_loop(), signature, inputs, merge, deadline, now)
         self._enqueue(request)
         trace = CURRENT_TRACE.get()
         try:
@@ -227,7 +269,7 @@ class Batcher:
     async def _answer_of(self, request: _Request) -> Outputs:
         timer = None
         if request.deadline is not None:
-            delay = request.deadline - time.monotonic()
+            delay = request.deadline - self._clock()
             timer = request.loop.call_later(delay, _expire, request.future, self._deadline_message)
         try:
             return await request.future
@@ -301,7 +343,7 @@ class Batcher:
                 self._answer(pick.expired, [DeadlineExceeded(self._deadline_message) for _ in pick.expired])
             if pick.batch:
                 self._execute(pick.batch)
-                self._last_finished = time.monotonic()
+                self._last_finished = self._clock()
 
     def _next_pick(self) -> _Pick | None:
         """Block until there is work, wait for company as the rules say, and take it; None once closed and empty."""
@@ -312,7 +354,7 @@ class Batcher:
                     self._cond.wait()
                 if not self._queue:
                     return None
-                now = time.monotonic()
+                now = self._clock()
                 pick = self._collect(now)
                 wait = self._wait_for_company(pick, now)
                 if wait <= 0:
@@ -320,10 +362,7 @@ class Batcher:
                 waited = True
                 self._cond.wait(wait)
             self._take(pick.taken)
-        if len(pick.batch) > 1:
-            self._company_expected = True
-        elif waited:
-            self._company_expected = False
+        self._company_expected = company_expected_after(len(pick.batch), waited, self._company_expected)
         return pick
 
     def _collect(self, now: float) -> _Pick:
@@ -356,14 +395,16 @@ class Batcher:
 
     def _wait_for_company(self, pick: _Pick, now: float) -> float:
         """Seconds to wait for more requests before running ``pick``; 0 or less means run now."""
-        if not pick.batch or pick.full or self._closing:
-            return 0.0
-        head = pick.batch[0]
-        if len(pick.batch) == 1:
-            idle = head.enqueued_at - self._last_finished
-            if idle > self._timeout_s or not self._company_expected:
-                return 0.0
-        return head.enqueued_at + self._timeout_s - now
+        return company_wait(
+            requests=len(pick.batch),
+            full=pick.full,
+            closing=self._closing,
+            head_enqueued_at=pick.batch[0].enqueued_at if pick.batch else now,
+            last_finished=self._last_finished,
+            company_expected=self._company_expected,
+            timeout_s=self._timeout_s,
+            now=now,
+        )
 
     def _take(self, taken: list[_Request]) -> None:
         queue = self._queue
@@ -379,7 +420,7 @@ class Batcher:
         batch = [request for request in batch if not request.abandoned]  # went away since it was taken
         if not batch:
             return
-        started = time.monotonic()
+        started = self._clock()
         for request in batch:
             self._queue_wait.observe(started - request.enqueued_at)
         self._batch_size.observe(len(batch))
@@ -388,7 +429,7 @@ class Batcher:
         except Exception as error:  # a bug here must fail this batch only, never the thread
             log.exception("%s: batch of %d requests failed unexpectedly", self._name, len(batch))
             outcomes = [error] * len(batch)
-        finished = time.monotonic()
+        finished = self._clock()
         for request in batch:
             request.started_at, request.finished_at, request.batch_size = started, finished, len(batch)
         self._answer(batch, outcomes)
@@ -441,7 +482,7 @@ class Batcher:
     def _run_each(self, batch: list[_Request]) -> list[Outcome]:
         outcomes: list[Outcome] = []
         for request in batch:
-            if request.abandoned or (request.deadline is not None and request.deadline <= time.monotonic()):
+            if request.abandoned or (request.deadline is not None and request.deadline <= self._clock()):
                 outcomes.append(DeadlineExceeded(self._deadline_message))  # nobody waits for it: do not run it
             else:
                 outcomes.append(self._call(request.signature.name, request.inputs))

@@ -99,14 +99,31 @@ class ServerProcess:
 
 
 @contextmanager
-def clean_server(env: Mapping[str, str], folder: Path) -> Iterator[ServerProcess]:
-    """A ready ServerProcess logging to ``folder``; on the way out it must exit 0 with no traceback logged."""
-    process = ServerProcess(env, free_port(), folder / "server.log")
+def running_server(
+    env: Mapping[str, str],
+    folder: Path,
+    *,
+    traceback_allowed: bool = False,
+    ready_timeout_s: float = 90.0,
+    log_name: str = "server.log",
+) -> Iterator[ServerProcess]:
+    """`rtserve serve` with ``env`` on a free loopback port, logging to ``folder/log_name``, ready when yielded.
+
+    On the way out it is stopped with SIGTERM and must exit 0 with no traceback in its log (unless
+    ``traceback_allowed``: a test whose server is expected to log one says so). When the body raised, the server
+    is still stopped and the body's error is the one reported.
+    """
+    process = ServerProcess(env, free_port(), folder / log_name)
     try:
-        process.wait_ready()
+        process.wait_ready(ready_timeout_s)
         yield process
     finally:
         exit_code = process.terminate()
     log = process.log_path.read_text(errors="replace")
     assert exit_code == 0, log
-    assert "Traceback" not in log, log
+    if not traceback_allowed:
+        assert "Traceback" not in log, log
+
+
+# The earlier name, still used by tests/integration/test_hostile_input.py (another helper edits that file now).
+clean_server = running_server

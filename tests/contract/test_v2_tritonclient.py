@@ -10,7 +10,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from apptools import ServerProcess, free_port, publish
+from apptools import ServerProcess, publish, running_server
 from service.repository.local import LocalRepository
 
 
@@ -23,12 +23,8 @@ def server(
     publish(repository, "iris", 1, demo_model_dir)
     publish(repository, "multi", 2, multi_signature_model_dir)
     env = {"RTSERVE_REPOSITORY": str(root), "RTSERVE_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))}
-    process = ServerProcess(env, free_port(), tmp_path_factory.mktemp("log") / "server.log")
-    try:
-        process.wait_ready()
+    with running_server(env, tmp_path_factory.mktemp("log")) as process:
         yield process
-    finally:
-        assert process.terminate() == 0
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from apptools import ServerProcess, free_port, publish, wait_until
+from apptools import ServerProcess, publish, running_server, wait_until
 from modelfactory import GATE_VALUE, OOM_ABOVE, ROWWISE_KERNEL, batch_limits_module
 from service.repository.local import LocalRepository
 
@@ -82,13 +82,11 @@ def served(
         "RTSERVE_BATCHING__BATCH_TIMEOUT_US": "20000",
         "RTSERVE_LOG_REQUESTS": "false",
     }
-    server = ServerProcess(env, free_port(), folder / "server.log")
-    try:
-        server.wait_ready()
-        yield Served(server, release)
-    finally:
-        release.write_text("go")  # whatever a failed test left held
-        assert server.terminate() == 0, server.log()
+    with running_server(env, folder) as server:
+        try:
+            yield Served(server, release)
+        finally:
+            release.write_text("go")  # whatever a failed test left held
 
 
 def softmax_over_rows(x: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from apptools import ServerProcess, clean_server, free_port, publish
+from apptools import ServerProcess, free_port, publish, running_server
 from rawhttp import exchange, get, post, read_response, read_until_closed
 from service.repository.local import LocalRepository
 
@@ -50,7 +50,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path) -> It
         "RTSERVE_LINGER_TIMEOUT_S": str(LINGER_S),
         "RTSERVE_LOG_REQUESTS": "false",
     }
-    with clean_server(env, folder) as process:
+    with running_server(env, folder) as process:
         yield process
 
 
@@ -245,7 +245,8 @@ def test_a_drain_timeout_below_one_second_bounds_the_drain(tmp_path: Path, demo_
         "RTSERVE_DRAIN_TIMEOUT_S": "0.5",
         "RTSERVE_BODY_TIMEOUT_S": "60",
     }
-    # Not clean_server: uvicorn logs the traceback of the request it cancels at the end of the drain.
+    # Not running_server: the stop is what this test times (and uvicorn logs the traceback of the request it
+    # cancels at the end of the drain).
     process = ServerProcess(env, free_port(), tmp_path / "server.log")
     try:
         process.wait_ready()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from apptools import ServerProcess, free_port, publish, wait_until
+from apptools import ServerProcess, publish, running_server, wait_until
 from bench.liveness import Limits, measure, worst_cases
 from service.repository.local import LocalRepository
 
@@ -49,14 +49,10 @@ def server(
         "RTSERVE_MAX_JSON_VALUES": str(LIMITS.json_values),
         "RTSERVE_LOG_REQUESTS": "false",
     }
-    process = ServerProcess(env, free_port(), folder / "server.log")
-    try:
-        process.wait_ready()
+    with running_server(env, folder) as process:
         for model in ("iris", "multi", "examples"):
             wait_until(lambda m=model: _ready(process, m), 60, 0.2, f"model {model}")
         yield process
-    finally:
-        process.terminate()
 
 
 def _ready(process: ServerProcess, model: str) -> bool:

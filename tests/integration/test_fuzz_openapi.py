@@ -21,13 +21,15 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
 
-from apptools import REPO_ROOT, ServerProcess, clean_server, publish
+from apptools import ServerProcess, publish, running_server
 from fakes import FakeLoader
+from prerequisites import SHARED, shared_path
 from service.app import create_app
 from service.repository.local import LocalRepository
 from service.settings import Settings
 
-SPEC = (REPO_ROOT / ".." / "shared" / "specs" / "open_inference_rest.yaml").resolve()
+SPEC_NAME = "specs/open_inference_rest.yaml"
+SPEC = SHARED / SPEC_NAME
 EXAMPLES_PER_OPERATION = 60
 REQUEST_TIMEOUT_S = 10.0
 # Most requests name a served model and version, so that they get past routing into the decoders; the rest
@@ -69,7 +71,7 @@ def server(
         "RTSERVE_MAX_BODY_BYTES": str(1024 * 1024),
         "RTSERVE_MAX_TENSOR_ELEMENTS": "100000",
     }
-    with clean_server(env, folder) as process:
+    with running_server(env, folder) as process:
         yield process
 
 
@@ -112,8 +114,7 @@ def test_served_document_is_the_fuzzed_one(server: ServerProcess) -> None:
 
 
 def test_the_protocol_spec_is_there() -> None:
-    if not SPEC.parent.is_dir():
-        pytest.skip(f"the shared specs folder is absent: {SPEC.parent}")
+    shared_path(SPEC_NAME)
     assert protocol.raw_schema["paths"], SPEC
 
 
@@ -127,7 +128,7 @@ if SPEC.is_file():
 else:  # schemathesis refuses a test with no operations at collection: say why instead
 
     def test_open_inference_protocol_spec() -> None:
-        pytest.skip(f"the shared specs folder is absent: {SPEC.parent}")
+        shared_path(SPEC_NAME)
 
 
 def test_the_fuzzing_reached_the_models(server: ServerProcess) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from apptools import ServerProcess, free_port, publish, running_app, wait_until
+from apptools import publish, running_app, running_server, wait_until
 from modelfactory import dataset_reads_file_model, dataset_saves_model, writes_file_model
 from service.repository.local import LocalRepository
 from service.settings import Settings
@@ -70,9 +70,7 @@ def test_tampered_version_and_file_op_models_never_serve(
         "RTSERVE_POLL_INTERVAL_S": "0.3",
         "RTSERVE_LOAD_RETRY_INITIAL_S": "0.5",
     }
-    server = ServerProcess(env, free_port(), tmp_path / "server.log")
-    try:
-        server.wait_ready()
+    with running_server(env, tmp_path) as server:
         for model, op in (("reader", "ReadFile"), ("writer", "WriteFile")):
             wait_until(lambda m=model: failed(server.url, m, "1"), 60, what=f"{model} to be refused")
             message = status_of(server.url, model)["1"]["status"]["error_message"]
@@ -99,8 +97,6 @@ def test_tampered_version_and_file_op_models_never_serve(
             >= 1
         )
         assert not any(path.name.startswith("2") for path in (tmp_path / "cache").glob("iris/*")), "kept tampered bytes"
-    finally:
-        assert server.terminate() == 0, server.log()
 
 
 SECRET = "rtserve-api-key-5ec2e7"
@@ -123,9 +119,7 @@ def test_serialized_dataset_escapes_never_run(demo_model_dir: Path, tmp_path: Pa
         "RTSERVE_CACHE_DIR": str(tmp_path / "cache"),
         "RTSERVE_POLL_INTERVAL_S": "0.3",
     }
-    server = ServerProcess(env, free_port(), tmp_path / "server.log")
-    try:
-        server.wait_ready()
+    with running_server(env, tmp_path) as server:
         answers = []
         for model in ("leaker", "snapshotter"):
             wait_until(lambda m=model: failed(server.url, m, "1"), 60, what=f"{model} to be refused")
@@ -142,8 +136,6 @@ def test_serialized_dataset_escapes_never_run(demo_model_dir: Path, tmp_path: Pa
         assert httpx.post(server.url + PREDICT, json=SETOSA, timeout=10).status_code == 200
         assert not snapshot.exists(), "the snapshot was written"
         assert SECRET not in server.log()
-    finally:
-        assert server.terminate() == 0, server.log()
     assert not snapshot.exists()
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from apptools import ServerProcess, free_port, wait_until
+from apptools import running_server, wait_until
 from conftest import S3Server
 from modelfactory import loops_on_zeros_model
 from service.repository.local import LocalRepository
@@ -76,10 +76,7 @@ def test_hot_reload_corrupt_version_and_s3_outage(
         "RTSERVE_LOAD_RETRY_INITIAL_S": "1",
         "RTSERVE_CACHE_DIR": str(tmp_path / "cache"),
     }
-    server = ServerProcess(env, free_port(), tmp_path / "server.log")
-    try:
-        server.wait_ready()
-
+    with running_server(env, tmp_path) as server:
         # 1. Version 2 arrives under load.
         client = Client(server.url)
         client.start()
@@ -136,9 +133,6 @@ def test_hot_reload_corrupt_version_and_s3_outage(
             return httpx.post(server.url + PREDICT, json=SETOSA).headers.get("X-Model-Version") == "4"
 
         wait_until(version_4_answers, 60, what="version 4 to answer after the outage")
-    finally:
-        exit_code = server.terminate()
-    assert exit_code == 0, server.log()
 
 
 def test_half_uploaded_version_is_never_served(s3_server: S3Server, demo_model_dir: Path, tmp_path: Path) -> None:
@@ -153,9 +147,7 @@ def test_half_uploaded_version_is_never_served(s3_server: S3Server, demo_model_d
         "RTSERVE_POLL_INTERVAL_S": "0.2",
         "RTSERVE_CACHE_DIR": str(tmp_path / "cache"),
     }
-    server = ServerProcess(env, free_port(), tmp_path / "server.log")
-    try:
-        server.wait_ready()
+    with running_server(env, tmp_path) as server:
         deadline = time.monotonic() + 3.0  # about fifteen polls
         while time.monotonic() < deadline:
             response = httpx.post(server.url + PREDICT, json=SETOSA)
@@ -164,8 +156,6 @@ def test_half_uploaded_version_is_never_served(s3_server: S3Server, demo_model_d
             time.sleep(0.05)
         statuses = httpx.get(server.url + "/v1/models/iris").json()["model_version_status"]
         assert all(s["state"] != "AVAILABLE" for s in statuses if s["version"] == "2")
-    finally:
-        assert server.terminate() == 0
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -215,9 +205,7 @@ def test_a_warm_up_that_loops_for_ever_never_holds_another_model(demo_model_dir:
         "RTSERVE_LOAD_RETRY_INITIAL_S": "600",  # one attempt within the test
         "RTSERVE_CACHE_DIR": str(tmp_path / "cache"),
     }
-    server = ServerProcess(env, free_port(), tmp_path / "server.log")
-    try:
-        server.wait_ready()
+    with running_server(env, tmp_path) as server:
         watcher = ReadinessWatcher(server.url)
         watcher.start()
         repository.upload_version("loops", 1, loops_on_zeros_model(tmp_path / "src" / "loops"))
@@ -246,6 +234,3 @@ def test_a_warm_up_that_loops_for_ever_never_holds_another_model(demo_model_dir:
         watcher.join(10)
         assert watcher.codes and set(watcher.codes) == {200}, "the replica left its Service while a model loaded"
         assert iris_answers_from_2()
-    finally:
-        code = server.terminate()
-    assert code == 0, server.log()

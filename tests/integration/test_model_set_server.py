@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from apptools import clean_server
+from apptools import running_server
 from conftest import S3Server
 from service.repository.local import LocalRepository
 from service.repository.s3 import S3Repository
@@ -45,7 +45,7 @@ def test_listed_models_serve_from_their_own_base_paths(
         "RTSERVE_CACHE_DIR": str(tmp_path / "cache"),
         "RTSERVE_POLL_INTERVAL_S": "0.5",
     }
-    with clean_server(env, tmp_path) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+    with running_server(env, tmp_path) as server, httpx.Client(base_url=server.url, timeout=30) as http:
         status = http.get("/v1/models/iris").json()
         assert status["model_version_status"][0]["version"] == "7"
         assert status["model_version_status"][0]["state"] == "AVAILABLE"

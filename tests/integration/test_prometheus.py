@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ import httpx
 import pytest
 import yaml
 
-from apptools import REPO_ROOT, ServerProcess, free_port, wait_until
+from apptools import REPO_ROOT, ServerProcess, free_port, running_server, wait_until
 from modelfactory import GARBAGE
 from service.repository.local import LocalRepository
 from service.tools.push import push_version
@@ -98,8 +99,8 @@ def publish_iris(root: Path, model_dir: Path, profile: Path, versions: tuple[int
         push_version(repository, model_dir, "iris", version, profile_data=profile)
 
 
-def start_server(name: str, repository: Path, workdir: Path) -> ServerProcess:
-    env = {
+def server_environment(name: str, repository: Path, workdir: Path) -> dict[str, str]:
+    return {
         "RTSERVE_REPOSITORY": str(repository),
         "RTSERVE_CACHE_DIR": str(workdir / f"cache-{name}"),
         "RTSERVE_POLL_INTERVAL_S": "0.5",
@@ -109,7 +110,6 @@ def start_server(name: str, repository: Path, workdir: Path) -> ServerProcess:
         "RTSERVE_TENSORFLOW__INTRA_OP_THREADS": "1",
         "RTSERVE_TENSORFLOW__INTER_OP_THREADS": "1",
     }
-    return ServerProcess(env, free_port(), workdir / f"rtserve-{name}.log")
 
 
 @pytest.fixture(scope="module")
@@ -123,14 +123,19 @@ def fleet(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     broken = repo_a / "broken" / "1"
     broken.mkdir(parents=True)
     (broken / "saved_model.pb").write_bytes(GARBAGE)
-    servers = [start_server("a", repo_a, workdir), start_server("b", repo_b, workdir)]
-    try:
-        for server in servers:
-            server.wait_ready(120)
-        yield Fleet(servers[0], servers[1], repo_b)
-    finally:
-        for server in servers:
-            server.terminate()
+    with ExitStack() as servers:
+        a, b = (
+            servers.enter_context(
+                running_server(
+                    server_environment(name, repository, workdir),
+                    workdir,
+                    ready_timeout_s=120,
+                    log_name=f"rtserve-{name}.log",
+                )
+            )
+            for name, repository in (("a", repo_a), ("b", repo_b))
+        )
+        yield Fleet(a, b, repo_b)
 
 
 # -- Prometheus and the kube-state-metrics stand-in -----------------------------------------------------------

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from service import batching
 from service.batch_safety import mergeable_signature
-from service.batching import Batcher, merge_key, split_rows
+from service.batching import Batcher, company_expected_after, company_wait, merge_key, split_rows
 from service.errors import DeadlineExceeded, Internal, InvalidArgument, Overloaded, Unavailable
 from service.observability.metrics import Metrics
 from service.settings import BatchingSettings, Settings
@@ -128,11 +128,13 @@ class Harness:
     """A batcher over a RecordingModel, with its metrics registry. Merging is forced on unless a test says
     otherwise: these tests are about the queue, and the recording model refuses the load-time check's inputs."""
 
-    def __init__(self, model: RecordingModel | None = None, **settings: Any) -> None:
+    def __init__(
+        self, model: RecordingModel | None = None, clock: Callable[[], float] = time.monotonic, **settings: Any
+    ) -> None:
         self.model = model or RecordingModel()
         self.registry = CollectorRegistry()
         batching = BatchingSettings(**{"merge": "on", **settings})
-        self.batcher = Batcher(self.model, batching, Metrics(self.registry), "m", "1")
+        self.batcher = Batcher(self.model, batching, Metrics(self.registry), "m", "1", clock=clock)
 
     def submit(
         self, x: np.ndarray, spec: SignatureSpec = DOUBLE, deadline: float | None = None
@@ -171,6 +173,16 @@ def harness_factory() -> Iterator[Callable[..., Harness]]:
     for harness in made:
         harness.model.release()
         harness.batcher.close(5)
+
+
+class FakeClock:
+    """The batcher's clock, moved by the test: no test waits for real time to pass."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 async def elapsed(awaitable: Any) -> float:
@@ -388,7 +400,8 @@ def test_a_lone_request_on_an_idle_version_does_not_wait(harness_factory: Callab
 
 
 def test_idle_longer_than_the_timeout_means_no_wait(harness_factory: Callable[..., Harness]) -> None:
-    harness = harness_factory(max_batch_size=2, batch_timeout_us=1_000_000)
+    clock = FakeClock()
+    harness = harness_factory(max_batch_size=2, batch_timeout_us=1_000_000, clock=clock)
 
     async def scenario() -> None:
         first = await harness.held()
@@ -396,8 +409,9 @@ def test_idle_longer_than_the_timeout_means_no_wait(harness_factory: Callable[..
         await harness.queued(2)
         harness.model.release()
         await asyncio.gather(first, *tasks)  # a call of two: the batcher now expects company
-        await asyncio.sleep(1.2)
-        assert await elapsed(harness.submit(rows(3))) < 0.6
+        clock.now += 1.2  # idle for longer than the timeout
+        # A wrong wait would never end on the stopped clock: wait_for turns it into a failure.
+        assert await elapsed(asyncio.wait_for(harness.submit(rows(3)), 5)) < 0.6
 
     asyncio.run(scenario())
 
@@ -423,6 +437,61 @@ def test_waiting_for_company_until_full_then_timeout_then_not_again(harness_fact
 
     asyncio.run(scenario())
     assert harness.model.call_rows() == [[0], [1, 2], [3, 4], [5], [6]]
+
+
+# The wait policy as pure logic: (requests picked, full, closing, head arrival, last finish, company expected).
+TIMEOUT_S = 1.0
+
+
+def wait(
+    requests: int = 1,
+    full: bool = False,
+    closing: bool = False,
+    arrived: float = 100.0,
+    last_finished: float = 99.5,
+    expected: bool = True,
+    now: float = 100.25,
+) -> float:
+    return company_wait(
+        requests=requests,
+        full=full,
+        closing=closing,
+        head_enqueued_at=arrived,
+        last_finished=last_finished,
+        company_expected=expected,
+        timeout_s=TIMEOUT_S,
+        now=now,
+    )
+
+
+def test_a_lone_request_right_after_a_batch_waits_the_rest_of_its_timeout() -> None:
+    assert wait() == 0.75  # arrived 0.25 s ago, the timeout counts from its arrival
+    assert wait(now=101.5) <= 0  # its timeout is up
+
+
+def test_nothing_waits_when_full_closing_or_empty() -> None:
+    assert wait(full=True) == 0.0
+    assert wait(closing=True) == 0.0
+    assert wait(requests=0) == 0.0
+
+
+def test_a_lone_request_after_an_idle_spell_or_a_fruitless_wait_runs_at_once() -> None:
+    assert wait(last_finished=100.0 - TIMEOUT_S - 0.01) == 0.0  # idle for longer than the timeout
+    assert wait(last_finished=float("-inf")) == 0.0  # a new version has never been busy
+    assert wait(expected=False) == 0.0  # the last wait drew no company
+    assert wait(last_finished=100.0 - TIMEOUT_S) == 0.75  # idle for exactly the timeout: still waits
+
+
+def test_several_requests_wait_for_a_full_batch_whatever_the_idle_time() -> None:
+    assert wait(requests=2, last_finished=float("-inf"), expected=False) == 0.75
+
+
+def test_company_is_expected_again_after_a_batch_and_not_after_a_fruitless_wait() -> None:
+    assert company_expected_after(2, waited=True, expected=False) is True
+    assert company_expected_after(2, waited=False, expected=False) is True
+    assert company_expected_after(1, waited=True, expected=True) is False
+    assert company_expected_after(1, waited=False, expected=True) is True
+    assert company_expected_after(1, waited=False, expected=False) is False
 
 
 # -- refusals, deadlines, failures -----------------------------------------------------------------------------

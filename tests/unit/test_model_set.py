@@ -473,6 +473,8 @@ def test_a_dropped_model_whose_load_was_abandoned_goes_when_the_load_returns(
     manager, loader, metrics = make_manager(tmp_path, listed, clock, load_timeout_s=5.0)
     manager.poll_once(wait=False)
     wait_until(lambda: any(s.stuck and s.warming.is_set() for s in loader.loaded), 10, what="b warming up")
+    # Before the clock jumps past the load deadline: else a's load, if still running, is abandoned too (a race).
+    wait_until(lambda: state_series(metrics, "a", 1, AVAILABLE) == 1.0, 10, what="a AVAILABLE")
     manager.apply_model_set(model_set(entry("a", tmp_path / "a")))
     clock.now += 6
     manager.check_deadlines()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 
 from fakes import FakeLoader
+from prerequisites import shared_path
 from service.app import create_app
 from service.settings import Settings
 
@@ -83,9 +83,7 @@ def test_declared_bodies_accept_what_the_protocols_send(
 
 
 def test_declared_v2_body_matches_the_specification_example(document: dict[str, Any]) -> None:
-    spec = Path(__file__).resolve().parents[2].parent / "shared" / "specs" / "open_inference_rest.yaml"
-    if not spec.is_file():
-        pytest.skip(f"the shared specs folder is absent ({spec.parent})")
+    spec = shared_path("specs/open_inference_rest.yaml")
     import yaml
 
     examples = yaml.safe_load(spec.read_text())["components"]["schemas"]["inference_request"]["x-examples"]

@@ -11,36 +11,30 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import GenericAlias
-from typing import Any
+from typing import Any, NoReturn
 
-import pytest
 import yaml
 from pydantic import BaseModel
+
+from prerequisites import unavailable as prerequisite_missing
 
 ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "helm" / "rtserve"
 K8S = ROOT / "k8s"
 TOOLS_BIN = ROOT / ".tools" / "bin"
-SHARED = ROOT.parent / "shared"
 RELEASE = "rtserve"
 NAMESPACE = "rtserve"
 
 Manifest = dict[str, Any]
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-
-
 # How to get each tool when it is missing.
 INSTALL_HINTS = {"promtool": "apt-get install prometheus (Debian's package ships promtool)"}
 
 
-def unavailable(reason: str, fix: str = "make tools") -> None:
-    """A prerequisite is missing: a failure in CI (where .ci/run must have installed it), a skip elsewhere."""
-    if in_ci():
-        pytest.fail(f"{reason} (CI=true: `{fix}` must run before the tests)", pytrace=False)
-    pytest.skip(f"{reason}; run `{fix}`")
+def unavailable(reason: str, fix: str = "make tools") -> NoReturn:
+    """A missing tool: a failure in CI (where .ci/run must have installed it), a skip elsewhere."""
+    prerequisite_missing(reason, f"run `{fix}`")
 
 
 def find_tool(name: str) -> Path:
@@ -51,7 +45,6 @@ def find_tool(name: str) -> Path:
     found = shutil.which(name)
     if found is None:
         unavailable(f"{name} is not in {TOOLS_BIN} nor on PATH", INSTALL_HINTS.get(name, "make tools"))
-        raise AssertionError("unreachable")  # unavailable() always raises
     return Path(found)
 
 

@@ -17,7 +17,6 @@ from jsonschema.exceptions import best_match
 from kube_support import (
     CHART,
     ROOT,
-    SHARED,
     Manifest,
     Rendering,
     load_all,
@@ -28,6 +27,7 @@ from kube_support import (
     scenario_name,
     version_satisfies,
 )
+from prerequisites import SHARED, shared_path
 
 try:
     import kubernetes_validate
@@ -187,8 +187,7 @@ def crd_problems(obj: Manifest) -> list[str]:
 
 @pytest.fixture(scope="module")
 def crds_present() -> None:
-    if not CRD_DIR.is_dir():
-        pytest.skip(f"{CRD_DIR} is absent (../shared is not beside the repository)")
+    shared_path("schemas/crds")
 
 
 @pytest.mark.usefixtures("crds_present")
@@ -238,8 +237,7 @@ def skaffold_problems(documents: list[Manifest]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def skaffold_schema_present() -> None:
-    if not SKAFFOLD_SCHEMA.is_file():
-        pytest.skip(f"{SKAFFOLD_SCHEMA} is absent (../shared is not beside the repository)")
+    shared_path("schemas/skaffold-v4beta14.json")
 
 
 @pytest.mark.usefixtures("skaffold_schema_present")
