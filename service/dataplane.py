@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.batch_safety import Verdict
 from service.codecs.arrays import check_shape, is_decimal, quote
-from service.codecs.lookup import find_signature
+from service.codecs.lookup import SignatureLookup, find_signature
 from service.errors import InvalidArgument, NotFound
-from service.manager import LoadedVersion, ModelManager, ModelSnapshot
+from service.manager import LoadedVersion, ModelManager, ModelSnapshot, VersionStatus
 from service.tensors import SignatureSpec
 
 
@@ -44,6 +45,29 @@ class Target:
         if self.label is not None:
             return f"model {quote(self.model)} label {quote(self.label)}"
         return f"model {quote(self.model)}"
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """TF Serving's GetModelStatus answer: the state and last error of every version a request asked about."""
+
+    model: str
+    versions: tuple[VersionStatus, ...]
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What a metadata request answers: one AVAILABLE version's signatures, and the versions the model serves."""
+
+    model: str
+    version: int
+    version_label: str
+    signatures: Mapping[str, SignatureSpec]
+    available_versions: tuple[int, ...]  # ascending
+    batching: Mapping[str, Verdict]  # each signature's batching verdict
+
+    def signature(self, name: str | None, method: str | None = None) -> SignatureSpec:
+        return find_signature(self.signatures, name, method)
 
 
 class DataPlane:
@@ -110,12 +134,45 @@ class DataPlane:
         finally:
             loaded.release()
 
+    # -- status and metadata ------------------------------------------------------------------------------
+
+    def status(self, target: Target) -> ModelStatus:
+        """Every version's status, or the one version a request's version or label names."""
+        model = self.model(target.model)
+        statuses = model.statuses
+        if target.version is not None or target.label is not None:
+            version = self.resolve(target).version if target.label is not None else target.version
+            statuses = tuple(s for s in model.statuses if s.version == version)
+            if not statuses:
+                raise NotFound(f"Could not find version {version} of model {quote(target.model)}")
+        if not statuses:
+            raise NotFound(f"Could not find any versions of model {quote(target.model)}")
+        return ModelStatus(target.model, statuses)
+
+    def metadata(self, target: Target) -> ModelMetadata:
+        """The signatures of the version a request resolves to, held by a lease while they are read."""
+        model = self.model(target.model)
+        with self.lease(target) as loaded:
+            return ModelMetadata(
+                model=loaded.model,
+                version=loaded.version,
+                version_label=loaded.version_label,
+                signatures=loaded.servable.signatures,
+                available_versions=tuple(sorted(model.available)),
+                batching=loaded.batcher.merging,
+            )
+
     # -- signatures and validation --------------------------------------------------------------------------
 
     @staticmethod
     def signature(loaded: LoadedVersion, name: str | None, method: str | None = None) -> SignatureSpec:
         """A signature by name (default ``serving_default``), optionally required to have a method."""
         return find_signature(loaded.servable.signatures, name, method)
+
+    @staticmethod
+    def lookup(loaded: LoadedVersion) -> SignatureLookup:
+        """The version's signatures by name, for a decoder (picklable: it may run in a worker process)."""
+        return SignatureLookup(loaded.servable.signatures)
 
     @staticmethod
     def validate(signature: SignatureSpec, inputs: Mapping[str, np.ndarray]) -> None:

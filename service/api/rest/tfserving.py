@@ -21,10 +21,8 @@ from service.api.rest.observe import JSON, Answer, InferenceCall, InferenceHandl
 from service.api.rest.offload import Offload, answer_size, inline_only
 from service.codecs import tfserving_json
 from service.codecs.arrays import Limits, quote
-from service.codecs.lookup import SignatureLookup
-from service.dataplane import DataPlane, Target, parse_version
-from service.errors import InvalidArgument, NotFound, ServingError
-from service.manager import LoadedVersion, ModelSnapshot
+from service.dataplane import DataPlane, ModelMetadata, ModelStatus, Target, parse_version
+from service.errors import InvalidArgument, ServingError
 from service.observability.metrics import Metrics
 from service.tensors import CLASSIFY_METHOD, REGRESS_METHOD, SignatureSpec, TensorSpec
 
@@ -49,16 +47,7 @@ def error_response(error: ServingError) -> Response:
 # -- status and metadata documents --------------------------------------------------------------------------
 
 
-def status_document(model: ModelSnapshot, target: Target, dataplane: DataPlane) -> dict[str, Any]:
-    if target.version is None and target.label is None:
-        statuses = list(model.statuses)
-    else:
-        version = dataplane.resolve(target).version if target.label is not None else target.version
-        statuses = [s for s in model.statuses if s.version == version]
-        if not statuses:
-            raise NotFound(f"Could not find version {version} of model {quote(target.model)}")
-    if not statuses:
-        raise NotFound(f"Could not find any versions of model {quote(target.model)}")
+def status_document(status: ModelStatus) -> dict[str, Any]:
     return {
         "model_version_status": [
             {
@@ -66,7 +55,7 @@ def status_document(model: ModelSnapshot, target: Target, dataplane: DataPlane) 
                 "state": s.state,
                 "status": {"error_code": s.error_code.name, "error_message": s.error_message},
             }
-            for s in statuses
+            for s in status.versions
         ]
     }
 
@@ -89,13 +78,12 @@ def signature_def(spec: SignatureSpec) -> dict[str, Any]:
     }
 
 
-def metadata_document(loaded: LoadedVersion) -> dict[str, Any]:
-    signatures = loaded.servable.signatures
+def metadata_document(metadata: ModelMetadata) -> dict[str, Any]:
     return {
-        "model_spec": {"name": loaded.model, "signature_name": "", "version": loaded.version_label},
+        "model_spec": {"name": metadata.model, "signature_name": "", "version": metadata.version_label},
         "metadata": {
             "signature_def": {
-                "signature_def": {name: signature_def(spec) for name, spec in signatures.items()},
+                "signature_def": {name: signature_def(spec) for name, spec in metadata.signatures.items()},
                 "@type": SIGNATURE_MAP_TYPE,
             }
         },
@@ -123,7 +111,7 @@ def build_router(
         """TF Serving GetModelStatus: the state of every version (or one)."""
         try:
             target = target_of(request.path_params)
-            return json_response(status_document(dataplane.model(target.model), target, dataplane))
+            return json_response(status_document(dataplane.status(target)))
         except ServingError as error:
             return error_response(error)
 
@@ -131,8 +119,7 @@ def build_router(
         """TF Serving GetModelMetadata: every signature's inputs and outputs."""
         try:
             target = target_of(request.path_params)
-            with dataplane.lease(target) as loaded:
-                return json_response(metadata_document(loaded))
+            return json_response(metadata_document(dataplane.metadata(target)))
         except ServingError as error:
             return error_response(error)
 
@@ -143,7 +130,7 @@ def build_router(
             target = target_of(call.params)
             body = await call.body(limits)
             with dataplane.lease(target) as loaded:
-                lookup = SignatureLookup(loaded.servable.signatures)
+                lookup = dataplane.lookup(loaded)
                 decoded = await codec.call(len(body), tfserving_json.decode_predict, body, lookup, codec.limits)
                 signature = dataplane.signature(loaded, decoded.signature_name)
                 dataplane.validate(signature, decoded.inputs)

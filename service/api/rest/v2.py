@@ -73,13 +73,11 @@ def build_router(
         """Inputs and outputs of the model's default signature, and the versions it serves."""
         try:
             target = target_of(request.path_params)
-            model = dataplane.model(target.model)
-            with dataplane.lease(target) as loaded:
-                signature = dataplane.signature(loaded, None)
-                versions = [str(v) for v in sorted(model.available)]
-                document = v2_json.model_metadata(loaded.model, versions, PLATFORM, signature)
-                document["parameters"] = batching_parameters(loaded.batcher.merging)
-                return json_response(document)
+            metadata = dataplane.metadata(target)
+            versions = [str(v) for v in metadata.available_versions]
+            document = v2_json.model_metadata(metadata.model, versions, PLATFORM, metadata.signature(None))
+            document["parameters"] = batching_parameters(metadata.batching)
+            return json_response(document)
         except ServingError as error:
             return error_response(error)
 
