@@ -7,17 +7,20 @@ whichever protocol a client speaks.
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
 from service.batch_safety import Verdict
 from service.codecs.arrays import check_shape, is_decimal, quote
 from service.codecs.lookup import SignatureLookup, find_signature
-from service.errors import InvalidArgument, NotFound
+from service.errors import InvalidArgument, NotFound, ServingError, Unavailable
 from service.manager import LoadedVersion, ModelManager, ModelSnapshot, VersionStatus
 from service.tensors import SignatureSpec
 
@@ -29,6 +32,31 @@ def parse_version(text: str | None) -> int | None:
     if not is_decimal(text) or len(text) > 18:
         raise InvalidArgument(f"Failed to convert version: {quote(text)} to numeric.")
     return int(text)
+
+
+class CachePaths:
+    """Rewrites the download cache's paths in a message as the model and version they hold.
+
+    A runtime names the folder it loaded (``<cache_dir>/<model>/<version>-<hash>``); a client knows the model
+    and the version, and the server's file layout is none of its business.
+    """
+
+    _PATH_END = r"[^\s'\",;:)]*"
+
+    def __init__(self, cache_dir: Path) -> None:
+        roots = {str(cache_dir), str(cache_dir.resolve())} - {".", "/"}  # a root that short would match anything
+        # Absolute first: the relative one may be inside it.
+        alternatives = "|".join(re.escape(root) for root in sorted(roots, key=len, reverse=True))
+        folder = r"(?P<model>[^/\s'\"]+)/(?P<version>[0-9]+)-[0-9a-f]{12}"
+        self._version = re.compile(rf"(?:model version )?(?:{alternatives})/{folder}(?:/(?P<file>{self._PATH_END}))?")
+        self._anything = re.compile(rf"(?:{alternatives}){self._PATH_END}")
+
+    def _as_version(self, match: re.Match[str]) -> str:
+        named = f"model {quote(match['model'])} version {int(match['version'])}"
+        return f"{named} file {quote(match['file'])}" if match["file"] else named
+
+    def scrub(self, message: str) -> str:
+        return self._anything.sub("the model cache", self._version.sub(self._as_version, message))
 
 
 @dataclass(frozen=True)
@@ -89,6 +117,10 @@ class DataPlane:
         self._clock = clock
         self._draw = (rng or random.Random()).random  # the canary split: one uniform draw per default request
 
+    @cached_property
+    def _cache_paths(self) -> CachePaths:
+        return CachePaths(self._manager.cache_dir)
+
     # -- resolution -----------------------------------------------------------------------------------------
 
     def metric_label(self, name: str) -> str:
@@ -128,7 +160,7 @@ class DataPlane:
             if loaded.acquire():
                 break
         else:  # unloaded three times under our feet: the next snapshot is still being published
-            raise NotFound(f"{target.describe()} is being unloaded; retry")
+            raise Unavailable(f"{target.describe()} is being unloaded; retry")
         try:
             yield loaded
         finally:
@@ -147,7 +179,8 @@ class DataPlane:
                 raise NotFound(f"Could not find version {version} of model {quote(target.model)}")
         if not statuses:
             raise NotFound(f"Could not find any versions of model {quote(target.model)}")
-        return ModelStatus(target.model, statuses)
+        scrub = self._cache_paths.scrub
+        return ModelStatus(target.model, tuple(replace(s, error_message=scrub(s.error_message)) for s in statuses))
 
     def metadata(self, target: Target) -> ModelMetadata:
         """The signatures of the version a request resolves to, held by a lease while they are read."""
@@ -218,4 +251,14 @@ class DataPlane:
         """
         if deadline is None and self._request_timeout_s > 0:
             deadline = time.monotonic() + self._request_timeout_s
-        return await loaded.batcher.submit(signature, inputs, deadline)
+        # The signature comes from this version, so the runtime's own "no signature" (404) stays unreachable:
+        # a missing signature is InvalidArgument wherever it is found (find_signature).
+        find_signature(loaded.servable.signatures, signature.name)
+        try:
+            return await loaded.batcher.submit(signature, inputs, deadline)
+        except ServingError as error:
+            message = self._cache_paths.scrub(error.message)
+            if message != error.message:
+                error.message = message
+                error.args = (message,)
+            raise
