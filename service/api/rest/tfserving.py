@@ -133,7 +133,7 @@ def build_router(
                 lookup = dataplane.lookup(loaded)
                 decoded = await codec.call(len(body), tfserving_json.decode_predict, body, lookup, codec.limits)
                 signature = dataplane.signature(loaded, decoded.signature_name)
-                dataplane.validate(signature, decoded.inputs)
+                dataplane.check_shapes(signature, decoded.inputs)
                 deadline = dataplane.deadline(call.arrived, call.timeout_s())
                 outputs = await dataplane.run(loaded, signature, decoded.inputs, deadline)
                 body_out = await codec.call(
@@ -152,7 +152,7 @@ def build_router(
                 with dataplane.lease(target) as loaded:
                     signature = dataplane.signature(loaded, decoded.signature_name, method)
                     inputs = {examples_input(signature): decoded.examples}
-                    dataplane.validate(signature, inputs)
+                    dataplane.check_shapes(signature, inputs)
                     deadline = dataplane.deadline(call.arrived, call.timeout_s())
                     outputs = await dataplane.run(loaded, signature, inputs, deadline)
                     encoded = await codec.call(answer_size(outputs), encode, outputs)

@@ -106,7 +106,7 @@ def build_router(
                 decoded = await codec.call(
                     len(body), v2_json.decode_infer, body, signature, codec.limits, header_length
                 )
-                dataplane.validate(signature, decoded.inputs)
+                dataplane.check_shapes(signature, decoded.inputs)
                 deadline = dataplane.deadline(call.arrived, call.timeout_s(), timeout_parameter(decoded.parameters))
                 outputs = await dataplane.run(loaded, signature, decoded.inputs, deadline)
                 if decoded.requested_outputs is not None:  # names already checked against the signature
