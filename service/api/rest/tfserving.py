@@ -9,20 +9,19 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service.api.errors import http_status
 from service.api.rest import openapi
 from service.api.rest.body import BodyLimits
 from service.api.rest.fastlane import InferenceRoute, add_routes
-from service.api.rest.observe import JSON, Answer, InferenceCall, InferenceHandler, InferenceObserver, Reply, Telemetry
+from service.api.rest.observe import Answer, InferenceCall, InferenceHandler, InferenceObserver, Reply, Telemetry
 from service.api.rest.offload import Offload, answer_size, inline_only
+from service.api.rest.responses import json_response
 from service.codecs import tfserving_json
 from service.codecs.arrays import Limits, quote
 from service.dataplane import DataPlane, ModelMetadata, ModelStatus, Target, parse_version
-from service.errors import InvalidArgument, ServingError
+from service.errors import InvalidArgument
 from service.observability.metrics import Metrics
 from service.tensors import CLASSIFY_METHOD, REGRESS_METHOD, SignatureSpec, TensorSpec
 
@@ -34,14 +33,6 @@ ADDRESSINGS = ("", "/versions/{version}", "/labels/{label}")
 
 def target_of(params: Mapping[str, str]) -> Target:
     return Target(model=params["model_name"], version=parse_version(params.get("version")), label=params.get("label"))
-
-
-def json_response(document: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(document), status, media_type=JSON)
-
-
-def error_response(error: ServingError) -> Response:
-    return Response(tfserving_json.encode_error(error.message), http_status(error.code), media_type=JSON)
 
 
 # -- status and metadata documents --------------------------------------------------------------------------
@@ -105,23 +96,15 @@ def build_router(
     ``offload`` decides where bodies are decoded and answers encoded (default: inline)."""
     router = APIRouter(tags=["TensorFlow Serving REST"])
     codec = offload or inline_only(Limits(dataplane.max_tensor_elements))
-    observer = InferenceObserver(metrics, PROTOCOL, tfserving_json.encode_error, telemetry)
+    observer = InferenceObserver(metrics, PROTOCOL, telemetry)
 
     async def model_status(request: Request) -> Response:
         """TF Serving GetModelStatus: the state of every version (or one)."""
-        try:
-            target = target_of(request.path_params)
-            return json_response(status_document(dataplane.status(target)))
-        except ServingError as error:
-            return error_response(error)
+        return json_response(status_document(dataplane.status(target_of(request.path_params))))
 
     async def model_metadata(request: Request) -> Response:
         """TF Serving GetModelMetadata: every signature's inputs and outputs."""
-        try:
-            target = target_of(request.path_params)
-            return json_response(metadata_document(dataplane.metadata(target)))
-        except ServingError as error:
-            return error_response(error)
+        return json_response(metadata_document(dataplane.metadata(target_of(request.path_params))))
 
     async def predict(call: InferenceCall) -> Reply:
         """Predict with the row (`instances`) or columnar (`inputs`) format."""
