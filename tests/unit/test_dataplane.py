@@ -75,3 +75,20 @@ def test_a_relative_cache_dir_is_found_relative_and_absolute(tmp_path: Path, mon
     relative = ".rtserve-cache/m/1-aaaaaaaaaaaa"
     assert paths.scrub(f"from {relative}") == "from model 'm' version 1"
     assert paths.scrub(f"from {tmp_path / relative}") == "from model 'm' version 1"
+
+
+def test_a_run_error_naming_the_cache_folder_names_the_model_and_version(
+    dataplane: DataPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The real runtime says this for a servable closed under a batch (runtime/tensorflow.py, _no_runner).
+    with dataplane.lease(Target("m")) as loaded:
+
+        def closed(signature: str, inputs: object) -> object:
+            raise Unavailable(f"model version {loaded.path} has been unloaded")
+
+        monkeypatch.setattr(loaded.servable, "run", closed)
+        spec = dataplane.signature(loaded, None)
+        with pytest.raises(Unavailable) as caught:
+            asyncio.run(dataplane.run(loaded, spec, {name: np.zeros((1, 1), np.float32) for name in spec.inputs}))
+    assert caught.value.message == "model 'm' version 1 has been unloaded"
+    assert str(caught.value) == caught.value.message
