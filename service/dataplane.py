@@ -7,17 +7,21 @@ whichever protocol a client speaks.
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
+from service.batch_safety import Verdict
 from service.codecs.arrays import check_shape, is_decimal, quote
-from service.codecs.lookup import find_signature
-from service.errors import InvalidArgument, NotFound
-from service.manager import LoadedVersion, ModelManager, ModelSnapshot
+from service.codecs.lookup import SignatureLookup, find_signature
+from service.errors import InvalidArgument, NotFound, ServingError, Unavailable
+from service.manager import LoadedVersion, ModelManager, ModelSnapshot, VersionStatus
 from service.tensors import SignatureSpec
 
 
@@ -28,6 +32,31 @@ def parse_version(text: str | None) -> int | None:
     if not is_decimal(text) or len(text) > 18:
         raise InvalidArgument(f"Failed to convert version: {quote(text)} to numeric.")
     return int(text)
+
+
+class CachePaths:
+    """Rewrites the download cache's paths in a message as the model and version they hold.
+
+    A runtime names the folder it loaded (``<cache_dir>/<model>/<version>-<hash>``); a client knows the model
+    and the version, and the server's file layout is none of its business.
+    """
+
+    _PATH_END = r"[^\s'\",;:)]*"
+
+    def __init__(self, cache_dir: Path) -> None:
+        roots = {str(cache_dir), str(cache_dir.resolve())} - {".", "/"}  # a root that short would match anything
+        # Absolute first: the relative one may be inside it.
+        alternatives = "|".join(re.escape(root) for root in sorted(roots, key=len, reverse=True))
+        folder = r"(?P<model>[^/\s'\"]+)/(?P<version>[0-9]+)-[0-9a-f]{12}"
+        self._version = re.compile(rf"(?:model version )?(?:{alternatives})/{folder}(?:/(?P<file>{self._PATH_END}))?")
+        self._anything = re.compile(rf"(?:{alternatives}){self._PATH_END}")
+
+    def _as_version(self, match: re.Match[str]) -> str:
+        named = f"model {quote(match['model'])} version {int(match['version'])}"
+        return f"{named} file {quote(match['file'])}" if match["file"] else named
+
+    def scrub(self, message: str) -> str:
+        return self._anything.sub("the model cache", self._version.sub(self._as_version, message))
 
 
 @dataclass(frozen=True)
@@ -44,6 +73,29 @@ class Target:
         if self.label is not None:
             return f"model {quote(self.model)} label {quote(self.label)}"
         return f"model {quote(self.model)}"
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """TF Serving's GetModelStatus answer: the state and last error of every version a request asked about."""
+
+    model: str
+    versions: tuple[VersionStatus, ...]
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What a metadata request answers: one AVAILABLE version's signatures, and the versions the model serves."""
+
+    model: str
+    version: int
+    version_label: str
+    signatures: Mapping[str, SignatureSpec]
+    available_versions: tuple[int, ...]  # ascending
+    batching: Mapping[str, Verdict]  # each signature's batching verdict
+
+    def signature(self, name: str | None, method: str | None = None) -> SignatureSpec:
+        return find_signature(self.signatures, name, method)
 
 
 class DataPlane:
@@ -64,6 +116,10 @@ class DataPlane:
         # The wall clock, because serving.json's activate_at is a UTC time shared by every replica.
         self._clock = clock
         self._draw = (rng or random.Random()).random  # the canary split: one uniform draw per default request
+
+    @cached_property
+    def _cache_paths(self) -> CachePaths:
+        return CachePaths(self._manager.cache_dir)
 
     # -- resolution -----------------------------------------------------------------------------------------
 
@@ -104,11 +160,40 @@ class DataPlane:
             if loaded.acquire():
                 break
         else:  # unloaded three times under our feet: the next snapshot is still being published
-            raise NotFound(f"{target.describe()} is being unloaded; retry")
+            raise Unavailable(f"{target.describe()} is being unloaded; retry")
         try:
             yield loaded
         finally:
             loaded.release()
+
+    # -- status and metadata ------------------------------------------------------------------------------
+
+    def status(self, target: Target) -> ModelStatus:
+        """Every version's status, or the one version a request's version or label names."""
+        model = self.model(target.model)
+        statuses = model.statuses
+        if target.version is not None or target.label is not None:
+            version = self.resolve(target).version if target.label is not None else target.version
+            statuses = tuple(s for s in model.statuses if s.version == version)
+            if not statuses:
+                raise NotFound(f"Could not find version {version} of model {quote(target.model)}")
+        if not statuses:
+            raise NotFound(f"Could not find any versions of model {quote(target.model)}")
+        scrub = self._cache_paths.scrub
+        return ModelStatus(target.model, tuple(replace(s, error_message=scrub(s.error_message)) for s in statuses))
+
+    def metadata(self, target: Target) -> ModelMetadata:
+        """The signatures of the version a request resolves to, held by a lease while they are read."""
+        model = self.model(target.model)
+        with self.lease(target) as loaded:
+            return ModelMetadata(
+                model=loaded.model,
+                version=loaded.version,
+                version_label=loaded.version_label,
+                signatures=loaded.servable.signatures,
+                available_versions=tuple(sorted(model.available)),
+                batching=loaded.batcher.merging,
+            )
 
     # -- signatures and validation --------------------------------------------------------------------------
 
@@ -118,20 +203,17 @@ class DataPlane:
         return find_signature(loaded.servable.signatures, name, method)
 
     @staticmethod
-    def validate(signature: SignatureSpec, inputs: Mapping[str, np.ndarray]) -> None:
-        """Names and shapes must match the signature before any work is done."""
-        missing = [name for name in signature.inputs if name not in inputs]
-        if missing:
-            raise InvalidArgument(
-                f"missing input {', '.join(quote(n) for n in missing)} for signature {quote(signature.name)} "
-                f"(expects {', '.join(repr(n) for n in signature.inputs)})"
-            )
-        unexpected = [name for name in inputs if name not in signature.inputs]
-        if unexpected:
-            raise InvalidArgument(
-                f"unexpected input {', '.join(quote(n) for n in unexpected)} for signature "
-                f"{quote(signature.name)} (expects {', '.join(repr(n) for n in signature.inputs)})"
-            )
+    def lookup(loaded: LoadedVersion) -> SignatureLookup:
+        """The version's signatures by name, for a decoder (picklable: it may run in a worker process)."""
+        return SignatureLookup(loaded.servable.signatures)
+
+    @staticmethod
+    def check_shapes(signature: SignatureSpec, inputs: Mapping[str, np.ndarray]) -> None:
+        """Each input's shape must fit the signature before any work is done.
+
+        The names were checked once already, by the decoder that built ``inputs`` from this signature
+        (``arrays.check_names``): ``inputs`` names exactly the signature's inputs.
+        """
         for name, array in inputs.items():
             check_shape(signature.inputs[name], array, f"input {name!r}")
 
@@ -161,4 +243,14 @@ class DataPlane:
         """
         if deadline is None and self._request_timeout_s > 0:
             deadline = time.monotonic() + self._request_timeout_s
-        return await loaded.batcher.submit(signature, inputs, deadline)
+        # The signature comes from this version, so the runtime's own "no signature" (404) stays unreachable:
+        # a missing signature is InvalidArgument wherever it is found (find_signature).
+        find_signature(loaded.servable.signatures, signature.name)
+        try:
+            return await loaded.batcher.submit(signature, inputs, deadline)
+        except ServingError as error:
+            message = self._cache_paths.scrub(error.message)
+            if message != error.message:
+                error.message = message
+                error.args = (message,)
+            raise

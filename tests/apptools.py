@@ -123,7 +123,3 @@ def running_server(
     assert exit_code == 0, log
     if not traceback_allowed:
         assert "Traceback" not in log, log
-
-
-# The earlier name, still used by tests/integration/test_hostile_input.py (another helper edits that file now).
-clean_server = running_server

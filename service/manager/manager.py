@@ -254,6 +254,11 @@ class ModelManager:
     def snapshot(self) -> Mapping[str, ModelSnapshot]:
         return self._snapshot
 
+    @property
+    def cache_dir(self) -> Path:
+        """Where versions are downloaded: the data plane keeps these paths out of what clients read."""
+        return self._cache_dir
+
     def is_ready(self) -> bool:
         """Computed with every snapshot (see ``_readiness``)."""
         return self._ready

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from apptools import ServerProcess, clean_server, publish, running_app
+from apptools import ServerProcess, publish, running_app, running_server
 from rawhttp import chunked, exchange, post
 from service.repository.local import LocalRepository
 from service.settings import Settings
@@ -349,7 +349,7 @@ def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "RTSERVE_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
         "RTSERVE_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
     }
-    with clean_server(env, folder) as process:
+    with running_server(env, folder) as process:
         yield process
 
 

@@ -148,6 +148,31 @@ def test_only_the_rest_front_end_imports_a_web_framework() -> None:
     assert outside == []
 
 
+def test_the_front_ends_reach_the_models_only_through_the_data_plane() -> None:
+    # Status and metadata too: a front end (REST today, gRPC next) sees DataPlane's typed answers, never the manager.
+    through = [
+        f"{module} imports {used}"
+        for module in modules()
+        if within(module, "service.api")
+        for used in sorted(dependencies(module))
+        if within(used, "service.manager")
+    ]
+    assert through == []
+
+
+def test_the_front_ends_build_json_answers_in_one_place() -> None:
+    # JSON answers come from api/rest/responses.py (json_io.dumps), error bodies from json_io.error_body: a
+    # front end that serialized its own would drift from the others' shape.
+    serializing = [
+        f"{module} imports {name}"
+        for module in modules()
+        if within(module, "service.api") and module != "service.api.rest.responses"
+        for name in imported_names(module)
+        if within(name, "orjson") or within(name, "json")
+    ]
+    assert serializing == []
+
+
 def cycles() -> Iterator[list[str]]:
     """Each import cycle among the service modules, once (Tarjan's strongly connected components)."""
     index: dict[str, int] = {}

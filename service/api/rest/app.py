@@ -18,14 +18,16 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from service import __version__
+from service.api.errors import HttpError
 from service.api.rest import health, tfserving, v2
 from service.api.rest.auth import ApiKeyGate, KeyFile, exempt_paths
 from service.api.rest.body import BodyLimits
 from service.api.rest.fastlane import FastLane
-from service.api.rest.observe import JSON, Telemetry
+from service.api.rest.observe import Telemetry
 from service.api.rest.offload import Offload
-from service.codecs.json_io import error_body
+from service.api.rest.responses import error_answer, error_response, plain_error
 from service.dataplane import DataPlane
+from service.errors import ServingError
 from service.observability.logs import RequestLog
 from service.observability.metrics import Metrics
 from service.observability.tracing import Tracing
@@ -104,22 +106,31 @@ def build_rest_app(backend: Backend, tracing: Tracing) -> RestApp:
 
 
 def add_error_handlers(app: FastAPI) -> None:
+    """Every error a control-plane route raises becomes an answer here (the fast lane's through the same
+    ``error_answer``), in the shape both protocols use: {"error": message}."""
+
+    @app.exception_handler(ServingError)
+    @app.exception_handler(HttpError)
+    async def domain_error(_: Request, error: Exception) -> Response:
+        assert isinstance(error, ServingError | HttpError)
+        return error_response(error_answer(error))
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, error: StarletteHTTPException) -> Response:
-        # Unknown paths and methods answer in the shape both protocols use: {"error": message}.
-        return Response(error_body(str(error.detail)), error.status_code, media_type=JSON)
+        # Unknown paths and methods.
+        return error_response(plain_error(error.status_code, str(error.detail)))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> Response:
         # Where and what, never the value sent: a request's own data stays out of its error body.
         first = error.errors()[0] if error.errors() else {}
         where = ".".join(str(part) for part in first.get("loc", ()))
-        return Response(error_body(f"invalid request: {where}: {first.get('msg', 'invalid')}"), 400, media_type=JSON)
+        return error_response(plain_error(400, f"invalid request: {where}: {first.get('msg', 'invalid')}"))
 
     @app.exception_handler(Exception)
     async def unexpected_error(_: Request, error: Exception) -> Response:
         # Starlette logs the traceback; the client gets the protocols' error shape, not a plain-text page.
-        return Response(error_body("internal error; see the server log"), 500, media_type=JSON)
+        return error_response(plain_error(500, "internal error; see the server log"))
 
 
 def with_authentication(lane: FastLane, auth: AuthSettings, metrics: Metrics) -> ASGIApp:

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import orjson
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from service.api.rest.observe import JSON
+from service.api.rest.responses import json_response
 
 NOT_READY = 400
 
@@ -22,12 +21,12 @@ def build_router(is_ready: Callable[[], bool]) -> APIRouter:
     @router.get("/v2/health/live", summary="Server live", response_class=Response)
     async def live() -> Response:
         """200 while the event loop answers. No dependency checks: a slow S3 must never restart pods."""
-        return Response(orjson.dumps({"live": True}), 200, media_type=JSON)
+        return json_response({"live": True})
 
     @router.get("/v2/health/ready", summary="Server ready", response_class=Response)
     async def ready() -> Response:
         """200 when every configured model has an AVAILABLE version and the server is not draining."""
         state = is_ready()
-        return Response(orjson.dumps({"ready": state}), 200 if state else NOT_READY, media_type=JSON)
+        return json_response({"ready": state}, 200 if state else NOT_READY)
 
     return router

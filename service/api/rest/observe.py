@@ -10,8 +10,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from service.api.errors import HttpError, http_status
+from service.api.errors import HttpError
 from service.api.rest.body import BodyLimits, read_body
+from service.api.rest.responses import JSON, ErrorAnswer, error_answer, plain_error
 from service.errors import InvalidArgument, ServingError
 from service.observability.logs import REQUEST_ID_HEADER, RequestIds, RequestLog
 from service.observability.metrics import Metrics
@@ -19,7 +20,6 @@ from service.observability.tracing import NoTracing, RequestTrace, Tracing
 
 log = logging.getLogger(__name__)
 
-JSON = "application/json"
 # nginx's status for a request whose client closed the connection first (TF Serving's CANCELLED maps to it too).
 CLIENT_CLOSED_REQUEST = 499
 # A client's deadline for its request, in milliseconds from its arrival (docs/operations.md "Deadlines").
@@ -101,12 +101,9 @@ class Telemetry:
 class InferenceObserver:
     """Counts, times, logs, traces and shapes the outcome of every inference request for one protocol."""
 
-    def __init__(
-        self, metrics: Metrics, protocol: str, encode_error: Callable[[str], bytes], telemetry: Telemetry
-    ) -> None:
+    def __init__(self, metrics: Metrics, protocol: str, telemetry: Telemetry) -> None:
         self._metrics = metrics
         self._protocol = protocol
-        self._encode_error = encode_error
         self._inflight = metrics.inflight.labels(protocol)
         self._log = telemetry.log
         self._tracing = telemetry.tracing
@@ -125,18 +122,18 @@ class InferenceObserver:
             model, version = result.model_name, result.model_version
             headers = (("x-model-version", version), (REQUEST_ID_HEADER, rid), *result.headers)
             reply = Reply(200, result.body, result.content_type, headers)
-        except ServingError as error:
-            reply = self._error(rid, http_status(error.code), error.message, error)
-        except HttpError as error:
-            reply = self._error(rid, error.status, error.message, extra_headers=error.headers)
+        except (ServingError, HttpError) as error:
+            reply = self._error(rid, error_answer(error))
         except asyncio.CancelledError:
             # The client went away (the fast lane cancels on http.disconnect): counted as nginx does, 499.
-            gone = self._error(rid, CLIENT_CLOSED_REQUEST, "the client closed the connection before the answer")
+            gone = self._error(
+                rid, plain_error(CLIENT_CLOSED_REQUEST, "the client closed the connection before the answer")
+            )
             self._record(call, rid, trace, started, model, version, gone)
             raise
         except Exception:  # our fault: say so with a 500 and keep serving
             log.exception("unexpected error serving %s request %s", self._protocol, rid)
-            reply = self._error(rid, 500, "internal error; see the server log")
+            reply = self._error(rid, plain_error(500, "internal error; see the server log"))
         finally:
             self._inflight.dec()
         self._record(call, rid, trace, started, model, version, reply)
@@ -161,14 +158,6 @@ class InferenceObserver:
         if trace is not None:
             trace.finish(model, version, reply.status)
 
-    def _error(
-        self,
-        rid: str,
-        status: int,
-        message: str,
-        error: ServingError | None = None,
-        extra_headers: tuple[tuple[str, str], ...] = (),
-    ) -> Reply:
-        retry_after = getattr(error, "retry_after_s", None)
-        headers = (("retry-after", str(max(1, round(retry_after)))),) if retry_after is not None else ()
-        return Reply(status, self._encode_error(message), JSON, ((REQUEST_ID_HEADER, rid), *headers, *extra_headers))
+    @staticmethod
+    def _error(rid: str, answer: ErrorAnswer) -> Reply:
+        return Reply(answer.status, answer.body, JSON, ((REQUEST_ID_HEADER, rid), *answer.headers))

@@ -9,22 +9,19 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service.api.errors import http_status
 from service.api.rest import openapi
 from service.api.rest.body import BodyLimits
 from service.api.rest.fastlane import InferenceRoute, add_routes
-from service.api.rest.observe import JSON, Answer, InferenceCall, InferenceHandler, InferenceObserver, Reply, Telemetry
+from service.api.rest.observe import Answer, InferenceCall, InferenceHandler, InferenceObserver, Reply, Telemetry
 from service.api.rest.offload import Offload, answer_size, inline_only
+from service.api.rest.responses import json_response
 from service.codecs import tfserving_json
 from service.codecs.arrays import Limits, quote
-from service.codecs.lookup import SignatureLookup
-from service.dataplane import DataPlane, Target, parse_version
-from service.errors import InvalidArgument, NotFound, ServingError
-from service.manager import LoadedVersion, ModelSnapshot
+from service.dataplane import DataPlane, ModelMetadata, ModelStatus, Target, parse_version
+from service.errors import InvalidArgument
 from service.observability.metrics import Metrics
 from service.tensors import CLASSIFY_METHOD, REGRESS_METHOD, SignatureSpec, TensorSpec
 
@@ -38,27 +35,10 @@ def target_of(params: Mapping[str, str]) -> Target:
     return Target(model=params["model_name"], version=parse_version(params.get("version")), label=params.get("label"))
 
 
-def json_response(document: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(document), status, media_type=JSON)
-
-
-def error_response(error: ServingError) -> Response:
-    return Response(tfserving_json.encode_error(error.message), http_status(error.code), media_type=JSON)
-
-
 # -- status and metadata documents --------------------------------------------------------------------------
 
 
-def status_document(model: ModelSnapshot, target: Target, dataplane: DataPlane) -> dict[str, Any]:
-    if target.version is None and target.label is None:
-        statuses = list(model.statuses)
-    else:
-        version = dataplane.resolve(target).version if target.label is not None else target.version
-        statuses = [s for s in model.statuses if s.version == version]
-        if not statuses:
-            raise NotFound(f"Could not find version {version} of model {quote(target.model)}")
-    if not statuses:
-        raise NotFound(f"Could not find any versions of model {quote(target.model)}")
+def status_document(status: ModelStatus) -> dict[str, Any]:
     return {
         "model_version_status": [
             {
@@ -66,7 +46,7 @@ def status_document(model: ModelSnapshot, target: Target, dataplane: DataPlane) 
                 "state": s.state,
                 "status": {"error_code": s.error_code.name, "error_message": s.error_message},
             }
-            for s in statuses
+            for s in status.versions
         ]
     }
 
@@ -89,13 +69,12 @@ def signature_def(spec: SignatureSpec) -> dict[str, Any]:
     }
 
 
-def metadata_document(loaded: LoadedVersion) -> dict[str, Any]:
-    signatures = loaded.servable.signatures
+def metadata_document(metadata: ModelMetadata) -> dict[str, Any]:
     return {
-        "model_spec": {"name": loaded.model, "signature_name": "", "version": loaded.version_label},
+        "model_spec": {"name": metadata.model, "signature_name": "", "version": metadata.version_label},
         "metadata": {
             "signature_def": {
-                "signature_def": {name: signature_def(spec) for name, spec in signatures.items()},
+                "signature_def": {name: signature_def(spec) for name, spec in metadata.signatures.items()},
                 "@type": SIGNATURE_MAP_TYPE,
             }
         },
@@ -117,24 +96,15 @@ def build_router(
     ``offload`` decides where bodies are decoded and answers encoded (default: inline)."""
     router = APIRouter(tags=["TensorFlow Serving REST"])
     codec = offload or inline_only(Limits(dataplane.max_tensor_elements))
-    observer = InferenceObserver(metrics, PROTOCOL, tfserving_json.encode_error, telemetry)
+    observer = InferenceObserver(metrics, PROTOCOL, telemetry)
 
     async def model_status(request: Request) -> Response:
         """TF Serving GetModelStatus: the state of every version (or one)."""
-        try:
-            target = target_of(request.path_params)
-            return json_response(status_document(dataplane.model(target.model), target, dataplane))
-        except ServingError as error:
-            return error_response(error)
+        return json_response(status_document(dataplane.status(target_of(request.path_params))))
 
     async def model_metadata(request: Request) -> Response:
         """TF Serving GetModelMetadata: every signature's inputs and outputs."""
-        try:
-            target = target_of(request.path_params)
-            with dataplane.lease(target) as loaded:
-                return json_response(metadata_document(loaded))
-        except ServingError as error:
-            return error_response(error)
+        return json_response(metadata_document(dataplane.metadata(target_of(request.path_params))))
 
     async def predict(call: InferenceCall) -> Reply:
         """Predict with the row (`instances`) or columnar (`inputs`) format."""
@@ -143,10 +113,10 @@ def build_router(
             target = target_of(call.params)
             body = await call.body(limits)
             with dataplane.lease(target) as loaded:
-                lookup = SignatureLookup(loaded.servable.signatures)
+                lookup = dataplane.lookup(loaded)
                 decoded = await codec.call(len(body), tfserving_json.decode_predict, body, lookup, codec.limits)
                 signature = dataplane.signature(loaded, decoded.signature_name)
-                dataplane.validate(signature, decoded.inputs)
+                dataplane.check_shapes(signature, decoded.inputs)
                 deadline = dataplane.deadline(call.arrived, call.timeout_s())
                 outputs = await dataplane.run(loaded, signature, decoded.inputs, deadline)
                 body_out = await codec.call(
@@ -165,7 +135,7 @@ def build_router(
                 with dataplane.lease(target) as loaded:
                     signature = dataplane.signature(loaded, decoded.signature_name, method)
                     inputs = {examples_input(signature): decoded.examples}
-                    dataplane.validate(signature, inputs)
+                    dataplane.check_shapes(signature, inputs)
                     deadline = dataplane.deadline(call.arrived, call.timeout_s())
                     outputs = await dataplane.run(loaded, signature, inputs, deadline)
                     encoded = await codec.call(answer_size(outputs), encode, outputs)

@@ -5,23 +5,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service import __version__
-from service.api.errors import http_status
 from service.api.rest import openapi
 from service.api.rest.body import BodyLimits
 from service.api.rest.fastlane import InferenceRoute, add_routes
 from service.api.rest.health import NOT_READY
-from service.api.rest.observe import JSON, Answer, InferenceCall, InferenceObserver, Reply, Telemetry, positive_seconds
+from service.api.rest.observe import Answer, InferenceCall, InferenceObserver, Reply, Telemetry, positive_seconds
 from service.api.rest.offload import Offload, answer_size, inline_only
+from service.api.rest.responses import json_response
 from service.batch_safety import batching_parameters
 from service.codecs import v2_json
 from service.codecs.arrays import Limits
 from service.dataplane import DataPlane, Target, parse_version
-from service.errors import NotFound, ServingError
+from service.errors import NotFound
 from service.observability.metrics import Metrics
 
 PROTOCOL = "v2"
@@ -43,14 +42,6 @@ def timeout_parameter(parameters: Mapping[str, Any]) -> float | None:
     return None if value is None else positive_seconds(value, 1e-6, "parameter 'timeout'", "microseconds")
 
 
-def json_response(document: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(document), status, media_type=JSON)
-
-
-def error_response(error: ServingError) -> Response:
-    return Response(v2_json.encode_error(error.message), http_status(error.code), media_type=JSON)
-
-
 def build_router(
     dataplane: DataPlane,
     metrics: Metrics,
@@ -63,7 +54,7 @@ def build_router(
     ``offload`` decides where bodies are decoded and answers encoded (default: inline)."""
     router = APIRouter(tags=["Open Inference Protocol"])
     codec = offload or inline_only(Limits(dataplane.max_tensor_elements))
-    observer = InferenceObserver(metrics, PROTOCOL, v2_json.encode_error, telemetry)
+    observer = InferenceObserver(metrics, PROTOCOL, telemetry)
 
     async def server_metadata() -> Response:
         """Server name, version and protocol extensions."""
@@ -71,28 +62,20 @@ def build_router(
 
     async def model_metadata(request: Request) -> Response:
         """Inputs and outputs of the model's default signature, and the versions it serves."""
-        try:
-            target = target_of(request.path_params)
-            model = dataplane.model(target.model)
-            with dataplane.lease(target) as loaded:
-                signature = dataplane.signature(loaded, None)
-                versions = [str(v) for v in sorted(model.available)]
-                document = v2_json.model_metadata(loaded.model, versions, PLATFORM, signature)
-                document["parameters"] = batching_parameters(loaded.batcher.merging)
-                return json_response(document)
-        except ServingError as error:
-            return error_response(error)
+        metadata = dataplane.metadata(target_of(request.path_params))
+        versions = [str(v) for v in metadata.available_versions]
+        document = v2_json.model_metadata(metadata.model, versions, PLATFORM, metadata.signature(None))
+        document["parameters"] = batching_parameters(metadata.batching)
+        return json_response(document)
 
     async def model_ready(request: Request) -> Response:
         """200 when the model (version) can answer inference requests now, 400 when not."""
+        target = target_of(request.path_params)  # a malformed version is an error (the handler's), not "not ready"
         try:
-            target = target_of(request.path_params)
             dataplane.resolve(target)
             ready = True
         except NotFound:
             ready = False
-        except ServingError as error:
-            return error_response(error)
         document = {"name": target.model, "ready": ready}
         return json_response(document, 200 if ready else NOT_READY)
 
@@ -108,7 +91,7 @@ def build_router(
                 decoded = await codec.call(
                     len(body), v2_json.decode_infer, body, signature, codec.limits, header_length
                 )
-                dataplane.validate(signature, decoded.inputs)
+                dataplane.check_shapes(signature, decoded.inputs)
                 deadline = dataplane.deadline(call.arrived, call.timeout_s(), timeout_parameter(decoded.parameters))
                 outputs = await dataplane.run(loaded, signature, decoded.inputs, deadline)
                 if decoded.requested_outputs is not None:  # names already checked against the signature
