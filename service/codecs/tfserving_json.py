@@ -25,7 +25,7 @@ from service.codecs.arrays import (
     to_array,
     to_json_value,
 )
-from service.codecs.json_io import dumps, error_body, json_type, parse_object
+from service.codecs.json_io import dumps, json_type, parse_object
 from service.errors import Internal, InvalidArgument
 from service.tensors import DEFAULT_SIGNATURE, DTYPES, SignatureSpec
 
@@ -49,10 +49,6 @@ class ExamplesRequest:
 
     signature_name: str
     examples: np.ndarray
-
-
-def encode_error(message: str) -> bytes:
-    return error_body(message)
 
 
 # -- predict --

@@ -27,7 +27,7 @@ from service.codecs.arrays import (
     quote,
     to_json_value,
 )
-from service.codecs.json_io import dumps, error_body, json_type, parse_object
+from service.codecs.json_io import dumps, json_type, parse_object
 from service.errors import Internal, InvalidArgument
 from service.tensors import DTYPES, DType, SignatureSpec, TensorSpec, dtype_from_v2_name
 
@@ -70,10 +70,6 @@ class _BinaryPart:
             raise InvalidArgument(
                 f"the binary part has {len(self._data) - self._offset} bytes that no input's binary_data_size claims"
             )
-
-
-def encode_error(message: str) -> bytes:
-    return error_body(message)
 
 
 # -- request --

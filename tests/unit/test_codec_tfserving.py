@@ -11,6 +11,7 @@ import pytest
 from tensorflow.core.example import example_pb2
 
 from service.codecs import tfserving_json
+from service.codecs.json_io import error_body
 from service.errors import InvalidArgument, NotFound
 from service.tensors import PREDICT_METHOD, SignatureSpec, TensorSpec, dtype_from_tf_name
 
@@ -296,7 +297,7 @@ def test_response_writes_nan_tokens_and_b64_outputs() -> None:
 
 
 def test_encode_error() -> None:
-    assert parse(tfserving_json.encode_error("input 'x' is bad")) == {"error": "input 'x' is bad"}
+    assert parse(error_body("input 'x' is bad")) == {"error": "input 'x' is bad"}
 
 
 # -- classify / regress requests --

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from service.codecs import v2_json
+from service.codecs.json_io import error_body
 from service.errors import InvalidArgument
 from service.tensors import PREDICT_METHOD, SignatureSpec, TensorSpec, dtype_from_tf_name
 
@@ -323,4 +324,4 @@ def test_model_metadata() -> None:
 
 
 def test_encode_error() -> None:
-    assert json.loads(v2_json.encode_error("input 'x' is bad")) == {"error": "input 'x' is bad"}
+    assert json.loads(error_body("input 'x' is bad")) == {"error": "input 'x' is bad"}
