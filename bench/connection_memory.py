@@ -44,6 +44,7 @@ def start_server(folder: Path, send_timeout_s: float) -> tuple[subprocess.Popen[
         "RTSERVE_REPOSITORY": str(folder / "repo"),
         "RTSERVE_CACHE_DIR": str(folder / "cache"),
         "RTSERVE_PORT": str(port),
+        "RTSERVE_GRPC_PORT": "0",
         "RTSERVE_HOST": "127.0.0.1",
         "RTSERVE_SEND_TIMEOUT_S": str(send_timeout_s),
         "RTSERVE_LOG_REQUESTS": "false",

@@ -257,7 +257,7 @@ def run(overrides: dict[str, str], only: str = "", repeat: int = 1) -> list[dict
         env["RTSERVE_LOG_REQUESTS"] = "false"
         env["PYTHONPATH"] = str(servers.REPO_ROOT)
         port = servers.free_port()
-        env |= {"RTSERVE_HOST": "127.0.0.1", "RTSERVE_PORT": str(port)}
+        env |= {"RTSERVE_HOST": "127.0.0.1", "RTSERVE_PORT": str(port), "RTSERVE_GRPC_PORT": "0"}
         command = [sys.executable, "-m", "service", "serve"]
         with (root / "server.log").open("wb") as log:
             process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

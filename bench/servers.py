@@ -207,7 +207,8 @@ def _command(
 
 
 # Settings given to rtserve on purpose (``bench.run --rtserve-env NAME=VALUE``, for tuning runs); recorded.
-RTSERVE_OVERRIDES: dict[str, str] = {}
+# The REST lanes run with gRPC off, so that a bench server never contends for the default gRPC port.
+RTSERVE_OVERRIDES: dict[str, str] = {"RTSERVE_GRPC_PORT": "0"}
 
 
 def server_environment() -> dict[str, str]:

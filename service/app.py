@@ -11,10 +11,14 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from service.api.grpc.app import build_grpc_app
+from service.api.grpc.server import GrpcDeps, GrpcFrontEnd
 from service.api.rest.app import RestApp, build_rest_app
 from service.dataplane import DataPlane
 from service.manager import ModelManager
+from service.observability.logs import RequestLog
 from service.observability.metrics import DriftSeries, Metrics
+from service.observability.telemetry import Telemetry
 from service.observability.tracing import NoTracing, Tracing
 from service.repository.base import Repository
 from service.repository.factory import open_repository
@@ -62,10 +66,12 @@ class Components:
 
 @dataclass(frozen=True)
 class App:
-    """What create_app returns: the REST front end, and the components behind it."""
+    """What create_app returns: the front ends (gRPC is None when RTSERVE_GRPC_PORT is 0), and the components
+    behind them."""
 
     rest: RestApp
     components: Components
+    grpc: GrpcFrontEnd | None = None
 
 
 def default_loader(settings: Settings) -> Loader:
@@ -94,7 +100,7 @@ def create_app(
     registry: CollectorRegistry | None = None,
     tracing: Tracing | None = None,
 ) -> App:
-    """Build the components and the REST front end over them.
+    """Build the components and the front ends over them.
 
     The model manager starts with the ASGI app's lifespan and stops with it. ``tracing`` replaces the one
     RTSERVE_OTEL__* describes (tests pass one with an in-memory span exporter).
@@ -110,8 +116,15 @@ def create_app(
     components = Components(settings, metrics, manager, dataplane, Lifecycle())
     metrics.ready.set_function(lambda: float(components.is_ready()))
     metrics.drift.bind(lambda: drift_series(manager))
-    rest = build_rest_app(components, tracing or build_tracing(settings.otel))
-    return App(rest, components)
+    telemetry = Telemetry(
+        RequestLog(settings.log_requests, settings.log_payload_sample_rate, settings.log_payload_max_bytes),
+        tracing or build_tracing(settings.otel),
+    )
+    rest = build_rest_app(components, telemetry)
+    grpc = None
+    if settings.grpc_port:
+        grpc = build_grpc_app(GrpcDeps(settings, dataplane, metrics, telemetry, components.is_ready))
+    return App(rest, components, grpc)
 
 
 def drift_series(manager: ModelManager) -> Iterator[DriftSeries]:

@@ -171,7 +171,7 @@ def serve(settings: Settings) -> int:
     from service.app import create_app
 
     app = create_app(settings)
-    run_server(settings, app.rest.asgi, app.components.lifecycle)
+    run_server(settings, app.rest.asgi, app.components.lifecycle, [app.grpc] if app.grpc else [])
     return 0
 
 

@@ -186,6 +186,13 @@ class Settings(BaseSettings):
 
     host: str = Field("0.0.0.0", description="Address to listen on")
     port: int = Field(8080, ge=0, le=65535, description="HTTP port for both protocols, health and metrics")
+    grpc_port: int = Field(
+        8081,
+        ge=0,
+        le=65535,
+        description="gRPC port for TF Serving's PredictionService/ModelService and the Open Inference Protocol's "
+        "GRPCInferenceService, with health and reflection; 0 turns gRPC off",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level")
     log_format: Literal["json", "text"] = Field(
         "json", description="Log lines as JSON objects (one per line) or as plain text"

@@ -60,9 +60,18 @@ class ServerProcess:
     def __init__(self, env: Mapping[str, str], port: int, log_path: Path) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
+        # A free gRPC port of its own unless the test names one (0 turns gRPC off): never the shared default.
+        self.grpc_port = int(env.get("RTSERVE_GRPC_PORT") or free_port())
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
         self.log_path = log_path
         self._log = log_path.open("wb")
-        full_env = {**os.environ, **env, "RTSERVE_PORT": str(port), "RTSERVE_HOST": "127.0.0.1"}
+        full_env = {
+            **os.environ,
+            **env,
+            "RTSERVE_PORT": str(port),
+            "RTSERVE_GRPC_PORT": str(self.grpc_port),
+            "RTSERVE_HOST": "127.0.0.1",
+        }
         full_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         rtserve = shutil.which("rtserve", path=str(Path(sys.executable).parent))
         command = [rtserve, "serve"] if rtserve else [sys.executable, "-m", "service", "serve"]

@@ -23,14 +23,12 @@ from service.api.rest import health, tfserving, v2
 from service.api.rest.auth import ApiKeyGate, KeyFile, exempt_paths
 from service.api.rest.body import BodyLimits
 from service.api.rest.fastlane import FastLane
-from service.api.rest.observe import Telemetry
 from service.api.rest.offload import Offload
 from service.api.rest.responses import error_answer, error_response, plain_error
 from service.dataplane import DataPlane
 from service.errors import ServingError
-from service.observability.logs import RequestLog
 from service.observability.metrics import Metrics
-from service.observability.tracing import Tracing
+from service.observability.telemetry import Telemetry
 from service.settings import AuthSettings, Settings
 
 
@@ -65,12 +63,9 @@ class RestApp:
     fastapi: FastAPI
 
 
-def build_rest_app(backend: Backend, tracing: Tracing) -> RestApp:
+def build_rest_app(backend: Backend, telemetry: Telemetry) -> RestApp:
     """The REST app over ``backend``; its lifespan starts and stops the backend, the codec workers and tracing."""
-    settings, metrics = backend.settings, backend.metrics
-    telemetry = Telemetry(
-        RequestLog(settings.log_requests, settings.log_payload_sample_rate, settings.log_payload_max_bytes), tracing
-    )
+    settings, metrics, tracing = backend.settings, backend.metrics, telemetry.tracing
     offload = Offload.from_settings(settings)
 
     @asynccontextmanager

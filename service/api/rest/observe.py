@@ -14,9 +14,10 @@ from service.api.errors import HttpError
 from service.api.rest.body import BodyLimits, read_body
 from service.api.rest.responses import JSON, ErrorAnswer, error_answer, plain_error
 from service.errors import InvalidArgument, ServingError
-from service.observability.logs import REQUEST_ID_HEADER, RequestIds, RequestLog
+from service.observability.logs import REQUEST_ID_HEADER
 from service.observability.metrics import Metrics
-from service.observability.tracing import NoTracing, RequestTrace, Tracing
+from service.observability.telemetry import Telemetry
+from service.observability.tracing import RequestTrace
 
 log = logging.getLogger(__name__)
 
@@ -87,15 +88,6 @@ class Reply:
 
 
 InferenceHandler = Callable[[InferenceCall], Awaitable[Reply]]
-
-
-@dataclass(frozen=True)
-class Telemetry:
-    """Per-request logging and tracing, built once by the app factory and shared by both protocols."""
-
-    log: RequestLog = field(default_factory=RequestLog)
-    tracing: Tracing = field(default_factory=NoTracing)
-    ids: RequestIds = field(default_factory=RequestIds)
 
 
 class InferenceObserver:

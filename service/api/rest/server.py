@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Protocol
 
@@ -53,13 +55,50 @@ class Draining(Protocol):
     def start_draining(self) -> None: ...
 
 
+class Companion(Protocol):
+    """Another front end in the same event loop (the gRPC server): started once the app's lifespan has started,
+    stopped (in-flight calls finished within the drain timeout) before the lifespan ends and the batchers drain."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self, grace_s: float) -> None: ...
+
+
 class DrainingServer(uvicorn.Server):
     """On SIGTERM: unready at once, keep answering for shutdown_delay_s, then drain and exit 0."""
 
-    def __init__(self, config: uvicorn.Config, lifecycle: Draining, shutdown_delay_s: float) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        lifecycle: Draining,
+        shutdown_delay_s: float,
+        companions: Sequence[Companion] = (),
+    ) -> None:
         super().__init__(config)
         self._lifecycle = lifecycle
         self._shutdown_delay_s = shutdown_delay_s
+        self._companions = tuple(companions)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.should_exit:
+            for companion in self._companions:
+                await companion.start()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # The companions drain alongside the HTTP connections, and the lifespan (which drains the batchers their
+        # calls wait on) ends only after both.
+        grace_s = self.config.timeout_graceful_shutdown or 0.0
+        stopping = asyncio.ensure_future(asyncio.gather(*(c.stop(grace_s) for c in self._companions)))
+        end_lifespan = self.lifespan.shutdown
+
+        async def after_companions() -> None:
+            await stopping
+            await end_lifespan()
+
+        self.lifespan.shutdown = after_companions
+        await super().shutdown(sockets)
+        await stopping
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if sig != signal.SIGTERM or self._lifecycle.draining:
@@ -74,7 +113,7 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def run_server(settings: Settings, app: ASGIApp, lifecycle: Draining) -> None:
-    """Serve ``app`` until SIGTERM (then drained) or Ctrl-C."""
+def run_server(settings: Settings, app: ASGIApp, lifecycle: Draining, companions: Sequence[Companion] = ()) -> None:
+    """Serve ``app`` (and the companion front ends) until SIGTERM (then drained) or Ctrl-C."""
     config = uvicorn_config(settings, app, lambda: lifecycle.draining)
-    DrainingServer(config, lifecycle, settings.shutdown_delay_s).run()
+    DrainingServer(config, lifecycle, settings.shutdown_delay_s, companions).run()

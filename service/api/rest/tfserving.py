@@ -15,7 +15,7 @@ from starlette.responses import Response
 from service.api.rest import openapi
 from service.api.rest.body import BodyLimits
 from service.api.rest.fastlane import InferenceRoute, add_routes
-from service.api.rest.observe import Answer, InferenceCall, InferenceHandler, InferenceObserver, Reply, Telemetry
+from service.api.rest.observe import Answer, InferenceCall, InferenceHandler, InferenceObserver, Reply
 from service.api.rest.offload import Offload, answer_size, inline_only
 from service.api.rest.responses import json_response
 from service.codecs import tfserving_json
@@ -23,6 +23,7 @@ from service.codecs.arrays import Limits, quote
 from service.dataplane import DataPlane, ModelMetadata, ModelStatus, Target, parse_version
 from service.errors import InvalidArgument
 from service.observability.metrics import Metrics
+from service.observability.telemetry import Telemetry
 from service.tensors import CLASSIFY_METHOD, REGRESS_METHOD, SignatureSpec, TensorSpec
 
 PROTOCOL = "tfserving"

@@ -13,7 +13,7 @@ from service.api.rest import openapi
 from service.api.rest.body import BodyLimits
 from service.api.rest.fastlane import InferenceRoute, add_routes
 from service.api.rest.health import NOT_READY
-from service.api.rest.observe import Answer, InferenceCall, InferenceObserver, Reply, Telemetry, positive_seconds
+from service.api.rest.observe import Answer, InferenceCall, InferenceObserver, Reply, positive_seconds
 from service.api.rest.offload import Offload, answer_size, inline_only
 from service.api.rest.responses import json_response
 from service.batch_safety import batching_parameters
@@ -22,6 +22,7 @@ from service.codecs.arrays import Limits
 from service.dataplane import DataPlane, Target, parse_version
 from service.errors import NotFound
 from service.observability.metrics import Metrics
+from service.observability.telemetry import Telemetry
 
 PROTOCOL = "v2"
 PLATFORM = "tensorflow_savedmodel"

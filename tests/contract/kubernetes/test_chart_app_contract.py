@@ -243,6 +243,7 @@ class Server:
             **env,
             "RTSERVE_HOST": "127.0.0.1",
             "RTSERVE_PORT": str(self.port),
+            "RTSERVE_GRPC_PORT": str(free_port()),
             "RTSERVE_CACHE_DIR": str(workdir / f"cache-{self.port}"),
             "RTSERVE_REPOSITORY": str(repository),
         }
