@@ -156,6 +156,41 @@ class OtelSettings(BaseModel):
     )
 
 
+class GrpcSettings(BaseModel):
+    """The gRPC server's bounds and behaviour (the port itself is RTSERVE_GRPC_PORT)."""
+
+    socket_path: str = Field(
+        "", description="Also listen on this unix socket (TF Serving's --grpc_socket_path); empty: no socket"
+    )
+    max_concurrent_rpcs: int = Field(
+        1024,
+        ge=1,
+        description="RPCs handled at once; beyond it a call is refused at once with RESOURCE_EXHAUSTED, as REST "
+        "answers 503",
+    )
+    max_connection_age_s: float = Field(
+        300.0,
+        ge=0,
+        description="Close (GOAWAY) each client connection after about this long (gRPC adds +-10% jitter) so that "
+        "long-lived HTTP/2 connections rebalance across pods behind a Service; 0: never. The grace for its "
+        "calls in flight is RTSERVE_DRAIN_TIMEOUT_S",
+    )
+    keepalive_min_ping_interval_s: float = Field(
+        10.0,
+        gt=0,
+        description="Client keepalive pings closer together than this are strikes; two strikes close the "
+        "connection (ENHANCE_YOUR_CALM)",
+    )
+    tensor_content: bool = Field(
+        False,
+        description="Answer TF Serving gRPC tensors in tensor_content bytes instead of the typed *_val fields "
+        "(TF Serving's --enable_serialization_as_tensor_content)",
+    )
+    auth_exempt_health: bool = Field(
+        True, description="Health checks and server reflection need no API key (as the REST health paths)"
+    )
+
+
 def usable_cpus() -> int:
     """CPUs this process may use: the scheduler affinity, capped by a cgroup v2 CPU quota when one is set."""
     cpus = len(os.sched_getaffinity(0))
@@ -299,6 +334,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
     otel: OtelSettings = Field(default_factory=OtelSettings)
+    grpc: GrpcSettings = Field(default_factory=GrpcSettings)
 
     load_timeout_s: float = Field(
         300.0,
