@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 MODELS ?= ./models
 PORT ?= 8080
 
-.PHONY: help venv serve test test-unit lint format demo-model tools bench bench-quick clean
+.PHONY: help venv serve test test-unit lint format demo-model tools protos bench bench-quick clean
 
 help:
 	@echo "make serve   - virtualenv + demo model 'iris' in $(MODELS) + server on :$(PORT)"
@@ -56,6 +56,11 @@ test: $(STAMP) lint tools
 # No lint, no tools, no server processes: the loop to run while editing (-rs prints why anything skipped).
 test-unit: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider -rs tests/unit
+
+# The Open Inference Protocol's gRPC descriptor set, checked in (a unit test proves it matches the .proto).
+PROTOS := service/codecs/protos
+protos: $(STAMP)
+	cd $(PROTOS) && $(abspath $(PY)) -m grpc_tools.protoc -I. --descriptor_set_out=open_inference.binpb open_inference.proto
 
 bench: $(STAMP)
 	$(PY) -m bench.run

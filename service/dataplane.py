@@ -179,8 +179,15 @@ class DataPlane:
                 raise NotFound(f"Could not find version {version} of model {quote(target.model)}")
         if not statuses:
             raise NotFound(f"Could not find any versions of model {quote(target.model)}")
+        return self._scrubbed(target.model, statuses)
+
+    def index(self) -> tuple[ModelStatus, ...]:
+        """Every served model by name with the status of each of its versions (none yet: an empty tuple)."""
+        return tuple(self._scrubbed(name, model.statuses) for name, model in sorted(self._manager.snapshot().items()))
+
+    def _scrubbed(self, model: str, statuses: tuple[VersionStatus, ...]) -> ModelStatus:
         scrub = self._cache_paths.scrub
-        return ModelStatus(target.model, tuple(replace(s, error_message=scrub(s.error_message)) for s in statuses))
+        return ModelStatus(model, tuple(replace(s, error_message=scrub(s.error_message)) for s in statuses))
 
     def metadata(self, target: Target) -> ModelMetadata:
         """The signatures of the version a request resolves to, held by a lease while they are read."""

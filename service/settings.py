@@ -189,6 +189,13 @@ class GrpcSettings(BaseModel):
     auth_exempt_health: bool = Field(
         True, description="Health checks and server reflection need no API key (as the REST health paths)"
     )
+    stream_window: int = Field(
+        16,
+        ge=1,
+        le=1024,
+        description="Requests of one ModelStreamInfer stream in work at once; the stream is not read further until "
+        "the oldest is answered, so a client cannot queue unbounded work on one stream",
+    )
 
 
 def usable_cpus() -> int:

@@ -156,8 +156,8 @@ def _input_array(
     entry: Mapping[str, Any], spec: TensorSpec, max_elements: int | Limits, binary: _BinaryPart | None
 ) -> np.ndarray:
     where = f"input {quote(spec.name)}"
-    dtype = _datatype(entry.get("datatype"), where, spec)
-    shape = _shape(entry.get("shape"), where)
+    dtype = check_datatype(entry.get("datatype"), where, spec)
+    shape = check_shape_list(entry.get("shape"), where)
     check_cost(shape, where, as_limits(max_elements).for_dtype(dtype))
     count = math.prod(shape)
     parameters = _parameters(entry.get("parameters"), where)
@@ -167,7 +167,7 @@ def _input_array(
                 f"{where} has binary data (binary_data_size), but the request has no binary part "
                 "(Inference-Header-Content-Length)"
             )
-        return _binary_array(binary.take(parameters["binary_data_size"], where), dtype, shape, where)
+        return binary_array(binary.take(parameters["binary_data_size"], where), dtype, shape, where)
     if "data" not in entry:
         raise InvalidArgument(f"{where} has no 'data'")
     flat = flatten_v2_data(entry["data"], dtype, f"{where} data", max_elements, label=dtype.v2_name)
@@ -176,10 +176,11 @@ def _input_array(
     return flat.reshape(shape)
 
 
-def _binary_array(chunk: memoryview, dtype: DType, shape: tuple[int, ...], where: str) -> np.ndarray:
+def binary_array(chunk: memoryview | bytes, dtype: DType, shape: tuple[int, ...], where: str) -> np.ndarray:
+    """One tensor's raw bytes (the binary extension's, and V2 gRPC's raw_input_contents) as an array of ``shape``."""
     count = math.prod(shape)
     if dtype.is_string:
-        items = _split_bytes_elements(chunk, where, count)
+        items = split_bytes_elements(chunk, where, count)
         if len(items) != count:
             raise InvalidArgument(f"{where} has shape {format_shape(shape)} ({count} elements) but {len(items)} values")
         array = np.empty(count, dtype=object)
@@ -203,7 +204,7 @@ def _binary_array(chunk: memoryview, dtype: DType, shape: tuple[int, ...], where
     return np.frombuffer(chunk, dtype=wire).astype(dtype.numpy).reshape(shape)
 
 
-def _split_bytes_elements(chunk: memoryview, where: str, count: int) -> list[bytes]:
+def split_bytes_elements(chunk: memoryview | bytes, where: str, count: int) -> list[bytes]:
     """BYTES in binary form: each element is a 4-byte little-endian length followed by that many bytes.
 
     Stops past ``count`` elements (the shape's), so a small shape cannot make millions of objects."""
@@ -223,7 +224,8 @@ def _split_bytes_elements(chunk: memoryview, where: str, count: int) -> list[byt
     return items
 
 
-def _datatype(value: object, where: str, spec: TensorSpec) -> DType:
+def check_datatype(value: object, where: str, spec: TensorSpec) -> DType:
+    """A request's datatype name, known and the one the signature declares."""
     if not isinstance(value, str):
         raise InvalidArgument(f"{where} has no 'datatype' string")
     dtype = dtype_from_v2_name(value)
@@ -234,7 +236,8 @@ def _datatype(value: object, where: str, spec: TensorSpec) -> DType:
     return dtype
 
 
-def _shape(value: object, where: str) -> tuple[int, ...]:
+def check_shape_list(value: object, where: str) -> tuple[int, ...]:
+    """A request's shape: at most MAX_RANK dimensions, each from 0 to 2**63-1."""
     valid = (
         isinstance(value, list)
         and len(value) <= MAX_RANK
@@ -297,9 +300,9 @@ def encode_infer(
     blobs: list[bytes] = []
     entries = []
     for name, array in outputs.items():
-        dtype = datatypes.get(name) or _dtype_of(name, array)
+        dtype = datatypes.get(name) or dtype_of(name, array)
         if binary_outputs is not None and binary_outputs(name):
-            blob = _binary_blob(array, dtype)
+            blob = binary_blob(array, dtype)
             blobs.append(blob)
             entries.append(_output_header(name, array, dtype) | {"parameters": {"binary_data_size": len(blob)}})
         else:
@@ -321,7 +324,8 @@ def _output(name: str, array: np.ndarray, dtype: DType) -> dict[str, Any]:
     return _output_header(name, array, dtype) | {"data": to_json_value(array.reshape(-1), name, binary="base64_text")}
 
 
-def _binary_blob(array: np.ndarray, dtype: DType) -> bytes:
+def binary_blob(array: np.ndarray, dtype: DType) -> bytes:
+    """An array as raw bytes: little-endian row-major, BYTES as 4-byte little-endian lengths each before its data."""
     if dtype.is_string:
         parts: list[bytes] = []
         for item in array.reshape(-1).tolist():
@@ -331,7 +335,7 @@ def _binary_blob(array: np.ndarray, dtype: DType) -> bytes:
     return np.ascontiguousarray(array, dtype=dtype.numpy.newbyteorder("<")).tobytes()
 
 
-def _dtype_of(name: str, array: np.ndarray) -> DType:
+def dtype_of(name: str, array: np.ndarray) -> DType:
     """An output the signature does not declare: its datatype from the array itself."""
     if array.dtype.kind in "OSU":
         return next(d for d in DTYPES if d.is_string)

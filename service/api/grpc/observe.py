@@ -66,6 +66,14 @@ class Served(Generic[Response]):
     model_version: str
 
 
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A model RPC that failed: its domain code and message, not yet a gRPC status."""
+
+    code: Code
+    message: str
+
+
 class RpcObserver:
     """Counts, times, logs, traces and maps the outcome of every model RPC for one protocol label."""
 
@@ -82,6 +90,19 @@ class RpcObserver:
         work: Callable[[RpcCall], Awaitable[Served[Response]]],
     ) -> Response:
         """Run ``work``; ``served_model`` is the label failures count under ("" for models not served here)."""
+        outcome = await self.attempt(context, served_model, work)
+        if isinstance(outcome, Failed):
+            await context.abort(status_code(outcome.code), status_message(outcome.message))
+            raise AssertionError("context.abort returned")  # abort always raises
+        return outcome
+
+    async def attempt(
+        self,
+        context: Context,
+        served_model: str,
+        work: Callable[[RpcCall], Awaitable[Served[Response]]],
+    ) -> Response | Failed:
+        """As ``answer``, but a failure is returned, not raised: one message of a stream fails, the stream goes on."""
         started = time.perf_counter()
         metadata = metadata_of(context)
         rid = self._telemetry.ids.of(metadata)
@@ -112,5 +133,4 @@ class RpcObserver:
             self._telemetry.log.emit(rid, self._protocol, model, version, status, seconds, None)
             if trace is not None:
                 trace.finish(model, version, status)
-        await context.abort(status_code(code), status_message(message))
-        raise AssertionError("context.abort returned")  # abort always raises
+        return Failed(code, message)

@@ -10,10 +10,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
+from service.api.deadlines import positive_seconds
 from service.api.errors import HttpError
 from service.api.rest.body import BodyLimits, read_body
 from service.api.rest.responses import JSON, ErrorAnswer, error_answer, plain_error
-from service.errors import InvalidArgument, ServingError
+from service.errors import ServingError
 from service.observability.logs import REQUEST_ID_HEADER
 from service.observability.metrics import Metrics
 from service.observability.telemetry import Telemetry
@@ -25,22 +26,6 @@ log = logging.getLogger(__name__)
 CLIENT_CLOSED_REQUEST = 499
 # A client's deadline for its request, in milliseconds from its arrival (docs/operations.md "Deadlines").
 TIMEOUT_HEADER = "x-request-timeout-ms"
-# Longer timeouts are refused: a typo should not read as "for ever".
-_MAX_TIMEOUT_S = 24 * 3600.0
-
-
-def positive_seconds(value: object, unit_s: float, where: str, unit: str) -> float:
-    """A client's timeout given in ``unit`` (``unit_s`` seconds each), as seconds; a clear 400 when it is not a
-    positive number of at most a day."""
-    try:
-        number = float(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else -1.0
-    except ValueError:
-        number = -1.0
-    seconds = number * unit_s
-    if not 0 < seconds <= _MAX_TIMEOUT_S:  # also false for NaN
-        shown = str(value)[:40]
-        raise InvalidArgument(f"{where} must be a positive number of {unit} (at most a day), got {shown!r}")
-    return seconds
 
 
 @dataclass(frozen=True, slots=True)

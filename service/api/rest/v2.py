@@ -3,44 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service import __version__
+from service.api import open_inference
+from service.api.deadlines import timeout_parameter
 from service.api.rest import openapi
 from service.api.rest.body import BodyLimits
 from service.api.rest.fastlane import InferenceRoute, add_routes
 from service.api.rest.health import NOT_READY
-from service.api.rest.observe import Answer, InferenceCall, InferenceObserver, Reply, positive_seconds
+from service.api.rest.observe import Answer, InferenceCall, InferenceObserver, Reply
 from service.api.rest.offload import Offload, answer_size, inline_only
 from service.api.rest.responses import json_response
-from service.batch_safety import batching_parameters
 from service.codecs import v2_json
 from service.codecs.arrays import Limits
 from service.dataplane import DataPlane, Target, parse_version
-from service.errors import NotFound
 from service.observability.metrics import Metrics
 from service.observability.telemetry import Telemetry
 
 PROTOCOL = "v2"
-PLATFORM = "tensorflow_savedmodel"
-SERVER_NAME = "rtserve"
 HEADER_LENGTH = "inference-header-content-length"
 OCTET_STREAM = "application/octet-stream"
-# Protocol extensions this server implements, as GET /v2 lists them.
-EXTENSIONS = ["binary_tensor_data"]
 
 
 def target_of(params: Mapping[str, str]) -> Target:
     return Target(model=params["model_name"], version=parse_version(params.get("version")))
-
-
-def timeout_parameter(parameters: Mapping[str, Any]) -> float | None:
-    """The request's ``timeout`` parameter (microseconds, as Triton's clients send it) in seconds, or None."""
-    value = parameters.get("timeout")
-    return None if value is None else positive_seconds(value, 1e-6, "parameter 'timeout'", "microseconds")
 
 
 def build_router(
@@ -59,24 +47,16 @@ def build_router(
 
     async def server_metadata() -> Response:
         """Server name, version and protocol extensions."""
-        return json_response({"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS})
+        return json_response(open_inference.server_metadata())
 
     async def model_metadata(request: Request) -> Response:
         """Inputs and outputs of the model's default signature, and the versions it serves."""
-        metadata = dataplane.metadata(target_of(request.path_params))
-        versions = [str(v) for v in metadata.available_versions]
-        document = v2_json.model_metadata(metadata.model, versions, PLATFORM, metadata.signature(None))
-        document["parameters"] = batching_parameters(metadata.batching)
-        return json_response(document)
+        return json_response(open_inference.model_metadata(dataplane, target_of(request.path_params)))
 
     async def model_ready(request: Request) -> Response:
         """200 when the model (version) can answer inference requests now, 400 when not."""
         target = target_of(request.path_params)  # a malformed version is an error (the handler's), not "not ready"
-        try:
-            dataplane.resolve(target)
-            ready = True
-        except NotFound:
-            ready = False
+        ready = open_inference.model_ready(dataplane, target)
         document = {"name": target.model, "ready": ready}
         return json_response(document, 200 if ready else NOT_READY)
 

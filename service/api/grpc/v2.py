@@ -1,0 +1,230 @@
+"""The Open Inference Protocol over gRPC: ``inference.GRPCInferenceService`` as the specification and Triton's
+clients expect it, over the data plane.
+
+Registered with generic handlers from the private descriptor pool's service (``service/codecs/v2_messages.py``),
+so the method names are ``/inference.GRPCInferenceService/<Rpc>``. Triton RPCs this server does not offer
+(ModelConfig, ModelStatistics, model load/unload, shared memory, trace and log settings) are not registered, and
+grpc answers them UNIMPLEMENTED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from functools import partial
+from typing import Any
+
+import grpc
+from google.protobuf import message_factory
+
+from service.api import open_inference
+from service.api.deadlines import timeout_parameter
+from service.api.grpc.observe import Context, Failed, RpcCall, RpcObserver, Served, status_code, status_message
+from service.api.grpc.server import GrpcDeps
+from service.codecs import v2_messages, v2_proto
+from service.codecs.arrays import Limits
+from service.dataplane import DataPlane, ModelStatus, Target, parse_version
+from service.errors import ServingError
+
+PROTOCOL = "grpc-v2"
+SERVICE_NAME = v2_messages.SERVICE_NAME
+
+# TF Serving's version states (rtserve's) as Triton's RepositoryIndex names them.
+TRITON_STATES: Mapping[str, str] = {
+    "START": "LOADING",
+    "LOADING": "LOADING",
+    "AVAILABLE": "READY",
+    "UNLOADING": "UNLOADING",
+    "END": "UNAVAILABLE",
+}
+READY = "READY"
+
+
+def register(server: grpc.aio.Server, deps: GrpcDeps) -> Sequence[str]:
+    """The Registrar: adds GRPCInferenceService to ``server``."""
+    server.add_generic_rpc_handlers((OpenInferenceService(deps).handler(),))
+    return (SERVICE_NAME,)
+
+
+def target_of(name: str, version: str) -> Target:
+    """A request's model and version; an empty version is the server's choice (the model's default)."""
+    return Target(model=name, version=parse_version(version or None))
+
+
+def repository_index(models: Sequence[ModelStatus], ready_only: bool) -> Any:
+    """Triton's RepositoryIndexResponse: every model and version with its state and the reason for it; a model
+    with no version yet is one row without a version, UNAVAILABLE."""
+    response = v2_messages.RepositoryIndexResponse()
+    for model in models:
+        rows = [
+            (str(s.version), TRITON_STATES.get(s.state, "UNAVAILABLE"), s.error_message) for s in model.versions
+        ] or [("", "UNAVAILABLE", "no version of the model is loaded yet")]
+        for version, state, reason in rows:
+            if not ready_only or state == READY:
+                response.models.add(name=model.model, version=version, state=state, reason=reason)
+    return response
+
+
+def model_metadata(document: Mapping[str, Any]) -> Any:
+    """The shared V2 metadata document (``open_inference.model_metadata``) as a ModelMetadataResponse."""
+    tensor = v2_messages.ModelMetadataResponse.TensorMetadata
+    return v2_messages.ModelMetadataResponse(
+        name=document["name"],
+        versions=document["versions"],
+        platform=document["platform"],
+        inputs=[tensor(**entry) for entry in document["inputs"]],
+        outputs=[tensor(**entry) for entry in document["outputs"]],
+        properties=document["parameters"],
+    )
+
+
+class OpenInferenceService:
+    """The RPCs, each a coroutine over the data plane."""
+
+    def __init__(self, deps: GrpcDeps) -> None:
+        settings = deps.settings
+        self._dataplane: DataPlane = deps.dataplane
+        self._is_ready = deps.is_ready
+        self._limits = Limits(settings.max_tensor_elements, settings.max_string_elements)
+        self._window = settings.grpc.stream_window
+        self._observer = RpcObserver(deps.metrics, PROTOCOL, deps.telemetry)
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """Generic handlers for every RPC of the descriptor's service, (de)serialized by its own messages."""
+        rpcs: dict[str, Callable[..., Any]] = {
+            "ServerLive": self.server_live,
+            "ServerReady": self.server_ready,
+            "ModelReady": self.model_ready,
+            "ServerMetadata": self.server_metadata,
+            "ModelMetadata": self.model_metadata,
+            "ModelInfer": self.model_infer,
+            "ModelStreamInfer": self.model_stream_infer,
+            "RepositoryIndex": self.repository_index,
+        }
+        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+        for method in v2_messages.SERVICE.methods:
+            request = message_factory.GetMessageClass(method.input_type)
+            response = message_factory.GetMessageClass(method.output_type)
+            make = (
+                grpc.stream_stream_rpc_method_handler
+                if method.client_streaming
+                else grpc.unary_unary_rpc_method_handler
+            )
+            handlers[method.name] = make(
+                rpcs[method.name],
+                request_deserializer=request.FromString,
+                response_serializer=response.SerializeToString,
+            )
+        return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+
+    # -- server and model state ---------------------------------------------------------------------------
+
+    async def server_live(self, request: Any, context: Context) -> Any:
+        """True while the process answers: no dependency checks, as REST's /v2/health/live."""
+        return v2_messages.ServerLiveResponse(live=True)
+
+    async def server_ready(self, request: Any, context: Context) -> Any:
+        return v2_messages.ServerReadyResponse(ready=self._is_ready())
+
+    async def model_ready(self, request: Any, context: Context) -> Any:
+        """As REST's /v2/models/{m}/ready: ready=false (not an error) for a model or version that cannot answer."""
+        return await _control(
+            context,
+            lambda: v2_messages.ModelReadyResponse(
+                ready=open_inference.model_ready(self._dataplane, target_of(request.name, request.version))
+            ),
+        )
+
+    async def server_metadata(self, request: Any, context: Context) -> Any:
+        document = open_inference.server_metadata()
+        return v2_messages.ServerMetadataResponse(
+            name=document["name"], version=document["version"], extensions=document["extensions"]
+        )
+
+    async def model_metadata(self, request: Any, context: Context) -> Any:
+        """The same document as REST's GET /v2/models/{m}; the batching verdicts go in ``properties``."""
+        return await _control(
+            context,
+            lambda: model_metadata(
+                open_inference.model_metadata(self._dataplane, target_of(request.name, request.version))
+            ),
+        )
+
+    async def repository_index(self, request: Any, context: Context) -> Any:
+        """Every served model (one repository: ``repository_name`` is not used to choose)."""
+        return repository_index(self._dataplane.index(), request.ready)
+
+    # -- inference ----------------------------------------------------------------------------------------
+
+    async def model_infer(self, request: Any, context: Context) -> Any:
+        label = self._dataplane.metric_label(request.model_name)
+        return await self._observer.answer(context, label, partial(self._infer, request))
+
+    async def _infer(self, request: Any, call: RpcCall) -> Served[Any]:
+        dataplane = self._dataplane
+        with dataplane.lease(target_of(request.model_name, request.model_version)) as loaded:
+            signature = dataplane.signature(loaded, None)
+            decoded = v2_proto.decode_request(request, signature, self._limits)
+            dataplane.check_shapes(signature, decoded.inputs)
+            # The shortest of the gRPC deadline, the `timeout` parameter and RTSERVE_REQUEST_TIMEOUT_S.
+            deadline = dataplane.deadline(call.arrived, call.timeout_s, timeout_parameter(decoded.parameters))
+            outputs = await dataplane.run(loaded, signature, decoded.inputs, deadline)
+            if decoded.requested_outputs is not None:  # names already checked against the signature
+                outputs = {name: outputs[name] for name in decoded.requested_outputs}
+            datatypes = {name: signature.outputs[name].dtype for name in outputs if name in signature.outputs}
+            response = v2_proto.encode_response(
+                loaded.model, loaded.version_label, decoded.id, outputs, datatypes, decoded.raw
+            )
+            return Served(response, loaded.model, loaded.version_label)
+
+    async def model_stream_infer(self, requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+        """Answers in request order. At most ``stream_window`` requests of the stream are in work at once: the
+        stream is read no further until the oldest is answered, and HTTP/2 flow control holds the client back."""
+        slots = asyncio.Semaphore(self._window)
+        pending: asyncio.Queue[asyncio.Future[Any] | None] = asyncio.Queue()  # at most stream_window tasks
+
+        async def read() -> None:
+            try:
+                async for request in requests:
+                    await slots.acquire()
+                    pending.put_nowait(asyncio.ensure_future(self._stream_one(request, context)))
+            finally:
+                pending.put_nowait(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (task := await pending.get()) is not None:
+                try:
+                    yield await task
+                finally:
+                    slots.release()
+            await reader  # a failed read fails the stream
+        finally:
+            reader.cancel()
+            while not pending.empty():
+                left = pending.get_nowait()
+                if left is not None:
+                    left.cancel()
+
+    async def _stream_one(self, request: Any, context: Context) -> Any:
+        label = self._dataplane.metric_label(request.model_name)
+        outcome = await self._observer.attempt(context, label, partial(self._infer, request))
+        if isinstance(outcome, Failed):
+            # Triton's shape: the error's message, and the request's name, version and id to match it by.
+            echo = v2_messages.ModelInferResponse(
+                model_name=request.model_name, model_version=request.model_version, id=request.id
+            )
+            return v2_messages.ModelStreamInferResponse(
+                error_message=status_message(outcome.message), infer_response=echo
+            )
+        return v2_messages.ModelStreamInferResponse(infer_response=outcome)
+
+
+async def _control(context: Context, produce: Callable[[], Any]) -> Any:
+    """A state or metadata answer; a domain error becomes its gRPC status (these RPCs are not counted as
+    inference)."""
+    try:
+        return produce()
+    except ServingError as error:
+        await context.abort(status_code(error.code), status_message(error.message))
+        raise AssertionError("context.abort returned") from error
