@@ -579,3 +579,38 @@ def batch_limits_module(path: Path, release_file: str) -> Path:
             return x * 2.0 + 0.0 * allocated
 
     return float_module(path, body)
+
+
+class _HalfAndBool(tf.Module):  # type: ignore[misc]
+    def serve(self, half: Any, flag: Any, small: Any) -> dict[str, Any]:
+        return {"half_doubled": half * 2.0, "flag_not": tf.logical_not(flag), "small_negated": -small}
+
+
+def half_bool_module(path: Path) -> Path:
+    """``serving_default`` on dtypes JSON rarely carries: half float16 [-1, 2], flag bool [-1], small int8 [-1]
+    -> half_doubled float16 [-1, 2] (2 * half), flag_not bool [-1], small_negated int8 [-1] (-small)."""
+    module = _HalfAndBool()
+    serve = tf.function(
+        module.serve,
+        input_signature=[
+            tf.TensorSpec([None, 2], tf.float16, name="half"),
+            tf.TensorSpec([None], tf.bool, name="flag"),
+            tf.TensorSpec([None], tf.int8, name="small"),
+        ],
+    )
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+    return path
+
+
+class _ToHalf(tf.Module):  # type: ignore[misc]
+    def serve(self, small: Any) -> dict[str, Any]:
+        return {"as_half": tf.cast(small, tf.float16), "negated": -small}
+
+
+def to_half_module(path: Path) -> Path:
+    """``serving_default``: small int8 [-1] -> as_half float16 [-1] (the same values), negated int8 [-1]: an FP16
+    answer to an input that typed contents can carry."""
+    module = _ToHalf()
+    serve = tf.function(module.serve, input_signature=[tf.TensorSpec([None], tf.int8, name="small")])
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+    return path

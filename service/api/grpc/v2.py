@@ -22,9 +22,9 @@ from service.api.deadlines import timeout_parameter
 from service.api.grpc.observe import Context, Failed, RpcCall, RpcObserver, Served, status_code, status_message
 from service.api.grpc.server import GrpcDeps
 from service.codecs import v2_messages, v2_proto
-from service.codecs.arrays import Limits
+from service.codecs.arrays import Limits, quote
 from service.dataplane import DataPlane, ModelStatus, Target, parse_version
-from service.errors import ServingError
+from service.errors import ServingError, Unavailable
 
 PROTOCOL = "grpc-v2"
 SERVICE_NAME = v2_messages.SERVICE_NAME
@@ -162,7 +162,12 @@ class OpenInferenceService:
 
     async def _infer(self, request: Any, call: RpcCall) -> Served[Any]:
         dataplane = self._dataplane
-        with dataplane.lease(target_of(request.model_name, request.model_version)) as loaded:
+        target = target_of(request.model_name, request.model_version)
+        dataplane.model(target.model)  # unknown: NOT_FOUND
+        if target.version is None and not open_inference.model_ready(dataplane, target):
+            # Known but nothing loaded yet (or any more): retry later, as KServe and Triton answer.
+            raise Unavailable(f"model {quote(target.model)} has no AVAILABLE version yet")
+        with dataplane.lease(target) as loaded:
             signature = dataplane.signature(loaded, None)
             decoded = v2_proto.decode_request(request, signature, self._limits)
             dataplane.check_shapes(signature, decoded.inputs)
