@@ -62,7 +62,7 @@ async def lane(target: str, count: int, concurrency: int, seconds: float) -> tup
     """Requests per second and median latency (ms) of ModelInfer at ``count`` rows on one channel."""
     wire = request(count).SerializeToString()
     async with grpc.aio.insecure_channel(target) as channel:
-        call = channel.unary_unary(METHOD)
+        call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(METHOD)
         await call(wire, timeout=30)  # warm the connection
         latencies: list[float] = []
         stop = time.perf_counter() + seconds
