@@ -403,3 +403,23 @@ def test_bad_input_corpus(
     assert caught.value.code() == code, caught.value.details()
     assert message in caught.value.details()
     assert_iris_answers(client)  # and the server keeps serving
+
+
+def test_model_rpcs_are_counted_as_grpc_v2(server: ServerProcess, client: triton.InferenceServerClient) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def count(**labels: str) -> float:
+        text = httpx.get(server.url + "/metrics", timeout=10).text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "rtserve_requests_total" and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
+
+    ok, bad = count(protocol="grpc-v2", model_name="iris", code="200"), count(protocol="grpc-v2", code="400")
+    assert_iris_answers(client)
+    with pytest.raises(InferenceServerException, match="INVALID_ARGUMENT"):
+        client.infer("iris", [raw_input("features", IRIS_ROWS[:, :3].copy(), "FP32")])
+    assert count(protocol="grpc-v2", model_name="iris", code="200") == ok + 1
+    assert count(protocol="grpc-v2", code="400") == bad + 1

@@ -291,3 +291,32 @@ def test_field_numbers_agree_with_tritons_proto() -> None:
         extra = set(ours) - set(theirs)
         assert extra <= {"inference.ModelMetadataResponse.properties"}  # the spec's, not in Triton's
         assert {k: ours[k] for k in ours.keys() - extra} == {k: theirs[k] for k in ours.keys() - extra}
+
+
+def test_reflection_describes_the_service_from_the_private_pool() -> None:
+    """What grpc-core's reflection needs: v2_messages.POOL holds the file, so grpc's reflection service, given that
+    pool, describes GRPCInferenceService and its messages to a reflection client (grpcurl's way)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+    from google.protobuf.descriptor_pool import DescriptorPool
+    from grpc_reflection.v1alpha import reflection
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    server = grpc.server(ThreadPoolExecutor(2))
+    names = (v2_messages.SERVICE_NAME, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server, pool=v2_messages.POOL)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            database = ProtoReflectionDescriptorDatabase(channel)
+            assert v2_messages.SERVICE_NAME in list(database.get_services())
+            service = DescriptorPool(database).FindServiceByName(v2_messages.SERVICE_NAME)
+            assert [m.name for m in service.methods] == [m.name for m in v2_messages.SERVICE.methods]
+            infer = service.methods_by_name["ModelStreamInfer"]
+            assert infer.client_streaming and infer.server_streaming
+            fields = {f.name: f.number for f in infer.input_type.fields}
+            assert fields["raw_input_contents"] == 7
+    finally:
+        server.stop(None)
