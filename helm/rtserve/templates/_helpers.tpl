@@ -172,3 +172,25 @@ changes, and the server re-reads the file within a second.
   readOnly: true
 {{- end }}
 
+
+{{/*
+RTSERVE_GRPC_PORT: grpc.port when gRPC is on, "0" (the server's off switch) otherwise. The two ports must differ:
+the server would fail to bind the second.
+*/}}
+{{- define "rtserve.grpcPort" -}}
+{{- if .Values.grpc.enabled }}
+{{- if eq (int64 .Values.grpc.port) (int64 .Values.server.port) }}
+{{- fail (printf "grpc.port and server.port are both %d; gRPC needs a port of its own" (int64 .Values.server.port)) }}
+{{- end }}
+{{- .Values.grpc.port | int64 }}
+{{- else }}
+{{- 0 }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the gRPC-only objects (headless Service, Ingress, GRPCRoute): <fullname>-grpc, 63 characters at most.
+*/}}
+{{- define "rtserve.grpcName" -}}
+{{- printf "%s-grpc" (include "rtserve.fullname" . | trunc 58 | trimSuffix "-") }}
+{{- end }}
