@@ -332,7 +332,7 @@ def resolve_port(container: Manifest, port: int | str) -> int:
 def test_probe_ports_are_the_server_port(live_rendering: Rendering) -> None:
     container = live_rendering.container()
     config = live_rendering.config()
-    service = live_rendering.one("Service")["spec"]["ports"][0]
+    service = live_rendering.service()["spec"]["ports"][0]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert resolve_port(container, container[probe]["httpGet"]["port"]) == int(config["RTSERVE_PORT"])
     assert resolve_port(container, service["targetPort"]) == int(config["RTSERVE_PORT"])
