@@ -1,7 +1,9 @@
 """The chart and the app agree: every RTSERVE_* variable the chart (or the image, or k8s/) sets is a Settings
 field that accepts the value; every metric the dashboard, the alerts and the adapter rules name is defined in
 service/observability/metrics.py and exported by a running server; the probe paths and ports answer as the chart
-expects; the `helm test` script passes against a real server; SIGTERM turns the server unready and it exits 0 in time.
+expects; the gRPC port the chart opens is the one the server listens on, and grpc.health.v1 answers SERVING only when
+ready (nothing listens with gRPC off); the `helm test` script passes against a real server; SIGTERM turns the server
+unready (HTTP and gRPC health) and it exits 0 in time.
 
 The live tests start the real server (`rtserve serve`) on loopback with the environment the chart's ConfigMap
 gives it (k8s/values-dev.yaml), on the demo model written by `rtserve demo-model`."""
@@ -21,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -47,6 +51,7 @@ from service.settings import Settings
 
 SCENARIOS = [scenario_name(path) for path in scenario_files()]
 LIVE_SCENARIO = "k8s/values-dev"
+GRPC_OFF_SCENARIO = "ci/grpc-off-values"
 SETTINGS_ENV = settings_env_names(Settings)
 READY_TIMEOUT_S = 240.0
 
@@ -237,13 +242,15 @@ class Server:
             )
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        # Like the HTTP port, the chart's gRPC port moves to a free one on loopback; "0" (gRPC off) stays off.
+        self.grpc_port = 0 if env.get("RTSERVE_GRPC_PORT") == "0" else free_port()
         self.log = workdir / f"server-{self.port}.log"
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("RTSERVE_")},
             **env,
             "RTSERVE_HOST": "127.0.0.1",
             "RTSERVE_PORT": str(self.port),
-            "RTSERVE_GRPC_PORT": str(free_port()),
+            "RTSERVE_GRPC_PORT": str(self.grpc_port),
             "RTSERVE_CACHE_DIR": str(workdir / f"cache-{self.port}"),
             "RTSERVE_REPOSITORY": str(repository),
         }
@@ -338,6 +345,86 @@ def test_probe_ports_are_the_server_port(live_rendering: Rendering) -> None:
     assert resolve_port(container, service["targetPort"]) == int(config["RTSERVE_PORT"])
 
 
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_grpc_ports_resolve_to_the_grpc_setting(chart_renderings: dict[str, Rendering], scenario: str) -> None:
+    """The container's gRPC port is RTSERVE_GRPC_PORT, and every Service port that forwards gRPC lands on it."""
+    rendering = chart_renderings[scenario]
+    container = rendering.container()
+    grpc_port = int(rendering.config()["RTSERVE_GRPC_PORT"])
+    named = {p["name"]: p["containerPort"] for p in container["ports"]}
+    if grpc_port == 0:
+        assert "grpc" not in named and set(named.values()) == {int(rendering.config()["RTSERVE_PORT"])}
+        return
+    assert named["grpc"] == grpc_port
+    forwarding = [
+        port for service in rendering.of_kind("Service") for port in service["spec"]["ports"] if port["name"] == "grpc"
+    ]
+    assert forwarding, "no Service forwards gRPC"
+    assert {resolve_port(container, port["targetPort"]) for port in forwarding} == {grpc_port}
+
+
+def health_status(port: int, timeout: float = 5) -> int | None:
+    """grpc.health.v1.Health/Check of the whole server through grpc's own health client; None when nothing
+    answers (refused, or no HTTP/2 server there)."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout
+            )
+        except grpc.RpcError as error:
+            if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                return None
+            raise
+    status: int = answer.status
+    return status
+
+
+def listening_ports(pid: int) -> set[int]:
+    """TCP ports the process listens on: its socket inodes (/proc/<pid>/fd) matched against the LISTEN rows of
+    /proc/net/tcp and tcp6 (Linux only, as the tests' server)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = str(fd.readlink())
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text(encoding="ascii").splitlines()[1:]:
+            fields = row.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: TCP_LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_grpc_health_serves_on_the_chart_port_once_ready(live_rendering: Rendering, server: Server) -> None:
+    """The server started with the chart's ConfigMap listens on exactly the HTTP and gRPC ports the chart opens
+    (moved to free loopback ports), and grpc.health.v1 answers SERVING once /v2/health/ready does."""
+    assert int(live_rendering.config()["RTSERVE_GRPC_PORT"]) == resolve_port(live_rendering.container(), "grpc")
+    server.wait_for(
+        "SERVING over gRPC", lambda: health_status(server.grpc_port) == health_pb2.HealthCheckResponse.SERVING, 30
+    )
+    assert listening_ports(server.process.pid) == {server.port, server.grpc_port}
+
+
+def test_with_grpc_off_nothing_listens_but_http(
+    chart_renderings: dict[str, Rendering], demo_repository: Path, workdir: Path
+) -> None:
+    rendering = chart_renderings[GRPC_OFF_SCENARIO]
+    config = dict(rendering.config())
+    assert config["RTSERVE_GRPC_PORT"] == "0"
+    process = Server(demo_repository, config, workdir)
+    try:
+        process.wait_for("ready", lambda: status_or_none(f"{process.base}/v2/health/ready") == 200)
+        assert process.env["RTSERVE_GRPC_PORT"] == "0"
+        assert listening_ports(process.process.pid) == {process.port}
+        assert "gRPC listening" not in process.output()
+    finally:
+        process.stop()
+
+
 def test_probe_paths_answer_200_on_a_ready_server(live_rendering: Rendering, server: Server) -> None:
     container = live_rendering.container()
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -402,6 +489,9 @@ def test_not_ready_without_models_while_alive(live_rendering: Rendering, workdir
             status = status_or_none(f"{process.base}/v2/health/ready")
             assert status is not None and not 200 <= status < 300, f"ready answered {status} with no model"
             time.sleep(0.25)
+        # gRPC health says the same: up and answering, NOT_SERVING.
+        process.wait_for("answering gRPC health", lambda: health_status(process.grpc_port) is not None, 30)
+        assert health_status(process.grpc_port) == health_pb2.HealthCheckResponse.NOT_SERVING
         grace = live_rendering.deployment()["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         process.process.send_signal(signal.SIGTERM)
         assert process.process.wait(timeout=grace) == 0, process.output()
@@ -414,16 +504,22 @@ def test_sigterm_turns_unready_then_exits_zero(live_rendering: Rendering, server
     process still answers, and the process exits 0 within the grace period the chart computes (less the
     preStop sleep, which runs before the signal)."""
     assert status_or_none(f"{server.base}/v2/health/ready") == 200
+    assert health_status(server.grpc_port) == health_pb2.HealthCheckResponse.SERVING
     pod = live_rendering.deployment()["spec"]["template"]["spec"]
     pre_stop = int(live_rendering.container()["lifecycle"]["preStop"]["exec"]["command"][1])
     started = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
     seen: list[int | None] = []
+    grpc_seen: list[int | None] = []
     while time.monotonic() - started < 1.5:
         seen.append(status_or_none(f"{server.base}/v2/health/ready"))
+        grpc_seen.append(health_status(server.grpc_port, timeout=1))
         time.sleep(0.1)
     assert seen and all(status is None or not 200 <= status < 300 for status in seen), seen
     assert any(status is not None for status in seen), "the server should keep answering during the delay"
+    serving = health_pb2.HealthCheckResponse.SERVING
+    assert grpc_seen and serving not in grpc_seen, f"gRPC health after SIGTERM: {grpc_seen}"
+    assert health_pb2.HealthCheckResponse.NOT_SERVING in grpc_seen, "gRPC should answer NOT_SERVING in the delay"
     assert server.process.wait(timeout=pod["terminationGracePeriodSeconds"] - pre_stop) == 0, server.output()
 
 
