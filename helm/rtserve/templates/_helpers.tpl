@@ -194,3 +194,26 @@ Name of the gRPC-only objects (headless Service, Ingress, GRPCRoute): <fullname>
 {{- define "rtserve.grpcName" -}}
 {{- printf "%s-grpc" (include "rtserve.fullname" . | trunc 58 | trimSuffix "-") }}
 {{- end }}
+
+{{/*
+The startup and readiness check: GET /v2/health/ready, or with probes.grpc the kubelet's own grpc.health.v1 Check
+of the whole server (service ""), which answers SERVING exactly when /v2/health/ready answers 200. A gRPC probe
+takes a port number only and sends no metadata, so health must stay exempt from API keys.
+*/}}
+{{- define "rtserve.readyCheck" -}}
+{{- if .Values.probes.grpc }}
+{{- if not .Values.grpc.enabled }}
+{{- fail "probes.grpc needs grpc.enabled" }}
+{{- end }}
+{{- if and .Values.auth.existingSecret (not .Values.grpc.authExemptHealth) }}
+{{- fail "probes.grpc with auth.existingSecret needs grpc.authExemptHealth: the kubelet's gRPC probe sends no API key" }}
+{{- end -}}
+grpc:
+  port: {{ include "rtserve.grpcPort" . }}
+  service: ""
+{{- else -}}
+httpGet:
+  path: /v2/health/ready
+  port: http
+{{- end }}
+{{- end }}

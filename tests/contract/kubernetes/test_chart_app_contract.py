@@ -363,14 +363,13 @@ def test_grpc_ports_resolve_to_the_grpc_setting(chart_renderings: dict[str, Rend
     assert {resolve_port(container, port["targetPort"]) for port in forwarding} == {grpc_port}
 
 
-def health_status(port: int, timeout: float = 5) -> int | None:
-    """grpc.health.v1.Health/Check of the whole server through grpc's own health client; None when nothing
-    answers (refused, or no HTTP/2 server there)."""
+def health_status(port: int, timeout: float = 5, service: str = "") -> int | None:
+    """grpc.health.v1.Health/Check (of the whole server by default) through grpc's own health client; None when
+    nothing answers (refused, or no HTTP/2 server there)."""
+    request = health_pb2.HealthCheckRequest(service=service)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         try:
-            answer = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=timeout
-            )
+            answer = health_pb2_grpc.HealthStub(channel).Check(request, timeout=timeout)
         except grpc.RpcError as error:
             if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 return None
@@ -407,6 +406,17 @@ def test_grpc_health_serves_on_the_chart_port_once_ready(live_rendering: Renderi
         "SERVING over gRPC", lambda: health_status(server.grpc_port) == health_pb2.HealthCheckResponse.SERVING, 30
     )
     assert listening_ports(server.process.pid) == {server.port, server.grpc_port}
+
+
+def test_native_grpc_probe_passes_on_a_ready_server(chart_renderings: dict[str, Rendering], server: Server) -> None:
+    """probes.grpc (ci/grpc-values): the kubelet checks the service the probe names on the gRPC port; that
+    check, on a ready server with the chart's config, answers SERVING. (Probes do not change the ConfigMap, so the
+    shared server stands for the pod; its gRPC port is moved to a free one as in the other live tests.)"""
+    rendering = chart_renderings["ci/grpc-values"]
+    for probe in ("startupProbe", "readinessProbe"):
+        check = rendering.container()[probe]["grpc"]
+        assert check["port"] == int(rendering.config()["RTSERVE_GRPC_PORT"])
+        assert health_status(server.grpc_port, service=check["service"]) == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_with_grpc_off_nothing_listens_but_http(

@@ -155,13 +155,44 @@ def test_schema_rejects_bad_grpc_values(
         ),
         (["grpc.grpcRoute.enabled=true"], "grpc.grpcRoute.parentRefs is required"),
         (["resources.requests.cpu=null"], "resources.requests.cpu"),
+        (["grpc.enabled=false", "probes.grpc=true"], "probes.grpc needs grpc.enabled"),
+        (
+            ["probes.grpc=true", "auth.existingSecret=keys", "grpc.authExemptHealth=false"],
+            "the kubelet's gRPC probe sends no API key",
+        ),
     ],
-    ids=["headless-off", "ingress-off", "route-off", "host", "tls", "same-host", "parent", "hpa-without-cpu"],
+    ids=[
+        "headless-off",
+        "ingress-off",
+        "route-off",
+        "host",
+        "tls",
+        "same-host",
+        "parent",
+        "hpa-without-cpu",
+        "probe-off",
+        "probe-auth",
+    ],
 )
 def test_inconsistent_values_fail_with_a_message(helm_bin: Path, sets: list[str], complaint: str) -> None:
     args = [arg for value in sets for arg in ("--set", value)]
     result = run([helm_bin, "template", "rtserve", CHART, *MINIMAL, *args])
     assert result.returncode != 0 and complaint in result.stderr, result.stderr
+
+
+def test_grpc_probes_are_optional(chart_renderings: dict[str, Rendering]) -> None:
+    """HTTP probes by default; probes.grpc swaps startup and readiness (never liveness) for the native gRPC
+    probe on the gRPC port."""
+    assert load_one(CHART / "values.yaml")["probes"]["grpc"] is False
+    for scenario in (DEFAULTS, DEV):
+        container = chart_renderings[scenario].container()
+        assert all("httpGet" in container[probe] for probe in ("startupProbe", "readinessProbe", "livenessProbe"))
+    container = chart_renderings[GRPC].container()
+    grpc_port = port_named(container["ports"], "grpc")
+    assert grpc_port is not None
+    for probe in ("startupProbe", "readinessProbe"):
+        assert container[probe]["grpc"] == {"port": grpc_port["containerPort"], "service": ""}
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
 
 
 # --- Headless Service, Ingress, GRPCRoute, NetworkPolicy, ServiceMonitor ---------------------------------------

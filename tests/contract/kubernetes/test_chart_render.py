@@ -221,13 +221,20 @@ def test_extra_config_cannot_shadow_chart_settings(helm_bin: Path) -> None:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_probes_use_the_health_endpoints(chart_renderings: dict[str, Rendering], scenario: str) -> None:
-    container = chart_renderings[scenario].container()
+    rendering = chart_renderings[scenario]
+    container = rendering.container()
     port_names = {port["name"] for port in container["ports"]}
     for probe, path in (
         ("startupProbe", "/v2/health/ready"),
         ("readinessProbe", "/v2/health/ready"),
         ("livenessProbe", "/v2/health/live"),
     ):
+        if probe != "livenessProbe" and merged_values(rendering)["probes"]["grpc"]:
+            # The native gRPC probe: a port number (no names), the whole server's health (service "").
+            assert "httpGet" not in container[probe]
+            grpc_port = int(rendering.config()["RTSERVE_GRPC_PORT"])
+            assert container[probe]["grpc"] == {"port": grpc_port, "service": ""}, probe
+            continue
         http = container[probe]["httpGet"]
         assert http["path"] == path, f"{probe} checks {http['path']}"
         assert http["port"] in port_names, f"{probe} port {http['port']} is not a container port"
