@@ -33,6 +33,7 @@ from apptools import free_port
 from kube_support import (
     CHART,
     K8S,
+    NAMESPACE,
     ROOT,
     Manifest,
     Rendering,
@@ -481,10 +482,18 @@ def run_helm_test(rendering: Rendering, base: str, **overrides: str) -> subproce
 
 
 def test_helm_test_script_passes_against_the_server(live_rendering: Rendering, server: Server) -> None:
-    result = run_helm_test(live_rendering, server.base)
+    service = live_rendering.service()
+    grpc_port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc")
+    assert helm_test_env(live_rendering)["GRPC_TARGET"] == f"{service['metadata']['name']}.{NAMESPACE}.svc:{grpc_port}"
+    grpc_target = f"127.0.0.1:{server.grpc_port}"
+    result = run_helm_test(live_rendering, server.base, GRPC_TARGET=grpc_target)
     assert result.returncode == 0, f"helm test script failed:\n{result.stdout}\n{result.stderr}"
     assert "/v2/health/ready: 200" in result.stdout
     assert f"{helm_test_env(live_rendering)['TEST_MODEL']} version 1 predicted" in result.stdout
+    assert f"{grpc_target} grpc.health.v1 Check: SERVING" in result.stdout
+    # Control: the script fails when nothing serves gRPC at its target.
+    refused = run_helm_test(live_rendering, server.base, GRPC_TARGET=f"127.0.0.1:{free_port()}")
+    assert refused.returncode != 0 and "UNAVAILABLE" in refused.stderr, refused.stderr
 
 
 def test_not_ready_without_models_while_alive(live_rendering: Rendering, workdir: Path) -> None:
@@ -601,9 +610,12 @@ def test_with_api_keys_probes_and_scrapes_answer_and_the_helm_test_sends_a_key(
         # The probes and Prometheus carry no key: readiness and /metrics must answer without one.
         process.wait_for("ready", lambda: status_or_none(f"{process.base}/v2/health/ready") == 200)
         assert http(f"{process.base}/metrics").status == 200
-        passed = run_helm_test(rendering, process.base, API_KEYS_FILE=str(keys))
+        grpc_target = f"127.0.0.1:{process.grpc_port}"
+        passed = run_helm_test(rendering, process.base, API_KEYS_FILE=str(keys), GRPC_TARGET=grpc_target)
         assert passed.returncode == 0, f"helm test script failed:\n{passed.stdout}\n{passed.stderr}"
         assert f"{helm_test_env(rendering)['TEST_MODEL']} version 1 predicted" in passed.stdout
+        # gRPC health needs no key either (grpc.authExemptHealth), as the kubelet's gRPC probe sends none.
+        assert f"{grpc_target} grpc.health.v1 Check: SERVING" in passed.stdout
         # The same script without a key: the server must refuse it.
         refused = run_helm_test(rendering, process.base, API_KEYS_FILE="")
         assert refused.returncode != 0 and "401" in refused.stderr, refused.stderr
