@@ -172,3 +172,48 @@ changes, and the server re-reads the file within a second.
   readOnly: true
 {{- end }}
 
+
+{{/*
+RTSERVE_GRPC_PORT: grpc.port when gRPC is on, "0" (the server's off switch) otherwise. The two ports must differ:
+the server would fail to bind the second.
+*/}}
+{{- define "rtserve.grpcPort" -}}
+{{- if .Values.grpc.enabled }}
+{{- if eq (int64 .Values.grpc.port) (int64 .Values.server.port) }}
+{{- fail (printf "grpc.port and server.port are both %d; gRPC needs a port of its own" (int64 .Values.server.port)) }}
+{{- end }}
+{{- .Values.grpc.port | int64 }}
+{{- else }}
+{{- 0 }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the gRPC-only objects (headless Service, Ingress, GRPCRoute): <fullname>-grpc, 63 characters at most.
+*/}}
+{{- define "rtserve.grpcName" -}}
+{{- printf "%s-grpc" (include "rtserve.fullname" . | trunc 58 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+The startup and readiness check: GET /v2/health/ready, or with probes.grpc the kubelet's own grpc.health.v1 Check
+of the whole server (service ""), which answers SERVING exactly when /v2/health/ready answers 200. A gRPC probe
+takes a port number only and sends no metadata, so health must stay exempt from API keys.
+*/}}
+{{- define "rtserve.readyCheck" -}}
+{{- if .Values.probes.grpc }}
+{{- if not .Values.grpc.enabled }}
+{{- fail "probes.grpc needs grpc.enabled" }}
+{{- end }}
+{{- if and .Values.auth.existingSecret (not .Values.grpc.authExemptHealth) }}
+{{- fail "probes.grpc with auth.existingSecret needs grpc.authExemptHealth: the kubelet's gRPC probe sends no API key" }}
+{{- end -}}
+grpc:
+  port: {{ include "rtserve.grpcPort" . }}
+  service: ""
+{{- else -}}
+httpGet:
+  path: /v2/health/ready
+  port: http
+{{- end }}
+{{- end }}

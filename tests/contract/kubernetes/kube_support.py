@@ -120,6 +120,13 @@ class Rendering:
     def deployment(self) -> Manifest:
         return self.one("Deployment")
 
+    def service(self) -> Manifest:
+        """The server's Service (named like the Deployment); the gRPC headless Service is `<name>-grpc`."""
+        name = self.deployment()["metadata"]["name"]
+        found = [s for s in self.of_kind("Service") if s["metadata"]["name"] == name]
+        assert len(found) == 1, f"{self.name}: expected one Service named {name}"
+        return found[0]
+
     def container(self) -> Manifest:
         containers: list[Manifest] = self.deployment()["spec"]["template"]["spec"]["containers"]
         return next(c for c in containers if c["name"] == "rtserve")
@@ -146,6 +153,34 @@ def helm_template(
     command += list(extra)
     text = run_ok(command)
     return Rendering(name=name, values_files=files, text=text, objects=load_all(text))
+
+
+# --- Values ----------------------------------------------------------------------------------------------------
+
+
+def merged_values(rendering: Rendering) -> dict[str, Any]:
+    """values.yaml overlaid with the scenario's values files (maps merge, everything else replaces)."""
+
+    def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+        out = dict(base)
+        for key, value in over.items():
+            out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        return out
+
+    values: dict[str, Any] = load_one(CHART / "values.yaml")
+    for path in rendering.values_files:
+        values = merge(values, load_one(path) or {})
+    return values
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def nginx_size_bytes(size: str) -> int:
+    match = re.fullmatch(r"(\d+)([kKmMgG]?)", size)
+    assert match, f"not an nginx size: {size!r}"
+    return int(match.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[match.group(2).lower()]
 
 
 def scenario_files() -> list[Path]:

@@ -1,7 +1,9 @@
 """The chart and the app agree: every RTSERVE_* variable the chart (or the image, or k8s/) sets is a Settings
 field that accepts the value; every metric the dashboard, the alerts and the adapter rules name is defined in
 service/observability/metrics.py and exported by a running server; the probe paths and ports answer as the chart
-expects; the `helm test` script passes against a real server; SIGTERM turns the server unready and it exits 0 in time.
+expects; the gRPC port the chart opens is the one the server listens on, and grpc.health.v1 answers SERVING only when
+ready (nothing listens with gRPC off); the `helm test` script passes against a real server; SIGTERM turns the server
+unready (HTTP and gRPC health) and it exits 0 in time.
 
 The live tests start the real server (`rtserve serve`) on loopback with the environment the chart's ConfigMap
 gives it (k8s/values-dev.yaml), on the demo model written by `rtserve demo-model`."""
@@ -21,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -29,6 +33,7 @@ from apptools import free_port
 from kube_support import (
     CHART,
     K8S,
+    NAMESPACE,
     ROOT,
     Manifest,
     Rendering,
@@ -47,6 +52,7 @@ from service.settings import Settings
 
 SCENARIOS = [scenario_name(path) for path in scenario_files()]
 LIVE_SCENARIO = "k8s/values-dev"
+GRPC_OFF_SCENARIO = "ci/grpc-off-values"
 SETTINGS_ENV = settings_env_names(Settings)
 READY_TIMEOUT_S = 240.0
 
@@ -237,13 +243,15 @@ class Server:
             )
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        # Like the HTTP port, the chart's gRPC port moves to a free one on loopback; "0" (gRPC off) stays off.
+        self.grpc_port = 0 if env.get("RTSERVE_GRPC_PORT") == "0" else free_port()
         self.log = workdir / f"server-{self.port}.log"
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("RTSERVE_")},
             **env,
             "RTSERVE_HOST": "127.0.0.1",
             "RTSERVE_PORT": str(self.port),
-            "RTSERVE_GRPC_PORT": str(free_port()),
+            "RTSERVE_GRPC_PORT": str(self.grpc_port),
             "RTSERVE_CACHE_DIR": str(workdir / f"cache-{self.port}"),
             "RTSERVE_REPOSITORY": str(repository),
         }
@@ -332,10 +340,100 @@ def resolve_port(container: Manifest, port: int | str) -> int:
 def test_probe_ports_are_the_server_port(live_rendering: Rendering) -> None:
     container = live_rendering.container()
     config = live_rendering.config()
-    service = live_rendering.one("Service")["spec"]["ports"][0]
+    service = live_rendering.service()["spec"]["ports"][0]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert resolve_port(container, container[probe]["httpGet"]["port"]) == int(config["RTSERVE_PORT"])
     assert resolve_port(container, service["targetPort"]) == int(config["RTSERVE_PORT"])
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_grpc_ports_resolve_to_the_grpc_setting(chart_renderings: dict[str, Rendering], scenario: str) -> None:
+    """The container's gRPC port is RTSERVE_GRPC_PORT, and every Service port that forwards gRPC lands on it."""
+    rendering = chart_renderings[scenario]
+    container = rendering.container()
+    grpc_port = int(rendering.config()["RTSERVE_GRPC_PORT"])
+    named = {p["name"]: p["containerPort"] for p in container["ports"]}
+    if grpc_port == 0:
+        assert "grpc" not in named and set(named.values()) == {int(rendering.config()["RTSERVE_PORT"])}
+        return
+    assert named["grpc"] == grpc_port
+    forwarding = [
+        port for service in rendering.of_kind("Service") for port in service["spec"]["ports"] if port["name"] == "grpc"
+    ]
+    assert forwarding, "no Service forwards gRPC"
+    assert {resolve_port(container, port["targetPort"]) for port in forwarding} == {grpc_port}
+
+
+def health_status(port: int, timeout: float = 5, service: str = "") -> int | None:
+    """grpc.health.v1.Health/Check (of the whole server by default) through grpc's own health client; None when
+    nothing answers (refused, or no HTTP/2 server there)."""
+    request = health_pb2.HealthCheckRequest(service=service)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(request, timeout=timeout)
+        except grpc.RpcError as error:
+            if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                return None
+            raise
+    status: int = answer.status
+    return status
+
+
+def listening_ports(pid: int) -> set[int]:
+    """TCP ports the process listens on: its socket inodes (/proc/<pid>/fd) matched against the LISTEN rows of
+    /proc/net/tcp and tcp6 (Linux only, as the tests' server)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = str(fd.readlink())
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text(encoding="ascii").splitlines()[1:]:
+            fields = row.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: TCP_LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_grpc_health_serves_on_the_chart_port_once_ready(live_rendering: Rendering, server: Server) -> None:
+    """The server started with the chart's ConfigMap listens on exactly the HTTP and gRPC ports the chart opens
+    (moved to free loopback ports), and grpc.health.v1 answers SERVING once /v2/health/ready does."""
+    assert int(live_rendering.config()["RTSERVE_GRPC_PORT"]) == resolve_port(live_rendering.container(), "grpc")
+    server.wait_for(
+        "SERVING over gRPC", lambda: health_status(server.grpc_port) == health_pb2.HealthCheckResponse.SERVING, 30
+    )
+    assert listening_ports(server.process.pid) == {server.port, server.grpc_port}
+
+
+def test_native_grpc_probe_passes_on_a_ready_server(chart_renderings: dict[str, Rendering], server: Server) -> None:
+    """probes.grpc (ci/grpc-values): the kubelet checks the service the probe names on the gRPC port; that
+    check, on a ready server with the chart's config, answers SERVING. (Probes do not change the ConfigMap, so the
+    shared server stands for the pod; its gRPC port is moved to a free one as in the other live tests.)"""
+    rendering = chart_renderings["ci/grpc-values"]
+    for probe in ("startupProbe", "readinessProbe"):
+        check = rendering.container()[probe]["grpc"]
+        assert check["port"] == int(rendering.config()["RTSERVE_GRPC_PORT"])
+        assert health_status(server.grpc_port, service=check["service"]) == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_with_grpc_off_nothing_listens_but_http(
+    chart_renderings: dict[str, Rendering], demo_repository: Path, workdir: Path
+) -> None:
+    rendering = chart_renderings[GRPC_OFF_SCENARIO]
+    config = dict(rendering.config())
+    assert config["RTSERVE_GRPC_PORT"] == "0"
+    process = Server(demo_repository, config, workdir)
+    try:
+        process.wait_for("ready", lambda: status_or_none(f"{process.base}/v2/health/ready") == 200)
+        assert process.env["RTSERVE_GRPC_PORT"] == "0"
+        assert listening_ports(process.process.pid) == {process.port}
+        assert "gRPC listening" not in process.output()
+    finally:
+        process.stop()
 
 
 def test_probe_paths_answer_200_on_a_ready_server(live_rendering: Rendering, server: Server) -> None:
@@ -384,10 +482,18 @@ def run_helm_test(rendering: Rendering, base: str, **overrides: str) -> subproce
 
 
 def test_helm_test_script_passes_against_the_server(live_rendering: Rendering, server: Server) -> None:
-    result = run_helm_test(live_rendering, server.base)
+    service = live_rendering.service()
+    grpc_port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc")
+    assert helm_test_env(live_rendering)["GRPC_TARGET"] == f"{service['metadata']['name']}.{NAMESPACE}.svc:{grpc_port}"
+    grpc_target = f"127.0.0.1:{server.grpc_port}"
+    result = run_helm_test(live_rendering, server.base, GRPC_TARGET=grpc_target)
     assert result.returncode == 0, f"helm test script failed:\n{result.stdout}\n{result.stderr}"
     assert "/v2/health/ready: 200" in result.stdout
     assert f"{helm_test_env(live_rendering)['TEST_MODEL']} version 1 predicted" in result.stdout
+    assert f"{grpc_target} grpc.health.v1 Check: SERVING" in result.stdout
+    # Control: the script fails when nothing serves gRPC at its target.
+    refused = run_helm_test(live_rendering, server.base, GRPC_TARGET=f"127.0.0.1:{free_port()}")
+    assert refused.returncode != 0 and "UNAVAILABLE" in refused.stderr, refused.stderr
 
 
 def test_not_ready_without_models_while_alive(live_rendering: Rendering, workdir: Path) -> None:
@@ -402,6 +508,9 @@ def test_not_ready_without_models_while_alive(live_rendering: Rendering, workdir
             status = status_or_none(f"{process.base}/v2/health/ready")
             assert status is not None and not 200 <= status < 300, f"ready answered {status} with no model"
             time.sleep(0.25)
+        # gRPC health says the same: up and answering, NOT_SERVING.
+        process.wait_for("answering gRPC health", lambda: health_status(process.grpc_port) is not None, 30)
+        assert health_status(process.grpc_port) == health_pb2.HealthCheckResponse.NOT_SERVING
         grace = live_rendering.deployment()["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         process.process.send_signal(signal.SIGTERM)
         assert process.process.wait(timeout=grace) == 0, process.output()
@@ -414,16 +523,22 @@ def test_sigterm_turns_unready_then_exits_zero(live_rendering: Rendering, server
     process still answers, and the process exits 0 within the grace period the chart computes (less the
     preStop sleep, which runs before the signal)."""
     assert status_or_none(f"{server.base}/v2/health/ready") == 200
+    assert health_status(server.grpc_port) == health_pb2.HealthCheckResponse.SERVING
     pod = live_rendering.deployment()["spec"]["template"]["spec"]
     pre_stop = int(live_rendering.container()["lifecycle"]["preStop"]["exec"]["command"][1])
     started = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
     seen: list[int | None] = []
+    grpc_seen: list[int | None] = []
     while time.monotonic() - started < 1.5:
         seen.append(status_or_none(f"{server.base}/v2/health/ready"))
+        grpc_seen.append(health_status(server.grpc_port, timeout=1))
         time.sleep(0.1)
     assert seen and all(status is None or not 200 <= status < 300 for status in seen), seen
     assert any(status is not None for status in seen), "the server should keep answering during the delay"
+    serving = health_pb2.HealthCheckResponse.SERVING
+    assert grpc_seen and serving not in grpc_seen, f"gRPC health after SIGTERM: {grpc_seen}"
+    assert health_pb2.HealthCheckResponse.NOT_SERVING in grpc_seen, "gRPC should answer NOT_SERVING in the delay"
     assert server.process.wait(timeout=pod["terminationGracePeriodSeconds"] - pre_stop) == 0, server.output()
 
 
@@ -495,9 +610,12 @@ def test_with_api_keys_probes_and_scrapes_answer_and_the_helm_test_sends_a_key(
         # The probes and Prometheus carry no key: readiness and /metrics must answer without one.
         process.wait_for("ready", lambda: status_or_none(f"{process.base}/v2/health/ready") == 200)
         assert http(f"{process.base}/metrics").status == 200
-        passed = run_helm_test(rendering, process.base, API_KEYS_FILE=str(keys))
+        grpc_target = f"127.0.0.1:{process.grpc_port}"
+        passed = run_helm_test(rendering, process.base, API_KEYS_FILE=str(keys), GRPC_TARGET=grpc_target)
         assert passed.returncode == 0, f"helm test script failed:\n{passed.stdout}\n{passed.stderr}"
         assert f"{helm_test_env(rendering)['TEST_MODEL']} version 1 predicted" in passed.stdout
+        # gRPC health needs no key either (grpc.authExemptHealth), as the kubelet's gRPC probe sends none.
+        assert f"{grpc_target} grpc.health.v1 Check: SERVING" in passed.stdout
         # The same script without a key: the server must refuse it.
         refused = run_helm_test(rendering, process.base, API_KEYS_FILE="")
         assert refused.returncode != 0 and "401" in refused.stderr, refused.stderr

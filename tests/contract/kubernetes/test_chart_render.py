@@ -20,11 +20,14 @@ from kube_support import (
     Rendering,
     helm_template,
     load_one,
+    merged_values,
+    nginx_size_bytes,
     restricted_violations,
     run,
     run_ok,
     scenario_files,
     scenario_name,
+    selects,
 )
 
 SCENARIOS = [scenario_name(path) for path in scenario_files()]
@@ -32,23 +35,10 @@ DEFAULTS = "ci/default-values"
 AUTOSCALING = "ci/autoscaling-values"
 INGRESS = "ci/ingress-netpol-values"
 MONITORING = "ci/monitoring-values"
+GRPC = "ci/grpc-values"
+GRPC_OFF = "ci/grpc-off-values"
 DEV = "k8s/values-dev"
 MINIMAL = ["--set", "repository.uri=s3://models"]
-
-
-def merged_values(rendering: Rendering) -> dict[str, Any]:
-    """values.yaml overlaid with the scenario's values files (maps merge, everything else replaces)."""
-
-    def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-        out = dict(base)
-        for key, value in over.items():
-            out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-        return out
-
-    values: dict[str, Any] = load_one(CHART / "values.yaml")
-    for path in rendering.values_files:
-        values = merge(values, load_one(path) or {})
-    return values
 
 
 def pod_specs(rendering: Rendering) -> list[tuple[str, Manifest, Manifest]]:
@@ -59,16 +49,6 @@ def pod_specs(rendering: Rendering) -> list[tuple[str, Manifest, Manifest]]:
         ("Deployment", deployment["metadata"], deployment["spec"]),
         ("test pod", test_pod["metadata"], test_pod["spec"]),
     ]
-
-
-def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
-    return all(labels.get(key) == value for key, value in selector.items())
-
-
-def nginx_size_bytes(size: str) -> int:
-    match = re.fullmatch(r"(\d+)([kKmMgG]?)", size)
-    assert match, f"not an nginx size: {size!r}"
-    return int(match.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[match.group(2).lower()]
 
 
 # --- helm lint and template -----------------------------------------------------------------------------------
@@ -84,7 +64,14 @@ def test_helm_lint_strict(helm_bin: Path, values_file: Path) -> None:
 
 def test_ci_scenarios_exist() -> None:
     names = {path.stem for path in (CHART / "ci").glob("*.yaml")}
-    assert {"default-values", "autoscaling-values", "ingress-netpol-values", "monitoring-values"} <= names
+    assert {
+        "default-values",
+        "autoscaling-values",
+        "ingress-netpol-values",
+        "monitoring-values",
+        "grpc-values",
+        "grpc-off-values",
+    } <= names
 
 
 @pytest.mark.parametrize(
@@ -92,13 +79,16 @@ def test_ci_scenarios_exist() -> None:
     [
         (
             DEFAULTS,
-            {"ServiceAccount", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget", "Pod"},
-            {"HorizontalPodAutoscaler", "Ingress", "NetworkPolicy", "ServiceMonitor", "PrometheusRule"},
+            {"ServiceAccount", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget", "Pod"}
+            | {"HorizontalPodAutoscaler"},
+            {"Ingress", "NetworkPolicy", "ServiceMonitor", "PrometheusRule", "GRPCRoute"},
         ),
         (AUTOSCALING, {"HorizontalPodAutoscaler", "PodDisruptionBudget"}, {"Ingress", "ServiceMonitor"}),
-        (INGRESS, {"Ingress", "NetworkPolicy"}, {"ServiceAccount", "HorizontalPodAutoscaler"}),
+        (INGRESS, {"Ingress", "NetworkPolicy", "HorizontalPodAutoscaler"}, {"ServiceAccount", "GRPCRoute"}),
         (MONITORING, {"ServiceMonitor", "PrometheusRule"}, {"Ingress", "NetworkPolicy"}),
         (DEV, {"HorizontalPodAutoscaler", "Ingress", "NetworkPolicy"}, {"ServiceMonitor", "PrometheusRule"}),
+        (GRPC, {"Ingress", "GRPCRoute", "NetworkPolicy", "ServiceMonitor"}, {"PrometheusRule"}),
+        (GRPC_OFF, {"Service", "NetworkPolicy"}, {"HorizontalPodAutoscaler", "Ingress", "GRPCRoute"}),
     ],
 )
 def test_scenario_renders_its_objects(
@@ -231,13 +221,20 @@ def test_extra_config_cannot_shadow_chart_settings(helm_bin: Path) -> None:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_probes_use_the_health_endpoints(chart_renderings: dict[str, Rendering], scenario: str) -> None:
-    container = chart_renderings[scenario].container()
+    rendering = chart_renderings[scenario]
+    container = rendering.container()
     port_names = {port["name"] for port in container["ports"]}
     for probe, path in (
         ("startupProbe", "/v2/health/ready"),
         ("readinessProbe", "/v2/health/ready"),
         ("livenessProbe", "/v2/health/live"),
     ):
+        if probe != "livenessProbe" and merged_values(rendering)["probes"]["grpc"]:
+            # The native gRPC probe: a port number (no names), the whole server's health (service "").
+            assert "httpGet" not in container[probe]
+            grpc_port = int(rendering.config()["RTSERVE_GRPC_PORT"])
+            assert container[probe]["grpc"] == {"port": grpc_port, "service": ""}, probe
+            continue
         http = container[probe]["httpGet"]
         assert http["path"] == path, f"{probe} checks {http['path']}"
         assert http["port"] in port_names, f"{probe} port {http['port']} is not a container port"
@@ -395,7 +392,10 @@ def test_tensorflow_threads_explicit_and_unset(helm_bin: Path, chart_renderings:
     config = chart_renderings[MONITORING].config()
     assert config["RTSERVE_TENSORFLOW__INTRA_OP_THREADS"] == "4"
     assert config["RTSERVE_TENSORFLOW__INTER_OP_THREADS"] == "2"
-    unset = helm_template(helm_bin, [], *MINIMAL, "--set", "resources.requests.cpu=null").config()
+    # Without a CPU request the HPA (on CPU utilization) cannot work, so it is off here.
+    unset = helm_template(
+        helm_bin, [], *MINIMAL, "--set", "resources.requests.cpu=null", "--set", "autoscaling.enabled=false"
+    ).config()
     assert "RTSERVE_TENSORFLOW__INTRA_OP_THREADS" not in unset, "no request: the server sizes from its cgroup"
 
 
@@ -414,7 +414,7 @@ def test_onednn_is_tensorflows_default_unless_turned_off(chart_renderings: dict[
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_service_selects_only_the_server_pods(chart_renderings: dict[str, Rendering], scenario: str) -> None:
     rendering = chart_renderings[scenario]
-    service = rendering.one("Service")
+    service = rendering.service()
     labels = rendering.deployment()["spec"]["template"]["metadata"]["labels"]
     assert selects(service["spec"]["selector"], labels)
     assert selects(rendering.deployment()["spec"]["selector"]["matchLabels"], labels)
@@ -481,7 +481,7 @@ def test_ingress_body_limit_matches_the_server(
         assert nginx_size_bytes(annotations[key]) == limit, f"{key}={annotations[key]} but the server takes {limit}"
     assert ingress["spec"]["ingressClassName"] == merged_values(rendering)["ingress"]["className"]
     backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
-    assert backend == {"name": rendering.one("Service")["metadata"]["name"], "port": {"name": "http"}}
+    assert backend == {"name": rendering.service()["metadata"]["name"], "port": {"name": "http"}}
 
 
 def test_ingress_class_is_configurable(helm_bin: Path) -> None:
@@ -499,7 +499,8 @@ def test_network_policy_guards_the_server(chart_renderings: dict[str, Rendering]
     assert selects(policy["podSelector"]["matchLabels"], labels)
     assert not selects(policy["podSelector"]["matchLabels"], rendering.test_pod()["metadata"]["labels"])
     assert "Ingress" in policy["policyTypes"]
-    assert [port["port"] for port in policy["ingress"][0]["ports"]] == ["http"]
+    grpc = ["grpc"] if merged_values(rendering)["grpc"]["enabled"] else []
+    assert [port["port"] for port in policy["ingress"][0]["ports"]] == ["http", *grpc]
     peers = policy["ingress"][0]["from"]
     assert {"podSelector": {}} in peers, "the release namespace (helm test, Prometheus) must reach the server"
     if "Egress" in policy["policyTypes"]:
@@ -525,7 +526,7 @@ def test_network_policy_without_peers_denies_all(helm_bin: Path) -> None:
 def test_prometheus_operator_objects(chart_renderings: dict[str, Rendering]) -> None:
     rendering = chart_renderings[MONITORING]
     monitor = rendering.one("ServiceMonitor")
-    service = rendering.one("Service")
+    service = rendering.service()
     assert selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
     assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
@@ -570,7 +571,7 @@ def test_helm_test_pod_targets_the_service(chart_renderings: dict[str, Rendering
     pod = rendering.test_pod()
     assert pod["spec"]["restartPolicy"] == "Never"
     env = {item["name"]: item["value"] for item in pod["spec"]["containers"][0]["env"]}
-    service = rendering.one("Service")
+    service = rendering.service()
     expected = f"http://{service['metadata']['name']}.{NAMESPACE}.svc:{service['spec']['ports'][0]['port']}"
     assert env["TARGET_URL"] == expected
     assert pod["spec"]["containers"][0]["image"] == rendering.container()["image"]

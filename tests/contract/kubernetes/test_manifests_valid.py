@@ -1,5 +1,6 @@
 """Every rendered object is valid Kubernetes for every version the chart claims (kubernetes-validate, strict),
-prometheus-operator objects match their CRD schemas from ../shared, and skaffold.yaml matches its schema."""
+custom resources (prometheus-operator's, the Gateway API's GRPCRoute) match their CRD schemas from ../shared, and
+skaffold.yaml matches its schema."""
 
 from __future__ import annotations
 
@@ -38,6 +39,12 @@ except ImportError:  # pragma: no cover - reported by the fixture below
 CRD_DIR = SHARED / "schemas" / "crds"
 SKAFFOLD_SCHEMA = SHARED / "schemas" / "skaffold-v4beta14.json"
 SCENARIOS = [scenario_name(path) for path in scenario_files()]
+# API groups of custom resources: validated against their CRDs, not by kubernetes-validate.
+CUSTOM_GROUPS = ("monitoring.coreos.com/", "gateway.networking.k8s.io/")
+
+
+def is_custom(obj: Manifest) -> bool:
+    return str(obj["apiVersion"]).startswith(CUSTOM_GROUPS)
 
 
 def claimed_versions() -> list[str]:
@@ -64,7 +71,7 @@ def validation_problems(objects: list[Manifest], versions: list[str]) -> list[st
     assert kubernetes_validate is not None
     problems: list[str] = []
     for obj in objects:
-        if obj["apiVersion"].startswith("monitoring.coreos.com/"):
+        if is_custom(obj):
             continue  # custom resources: validated against their CRDs below
         for version in versions:
             try:
@@ -192,8 +199,8 @@ def crds_present() -> None:
 
 @pytest.mark.usefixtures("crds_present")
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_prometheus_operator_objects_match_their_crds(chart_renderings: dict[str, Rendering], scenario: str) -> None:
-    custom = [o for o in chart_renderings[scenario].objects if o["apiVersion"].startswith("monitoring.coreos.com/")]
+def test_custom_resources_match_their_crds(chart_renderings: dict[str, Rendering], scenario: str) -> None:
+    custom = [o for o in chart_renderings[scenario].objects if is_custom(o)]
     problems = [problem for obj in custom for problem in crd_problems(obj)]
     assert problems == [], "\n".join(problems)
 
@@ -215,6 +222,27 @@ def test_crd_validation_catches_a_misspelled_field(chart_renderings: dict[str, R
     rule = copy.deepcopy(chart_renderings["ci/monitoring-values"].one("PrometheusRule"))
     rule["spec"]["groups"][0]["rules"][0]["for"] = 10
     assert crd_problems(rule), "a wrongly typed PrometheusRule field was accepted"
+
+
+@pytest.mark.usefixtures("crds_present")
+def test_grpc_scenario_has_a_grpc_route(chart_renderings: dict[str, Rendering]) -> None:
+    routes = chart_renderings["ci/grpc-values"].of_kind("GRPCRoute")
+    assert [route["apiVersion"] for route in routes] == ["gateway.networking.k8s.io/v1"]
+    assert ("gateway.networking.k8s.io/v1", "GRPCRoute") in crd_schemas()
+    everything = [obj for rendering in chart_renderings.values() for obj in rendering.objects]
+    assert {o["kind"] for o in everything if is_custom(o)} == {"ServiceMonitor", "PrometheusRule", "GRPCRoute"}
+
+
+@pytest.mark.usefixtures("crds_present")
+def test_crd_validation_catches_a_bad_grpc_route(chart_renderings: dict[str, Rendering]) -> None:
+    """Control: the GRPCRoute schema refuses a misspelled field and a backend port of the wrong type."""
+    route = chart_renderings["ci/grpc-values"].one("GRPCRoute")
+    misspelled = copy.deepcopy(route)
+    misspelled["spec"]["rules"][0]["backendRef"] = misspelled["spec"]["rules"][0].pop("backendRefs")
+    assert crd_problems(misspelled), "an unknown GRPCRoute field was accepted"
+    named_port = copy.deepcopy(route)
+    named_port["spec"]["rules"][0]["backendRefs"][0]["port"] = "grpc"
+    assert crd_problems(named_port), "a named backend port was accepted (GRPCRoute wants a number)"
 
 
 # --- skaffold -------------------------------------------------------------------------------------------------
