@@ -59,11 +59,12 @@ ENV PATH=/opt/rtserve/bin:$PATH \
     HOME=/tmp \
     RTSERVE_HOST=0.0.0.0 \
     RTSERVE_PORT=8080 \
+    RTSERVE_GRPC_PORT=8081 \
     RTSERVE_CACHE_DIR=/var/cache/rtserve
 
 USER 10001:10001
 WORKDIR /tmp
-EXPOSE 8080
+EXPOSE 8080 8081
 
 # For plain `docker run`; Kubernetes ignores it and uses the chart's probes.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=120s --retries=3 \

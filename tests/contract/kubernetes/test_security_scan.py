@@ -159,9 +159,10 @@ def test_final_stage_runs_rtserve_as_a_numeric_user() -> None:
     assert ("ENTRYPOINT", '["rtserve"]') in final
     assert ("CMD", '["serve"]') in final
     exposed = [args for instruction, args in final if instruction == "EXPOSE"]
-    assert exposed == [str(values["server"]["port"])]
+    assert exposed == [f"{values['server']['port']} {values['grpc']['port']}"], "REST and gRPC, as the chart"
     env = " ".join(args for instruction, args in final if instruction == "ENV")
     assert "RTSERVE_CACHE_DIR=/var/cache/rtserve" in env
+    assert f"RTSERVE_GRPC_PORT={values['grpc']['port']}" in env
 
 
 def test_dockerignore_sends_only_what_the_build_copies() -> None:
