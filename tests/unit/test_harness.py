@@ -14,14 +14,8 @@ from prometheus_client import CollectorRegistry
 
 from fakes import FakeLoader, FakeServable, write_fake_version
 from service.errors import Code, DeadlineExceeded
-from service.manager.harness import (
-    Backoff,
-    LoadAttempt,
-    LoadedVersion,
-    LoadSteps,
-    VersionHarness,
-    VersionStatus,
-)
+from service.manager import LoadedVersion, VersionStatus
+from service.manager.harness import Backoff, LoadAttempt, LoadSteps, VersionHarness
 from service.observability.metrics import STATES, Metrics
 from service.repository.base import ProgressCallback, VersionListing
 from service.repository.local import LocalRepository
