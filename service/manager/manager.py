@@ -37,6 +37,7 @@ from service.manager.routing import (
 )
 from service.manager.source import (
     MODEL_CONFIG_LIST,
+    Completeness,
     ModelList,
     ModelOrigin,
     ModelSetError,
@@ -103,8 +104,7 @@ class _Job:
 class _ModelRecord:
     origin: ModelOrigin  # where the versions are listed from, the version policy, the model set's labels
     versions: dict[int, VersionHarness] = field(default_factory=dict)
-    # Fingerprints seen at the previous poll: a version without a manifest is complete once it repeats.
-    previous_listing: dict[int, tuple[tuple[str, int, str], ...]] = field(default_factory=dict)
+    completeness: Completeness = field(default_factory=Completeness)  # which listed versions are complete
     listings: dict[int, VersionListing] = field(default_factory=dict)
     complete: set[int] = field(default_factory=set)
     serving: ServingConfig = field(default_factory=ServingConfig)
@@ -286,7 +286,7 @@ class ModelManager:
     def _moved(self, name: str, record: _ModelRecord) -> None:
         """A kept model's base path changed: what is loaded serves until its reload from the new place is up."""
         log.info("model %s: base path is now %s, reloading its versions from there", name, record.origin.base_path)
-        record.listings, record.complete, record.previous_listing = {}, set(), {}
+        record.listings, record.complete, record.completeness = {}, set(), Completeness()
         for version, entry in list(record.versions.items()):
             if entry.loaded is not None:
                 entry.moved()
@@ -423,7 +423,7 @@ class ModelManager:
                 return None  # the model set moved or dropped it while listing: the next poll lists the new place
             record = self._records.setdefault(name, _ModelRecord(current))
             record.listings = listings
-            record.complete = self._complete_versions(record, listings)
+            record.complete = record.completeness.update(listings)
             record.serving = self._read_serving_config(name, record, data)
             wanted = self._wanted(name, record)
             for version in wanted:  # START until its load begins: readiness waits for it
@@ -526,16 +526,6 @@ class ModelManager:
         snapshot = self._snapshot.get(name)
         served = snapshot.route.version_at(self._wall_clock()) if snapshot is not None else None
         return replace(config, previous_default=served)
-
-    @staticmethod
-    def _complete_versions(record: _ModelRecord, listings: Mapping[int, VersionListing]) -> set[int]:
-        complete = set()
-        for version, listing in listings.items():
-            stable = record.previous_listing.get(version) == listing.fingerprint()
-            if listing.has_manifest or (stable and listing.files):
-                complete.add(version)
-        record.previous_listing = {v: listing.fingerprint() for v, listing in listings.items()}
-        return complete
 
     # -- one model's job ------------------------------------------------------------------------------------
 
