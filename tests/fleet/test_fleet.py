@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from fleet_support import (
     CHECK_FALL,
@@ -169,24 +170,39 @@ def test_corrupt_and_half_uploaded_versions_never_serve(
 # -- overload -------------------------------------------------------------------------------------------------
 
 
-def test_overload_answers_fast_503_with_bounded_memory(healthy_fleet: Fleet, report: dict[str, Any]) -> None:
+def slow_counts(fleet: Fleet) -> tuple[float, float]:
+    """Across the replicas: requests of `slow` that entered a queue and ran, and those that left one without running."""
+    ran = dropped = 0.0
+    for replica in fleet.replicas:
+        for family in text_string_to_metric_families(httpx.get(replica.url + "/metrics").text):
+            for sample in family.samples:
+                if sample.labels.get("model_name") != "slow":
+                    continue
+                if sample.name == "rtserve_queue_wait_seconds_count":
+                    ran += sample.value
+                elif sample.name == "rtserve_requests_dropped_total":
+                    dropped += sample.value
+    return ran, dropped
+
+
+def test_overload_answers_503_at_once_and_keeps_serving(healthy_fleet: Fleet, report: dict[str, Any]) -> None:
+    """Past capacity, requests are refused at admission with 503 and Retry-After, never queued; nothing else is
+    lost and every replica serves normally right after. How fast and at what memory cost: bench/overload.py."""
     fleet = healthy_fleet
-    baseline = {r.name: r.rss_bytes() for r in fleet.replicas}
     rows = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
-    with sampled(lambda: max(r.rss_bytes() - baseline[r.name] for r in fleet.replicas)) as growth:  # noqa: SIM117
-        with Load(fleet.url, SLOW_PREDICT, rows, clients=OVERLOAD_CLIENTS, max_seconds=30) as load:
-            time.sleep(6)
+    ran_before, dropped_before = slow_counts(fleet)
+    with Load(fleet.url, SLOW_PREDICT, rows, clients=OVERLOAD_CLIENTS, max_seconds=30) as load:
+        load.wait_for(1000, timeout_s=30)
     samples = load.samples
     refused = [s for s in samples if s.status == 503]
     served = [s for s in samples if s.status == 200]
     assert {s.status for s in samples} <= {200, 503}, summarize(samples)
     assert refused and served, "the load did not exceed capacity; raise the clients"
     assert all(s.retry_after == "1" for s in refused)
-    refused_stats, served_stats = summarize(refused), summarize(served)
-    # Refused at once, not after queueing: measured at the client, on two cores the machine saturates.
-    assert refused_stats["p50_ms"] < served_stats["p50_ms"] / 3, (refused_stats, served_stats)
-    assert refused_stats["p99_ms"] < 1000, refused_stats
-    assert max(growth) < 150 * 2**20, f"RSS grew by {max(growth) / 2**20:.0f} MiB under overload"
+    # At once: a refused request never entered a queue. Every request that did ran (none was dropped from one),
+    # so the queues saw exactly the answered ones.
+    ran, dropped = slow_counts(fleet)
+    assert (ran - ran_before, dropped - dropped_before) == (len(served), 0), (len(served), len(refused))
     assert all(r.alive for r in fleet.replicas)
     # Normal service right after: sequential requests all answered, by every replica.
     with Load(fleet.url, SLOW_PREDICT, rows, clients=1, max_requests=30) as after:
@@ -196,9 +212,8 @@ def test_overload_answers_fast_503_with_bounded_memory(healthy_fleet: Fleet, rep
     assert {s.backend for s in after_samples} == {r.name for r in fleet.replicas}
     report["overload"] = {
         **summarize(samples),
-        "refused_503": refused_stats,
-        "served_200": served_stats,
-        "max_rss_growth_mib": round(max(growth) / 2**20, 1),
+        "refused_503": len(refused),
+        "served_200": len(served),
         "after": summarize(after_samples),
     }
 
