@@ -1,8 +1,9 @@
-"""Model lifecycle: poll the repository, apply each model's version policy, load, warm up, swap, unload.
+"""The manager: apply a model set, poll its source, reconcile each model (what to load, what to unload), publish.
 
-One poll thread lists the repository and decides; each model's loads and unloads run on a job thread of its
-own, and a watchdog fails loads that pass RTSERVE_LOAD_TIMEOUT_S. Request handlers only read ``snapshot()``, an
-immutable mapping replaced whole (under the manager's lock) after every change, so the hot path never locks.
+One poll thread lists the repository (through the source, source.py) and decides; each model's loads and unloads
+run on a job thread of its own, each version carried through its states by its harness (harness.py), and a
+watchdog fails loads that pass RTSERVE_LOAD_TIMEOUT_S. Request handlers only read ``snapshot()``, an immutable
+mapping replaced whole (under the manager's lock) after every change, so the hot path never locks.
 """
 
 from __future__ import annotations

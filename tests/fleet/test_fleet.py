@@ -34,12 +34,7 @@ from service.repository.base import SERVING_CONFIG_NAME
 SLOW_PREDICT = "/v1/models/slow:predict"
 # Far more requests in flight than the fleet holds: 3 replicas x (4 queued + 4 in a model call) of `slow`.
 OVERLOAD_CLIENTS = 32
-# The disagreement window the rollout test allows: request latency (a stall of a few hundred ms while a replica
-# unloads a version included) and sampling gaps, far below a poll interval.
-WINDOW_S = 0.5
 ACTIVATE_IN_S = 2.5 * POLL_INTERVAL_S  # every replica reads serving.json before its moment comes
-
-assert POLL_INTERVAL_S >= 4 * WINDOW_S
 
 
 def cli(*args: str) -> int:
@@ -109,11 +104,13 @@ def test_rollout_with_activate_at_switches_every_replica_at_once(
     for name, replica_samples in per_replica.items():
         assert_never_goes_back(replica_samples, old_label, new_label)
         bounds[name] = switch_bounds(replica_samples, old_label, new_label)
-    # Not one old answer to a request sent at or after activate_at, not one new answer before it (same clock).
+    # Not one old answer to a request sent at or after activate_at, not one new answer before it (same clock), and
+    # every replica answered with the new version: they switched together, at the moment, not a poll apart. How
+    # long after it the first new answers came is request latency: reported below, not asserted (DESIGN.md 10).
     assert all(last_old < activate_at for last_old, _ in bounds.values()), bounds
     assert all(s.received >= activate_at for s in samples if s.version == new_label)
+    assert all(first_new != float("inf") for _, first_new in bounds.values()), bounds
     window = max(first_new for _, first_new in bounds.values()) - activate_at
-    assert window <= WINDOW_S, f"a replica switched {window:.3f}s after activate_at (poll interval {POLL_INTERVAL_S}s)"
     outcome = summarize(samples)
     assert outcome["failed"] == 0, outcome
     assert cli("fleet", "status", "--model", "iris", "--endpoints", ",".join(r.url for r in fleet.replicas)) == 0
