@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from bench import servers
+from bench.docs import DOCS, write_section
 
 LIVE = "/v2/health/live"
 PROBE_PERIOD_S = 0.02
 RSS_PERIOD_S = 0.01
 REQUEST_TIMEOUT_S = 600.0
-DOCS = servers.REPO_ROOT / "docs" / "benchmarks.md"
 SECTION = "## Liveness during the largest allowed requests"
 JSON_TYPE = {"content-type": "application/json"}
 MODELS = ("iris", "multi", "examples")
@@ -327,14 +327,7 @@ def write_docs(results: list[dict[str, Any]], overrides: dict[str, str]) -> None
             "",
         ]
     )
-    text = DOCS.read_text(encoding="utf-8")
-    if SECTION in text:
-        start = text.index(SECTION)
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    DOCS.write_text(text, encoding="utf-8")
+    write_section(SECTION, section)
 
 
 def main() -> int:

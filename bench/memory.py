@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import loads, servers
+from service.states import VersionState
 
 SAMPLE_PERIOD_S = 0.005
 SWAP_TIMEOUT_S = 120.0
@@ -78,7 +79,7 @@ def _swap(port: int, repository: Path, version: int, sampler: Sampler) -> dict[s
     previous = str(version - 1)
     while time.monotonic() - pushed_at < SWAP_TIMEOUT_S and push.returncode == 0:
         versions = _versions(port)
-        if versions.get(str(version)) == "AVAILABLE" and versions.get(previous) in (None, "END"):
+        if versions.get(str(version)) == VersionState.AVAILABLE and versions.get(previous) in (None, VersionState.END):
             seconds = time.monotonic() - pushed_at
             break
         time.sleep(0.05)

@@ -250,8 +250,7 @@ class DataPlane:
         """
         if deadline is None and self._request_timeout_s > 0:
             deadline = time.monotonic() + self._request_timeout_s
-        # The signature comes from this version, so the runtime's own "no signature" (404) stays unreachable:
-        # a missing signature is InvalidArgument wherever it is found (find_signature).
+        # A missing signature is InvalidArgument wherever it is found: here and in the runtime (both find_signature).
         find_signature(loaded.servable.signatures, signature.name)
         try:
             return await loaded.batcher.submit(signature, inputs, deadline)

@@ -614,3 +614,30 @@ def to_half_module(path: Path) -> Path:
     serve = tf.function(module.serve, input_signature=[tf.TensorSpec([None], tf.int8, name="small")])
     tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
     return path
+
+
+# `slow`'s batching in the overload scenarios (tests/fleet, bench/overload.py): a small queue that fills at once.
+SLOW_BATCHING = '{"slow": {"max_batch_size": 4, "max_queue": 4, "batch_timeout_us": 0}}'
+
+
+def slow_model(folder: Path, matmuls: int = 64) -> Path:
+    """A SavedModel taking [-1, 4] floats to [-1, 1] whose every call multiplies 192x192 matrices ``matmuls``
+    times: a fixed cost per model call (about 20 ms of CPU at 64), whatever the batch, so that capacity is easy
+    to exceed."""
+
+    class Slow(tf.Module):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.weights = tf.Variable(tf.random.stateless_normal([192, 192], seed=[1, 2]) / 14.0)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])  # type: ignore[untyped-decorator]
+        def serve(self, x: Any) -> dict[str, Any]:
+            def step(i: Any, state: Any) -> tuple[Any, Any]:
+                return i + 1, tf.matmul(state, self.weights)
+
+            _, state = tf.while_loop(lambda i, _: i < matmuls, step, (tf.constant(0), tf.eye(192)))
+            return {"y": tf.reduce_sum(x, axis=1, keepdims=True) + 0.0 * tf.reduce_mean(state)}
+
+    module = Slow()
+    tf.saved_model.save(module, str(folder), signatures={"serving_default": module.serve})
+    return folder

@@ -1,24 +1,15 @@
-"""Model lifecycle: which versions to serve (routing.py reads serving.json), loading, swapping and unloading them
-(manager.py), and settling the heap after a change (heap.py).
+"""Model lifecycle, along TF Serving's seams: which models and versions (source.py, routing.py for serving.json),
+one version's states, load attempts, retries and leases (harness.py), and the manager that applies a model set,
+reconciles each model and publishes snapshots (manager.py); heap.py settles the heap after a change.
 
 What callers use is re-exported here, so that ``from service.manager import ModelManager`` names the role, not the
-file.
+file. The states themselves are ``service.states.VersionState`` (a leaf: metrics and tools use it too).
 """
 
-from service.manager.manager import (
-    AVAILABLE,
-    END,
-    LOADING,
-    LoadedVersion,
-    ModelManager,
-    ModelSnapshot,
-    VersionStatus,
-)
+from service.manager.harness import LoadedVersion, VersionStatus
+from service.manager.manager import ModelManager, ModelSnapshot
 
 __all__ = [
-    "AVAILABLE",
-    "END",
-    "LOADING",
     "LoadedVersion",
     "ModelManager",
     "ModelSnapshot",

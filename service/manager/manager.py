@@ -1,15 +1,15 @@
-"""Model lifecycle: poll the repository, apply each model's version policy, load, warm up, swap, unload.
+"""The manager: apply a model set, poll its source, reconcile each model (what to load, what to unload), publish.
 
-One poll thread lists the repository and decides; each model's loads and unloads run on a job thread of its
-own, and a watchdog fails loads that pass RTSERVE_LOAD_TIMEOUT_S. Request handlers only read ``snapshot()``, an
-immutable mapping replaced whole (under the manager's lock) after every change, so the hot path never locks.
+One poll thread lists the repository (through the source, source.py) and decides; each model's loads and unloads
+run on a job thread of its own, each version carried through its states by its harness (harness.py), and a
+watchdog fails loads that pass RTSERVE_LOAD_TIMEOUT_S. Request handlers only read ``snapshot()``, an immutable
+mapping replaced whole (under the manager's lock) after every change, so the hot path never locks.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import random
 import threading
 import time
@@ -18,8 +18,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 
-from service.batching import Batcher
-from service.errors import Code, DeadlineExceeded, RepositoryError, ServingError
+from service.errors import Code, RepositoryError, ServingError
+from service.manager.harness import (
+    Backoff,
+    LoadAttempt,
+    LoadedVersion,
+    LoadSteps,
+    VersionHarness,
+    VersionStatus,
+)
 from service.manager.heap import settle_heap
 from service.manager.routing import (
     MAX_SERVING_CONFIG_BYTES,
@@ -31,6 +38,7 @@ from service.manager.routing import (
 )
 from service.manager.source import (
     MODEL_CONFIG_LIST,
+    Completeness,
     ModelList,
     ModelOrigin,
     ModelSetError,
@@ -45,80 +53,17 @@ from service.manager.source import (
     with_labels,
 )
 from service.model_set import ModelSet
-from service.observability.drift import DriftMonitor, open_drift_monitor
 from service.observability.metrics import Metrics
 from service.repository.base import SERVING_CONFIG_NAME, Repository, VersionListing
-from service.repository.cache import clean_stale_downloads, fetch_version, prune_cache
-from service.runtime.base import Loader, Servable, abort, abortable_scope
+from service.repository.cache import clean_stale_downloads, prune_cache
+from service.runtime.base import Loader, Servable, abort
 from service.settings import Settings
+from service.states import VersionState
 
 log = logging.getLogger(__name__)
 
-START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
 # How often the watchdog looks for loads past their deadline (real seconds; the deadline itself uses the clock).
 WATCH_INTERVAL_S = 0.25
-
-
-@dataclass(frozen=True)
-class VersionStatus:
-    """TF Serving's ModelVersionStatus: a state plus the last error, if any."""
-
-    version: int
-    state: str
-    error_code: Code = Code.OK
-    error_message: str = ""
-
-
-class LoadedVersion:
-    """A servable in memory and its batcher. Requests lease it so that unloading waits for the ones still using it."""
-
-    def __init__(
-        self,
-        model: str,
-        version: int,
-        servable: Servable,
-        path: Path,
-        batcher: Batcher,
-        drift: DriftMonitor | None = None,
-    ) -> None:
-        self.model = model
-        self.version = version
-        self.version_label = str(version)
-        self.servable = servable
-        self.batcher = batcher
-        self.path = path
-        self.drift = drift  # fed by the batcher, read when Prometheus scrapes
-        self._lock = threading.Lock()
-        self._leases = 0
-        self._retired = False
-        self._idle = threading.Event()
-        self._idle.set()
-
-    def acquire(self) -> bool:
-        """Take a lease; False once the version is being unloaded (the caller resolves again)."""
-        with self._lock:
-            if self._retired:
-                return False
-            self._leases += 1
-            self._idle.clear()
-            return True
-
-    def release(self) -> None:
-        with self._lock:
-            self._leases -= 1
-            if self._leases == 0:
-                self._idle.set()
-
-    def retire(self, timeout_s: float) -> bool:
-        """Refuse new leases and wait for the current ones; True when every lease came back in time."""
-        with self._lock:
-            self._retired = True
-        return self._idle.wait(timeout_s)
-
-    def close(self, timeout_s: float) -> None:
-        """Drain and stop the batcher (its thread may still be running a batch), then free the model."""
-        self.batcher.close(timeout_s)
-        self.servable.close()
 
 
 @dataclass(frozen=True)
@@ -143,46 +88,24 @@ class ModelSnapshot:
 
 
 @dataclass
-class _LoadAttempt:
-    """One load of one version on its model's loader thread; the watchdog fails it at its deadline."""
-
-    version: int
-    job: _Job
-    repository: Repository  # the model's origin when the load began: a base path changed meanwhile reloads it
-    deadline: float = math.inf  # set once the download is done: the deadline bounds load and warm-up
-    servable: Servable | None = None  # set once loaded, so that the watchdog can abort its warm-up
-    abandoned: bool = False  # past its deadline: whatever its thread returns with is dropped
-    holds_slot: bool = False  # one of the RTSERVE_LOAD_WORKERS slots, given back exactly once
-
-
-@dataclass
-class _VersionRecord:
-    """The manager's private bookkeeping for one version."""
-
-    status: VersionStatus
-    loaded: LoadedVersion | None = None
-    failures: int = 0
-    retry_at: float = 0.0
-    # A load in flight, or abandoned at its deadline and still running: either way never a second one.
-    attempt: _LoadAttempt | None = None
-    stale: bool = False  # loaded from a base path the model set has since moved: reloaded, serving meanwhile
-
-
-@dataclass
 class _Job:
     """One model's reconcile run on its own thread: load what is wanted one version at a time, then unload."""
 
     name: str
     done: threading.Event = field(default_factory=threading.Event)
-    detached: bool = False  # its load passed its deadline: the model may start another job meanwhile
+    attempt: LoadAttempt | None = None  # the load it runs (or ran last)
+
+    @property
+    def detached(self) -> bool:
+        """Its load passed its deadline: the model may start another job meanwhile."""
+        return self.attempt is not None and self.attempt.abandoned
 
 
 @dataclass
 class _ModelRecord:
     origin: ModelOrigin  # where the versions are listed from, the version policy, the model set's labels
-    versions: dict[int, _VersionRecord] = field(default_factory=dict)
-    # Fingerprints seen at the previous poll: a version without a manifest is complete once it repeats.
-    previous_listing: dict[int, tuple[tuple[str, int, str], ...]] = field(default_factory=dict)
+    versions: dict[int, VersionHarness] = field(default_factory=dict)
+    completeness: Completeness = field(default_factory=Completeness)  # which listed versions are complete
     listings: dict[int, VersionListing] = field(default_factory=dict)
     complete: set[int] = field(default_factory=set)
     serving: ServingConfig = field(default_factory=ServingConfig)
@@ -239,6 +162,8 @@ class ModelManager:
         self._threads: list[threading.Thread] = []
         self._poll_failures = 0
         self._cache_dir = Path(settings.cache_dir)
+        self._steps = LoadSteps(settings, loader, metrics, self._cache_dir, clock)
+        self._backoff = Backoff(settings.load_retry_initial_s, settings.load_retry_max_s)
         # Which models, from where (service/manager/source.py); replaced whole by apply_model_set.
         self._source: ModelSource = (
             RepositoryScan(settings, repository)
@@ -362,10 +287,10 @@ class ModelManager:
     def _moved(self, name: str, record: _ModelRecord) -> None:
         """A kept model's base path changed: what is loaded serves until its reload from the new place is up."""
         log.info("model %s: base path is now %s, reloading its versions from there", name, record.origin.base_path)
-        record.listings, record.complete, record.previous_listing = {}, set(), {}
+        record.listings, record.complete, record.completeness = {}, set(), Completeness()
         for version, entry in list(record.versions.items()):
             if entry.loaded is not None:
-                entry.stale, entry.failures, entry.retry_at = True, 0, 0.0
+                entry.moved()
             elif entry.attempt is None:
                 del record.versions[version]  # the old place's history: nothing of it serves
                 self._metrics.forget_versions(name, [version])
@@ -499,12 +424,12 @@ class ModelManager:
                 return None  # the model set moved or dropped it while listing: the next poll lists the new place
             record = self._records.setdefault(name, _ModelRecord(current))
             record.listings = listings
-            record.complete = self._complete_versions(record, listings)
+            record.complete = record.completeness.update(listings)
             record.serving = self._read_serving_config(name, record, data)
             wanted = self._wanted(name, record)
             for version in wanted:  # START until its load begins: readiness waits for it
-                record.versions.setdefault(version, _VersionRecord(VersionStatus(version, START)))
-            for version in [v for v, r in record.versions.items() if r.status.state == START and v not in wanted]:
+                self._harness(name, record, version)
+            for version in [v for v, r in record.versions.items() if r.state is VersionState.START and v not in wanted]:
                 del record.versions[version]  # superseded (or deleted) before its load began: nothing to report
             job = self._job_for(name, record)
         if job is not None:
@@ -547,11 +472,8 @@ class ModelManager:
         first = record.routing.effective_default(self._wall_clock())
         for version in sorted(self._wanted(name, record), key=lambda v: (v != first, -v)):
             entry = record.versions.get(version)
-            if entry is not None and ((entry.loaded is not None and not entry.stale) or entry.attempt is not None):
-                continue
-            if entry is not None and entry.failures and now < entry.retry_at:
-                continue
-            return record.listings[version]
+            if entry is None or entry.due(now):
+                return record.listings[version]
         return None
 
     def _still_routed(self, record: _ModelRecord) -> set[int]:
@@ -606,16 +528,6 @@ class ModelManager:
         served = snapshot.route.version_at(self._wall_clock()) if snapshot is not None else None
         return replace(config, previous_default=served)
 
-    @staticmethod
-    def _complete_versions(record: _ModelRecord, listings: Mapping[int, VersionListing]) -> set[int]:
-        complete = set()
-        for version, listing in listings.items():
-            stable = record.previous_listing.get(version) == listing.fingerprint()
-            if listing.has_manifest or (stable and listing.files):
-                complete.add(version)
-        record.previous_listing = {v: listing.fingerprint() for v, listing in listings.items()}
-        return complete
-
     # -- one model's job ------------------------------------------------------------------------------------
 
     def _reconcile(self, job: _Job) -> None:
@@ -627,7 +539,7 @@ class ModelManager:
         changed = False
         try:
             while True:
-                retiring: list[tuple[_VersionRecord, LoadedVersion]] = []
+                retiring: list[tuple[VersionHarness, LoadedVersion]] = []
                 with self._lock:
                     if job.detached or self._stop.is_set():
                         break  # (a detached job's dropped model may be forgotten by now)
@@ -657,14 +569,19 @@ class ModelManager:
         if changed:
             self._after_load_change()
 
-    def _begin_attempt(self, job: _Job, record: _ModelRecord, version: int) -> _LoadAttempt:
-        entry = record.versions.setdefault(version, _VersionRecord(VersionStatus(version, START)))
-        attempt = entry.attempt = _LoadAttempt(version, job, record.origin.repository)
-        self._set_status(job.name, entry, VersionStatus(version, LOADING))
+    def _begin_attempt(self, job: _Job, record: _ModelRecord, version: int) -> LoadAttempt:
+        attempt = job.attempt = self._harness(job.name, record, version).begin(record.origin.repository)
         self._publish()
         return attempt
 
-    def _load(self, name: str, listing: VersionListing, attempt: _LoadAttempt) -> bool:
+    def _harness(self, name: str, record: _ModelRecord, version: int) -> VersionHarness:
+        """The version's harness, made at START the first time the version is wanted."""
+        entry = record.versions.get(version)
+        if entry is None:
+            entry = record.versions[version] = VersionHarness(name, version, self._report)
+        return entry
+
+    def _load(self, name: str, listing: VersionListing, attempt: LoadAttempt) -> bool:
         """One load attempt, in one of the bounded load slots; True when the version became AVAILABLE."""
         self._slots.acquire()
         with self._lock:
@@ -673,7 +590,7 @@ class ModelManager:
         loaded: LoadedVersion | None = None
         failure: tuple[Code, str] = (Code.OK, "")
         try:
-            loaded = self._build_version(name, listing, attempt)
+            loaded = self._steps.run(name, listing, attempt)
         except ServingError as error:
             failure = (error.code, error.message)
         except Exception as error:  # a loader bug must not kill the job or the serving versions
@@ -681,38 +598,8 @@ class ModelManager:
             failure = (Code.UNKNOWN, f"{type(error).__name__}: {error}")
         return self._finish_attempt(name, attempt, loaded, failure, self._clock() - started)
 
-    def _build_version(self, name: str, listing: VersionListing, attempt: _LoadAttempt) -> LoadedVersion:
-        """The load steps in order: fetch, load, warm up, drift monitor, batcher.
-
-        Everything after the download runs under the load deadline; what runs TensorFlow on this thread inside
-        the abortable scope (warm-up and any load-time check) is cancelled when the watchdog aborts the servable.
-        """
-        version = listing.version
-        path = fetch_version(attempt.repository, listing, self._cache_dir)
-        with self._lock:
-            timeout = self._settings.load_timeout_s
-            attempt.deadline = self._clock() + timeout if timeout > 0 else math.inf
-        servable = self._loader(path)
-        with self._lock:
-            attempt.servable = servable
-            abandoned = attempt.abandoned
-        try:
-            if abandoned:
-                raise DeadlineExceeded("abandoned at its deadline before warm-up")
-            with abortable_scope(servable):
-                batching = self._settings.batching.for_model(name)
-                # Every batch size the batcher will use, so that no request pays for a first run at a new shape.
-                servable.warm_up(batching.warm_up_sizes())
-                where = f"model {name} version {version}"
-                drift = open_drift_monitor(path, servable.signatures, self._settings.drift, where)
-                batcher = Batcher(servable, batching, self._metrics, name, str(version), drift)
-        except BaseException:
-            servable.close()
-            raise
-        return LoadedVersion(name, version, servable, path, batcher, drift)
-
     def _finish_attempt(
-        self, name: str, attempt: _LoadAttempt, loaded: LoadedVersion | None, failure: tuple[Code, str], took: float
+        self, name: str, attempt: LoadAttempt, loaded: LoadedVersion | None, failure: tuple[Code, str], took: float
     ) -> bool:
         version = attempt.version
         replaced: LoadedVersion | None = None
@@ -720,20 +607,18 @@ class ModelManager:
             record = self._records[name]
             entry = record.versions[version]
             self._release_slot(attempt)
-            entry.attempt = None
-            installed = loaded is not None and not attempt.abandoned and not self._stop.is_set() and not record.dropped
-            if attempt.abandoned:
+            entry.end_attempt()
+            abandoned = attempt.abandoned
+            installed = loaded is not None and not abandoned and not self._stop.is_set() and not record.dropped
+            if abandoned:
                 # The watchdog already failed it; its thread is back (cancelled, or it finished late).
                 self._metrics.loads_abandoned.dec()
                 log.warning("model %s version %d: the load abandoned at its deadline has returned", name, version)
             elif installed and loaded is not None:
                 # A reload from a new base path: the old copy serves until now, then drains (below).
-                replaced, entry.loaded = entry.loaded, loaded
-                entry.stale = attempt.repository is not record.origin.repository  # begun before a move
-                entry.failures = 0
+                replaced = entry.succeeded(loaded, stale=attempt.repository is not record.origin.repository)
                 self._metrics.model_loads.labels(name, str(version), "success").inc()
                 self._metrics.model_load_duration.labels(name, str(version)).observe(took)
-                self._set_status(name, entry, VersionStatus(version, AVAILABLE))
                 log.info("model %s version %d is AVAILABLE", name, version)
             elif loaded is None and not self._stop.is_set():
                 self._load_failed(name, entry, *failure)
@@ -761,37 +646,35 @@ class ModelManager:
             for name, record in self._records.items():
                 for entry in record.versions.values():
                     attempt = entry.attempt
-                    if attempt is None or attempt.abandoned or now < attempt.deadline:
+                    if attempt is None:
                         continue
-                    attempt.abandoned = attempt.job.detached = abandoned = True
-                    if record.job is attempt.job:
-                        record.job = None
+                    expired, servable = attempt.expire(now)
+                    if not expired:
+                        continue
+                    abandoned = True
+                    if record.job is not None and record.job.attempt is attempt:
+                        record.job = None  # detached (see _Job.detached): the model's other work goes on
                     self._release_slot(attempt)
                     self._metrics.loads_abandoned.inc()
                     timeout = self._settings.load_timeout_s
                     message = f"load and warm-up did not finish within RTSERVE_LOAD_TIMEOUT_S={timeout:g}s"
                     self._load_failed(name, entry, Code.DEADLINE_EXCEEDED, message)
-                    if attempt.servable is not None:
-                        aborting.append(attempt.servable)
+                    if servable is not None:
+                        aborting.append(servable)
             if abandoned:
                 self._publish()
         for servable in aborting:
             abort(servable)
 
-    def _release_slot(self, attempt: _LoadAttempt) -> None:
+    def _release_slot(self, attempt: LoadAttempt) -> None:
         if attempt.holds_slot:
             attempt.holds_slot = False
             self._slots.release()
 
-    def _load_failed(self, name: str, entry: _VersionRecord, code: Code, message: str) -> None:
-        entry.failures += 1
-        delay = min(self._settings.load_retry_initial_s * 2 ** (entry.failures - 1), self._settings.load_retry_max_s)
-        entry.retry_at = self._clock() + delay
-        version = entry.status.version
+    def _load_failed(self, name: str, entry: VersionHarness, code: Code, message: str) -> None:
+        delay = entry.failed(code, message, self._clock(), self._backoff)
+        version = entry.version
         self._metrics.model_loads.labels(name, str(version), "failure").inc()
-        # A failed reload (from a moved base path) leaves the loaded copy serving: AVAILABLE, with the error.
-        state = AVAILABLE if entry.loaded is not None else END
-        self._set_status(name, entry, VersionStatus(version, state, code, message))
         log.error("model %s version %d failed to load (retry in %.0fs): %s", name, version, delay, message)
 
     def _unwanted(self, name: str, record: _ModelRecord) -> list[int]:
@@ -811,25 +694,24 @@ class ModelManager:
         keep_fallback = sorted(loaded - wanted, reverse=True)[:missing]
         return sorted(loaded - wanted - set(keep_fallback))
 
-    def _retire_unwanted(self, name: str, record: _ModelRecord) -> list[tuple[_VersionRecord, LoadedVersion]]:
+    def _retire_unwanted(self, name: str, record: _ModelRecord) -> list[tuple[VersionHarness, LoadedVersion]]:
         """Take the unwanted versions out of the snapshot (under the lock); ``_unload`` then drains and frees them."""
-        retiring: list[tuple[_VersionRecord, LoadedVersion]] = []
+        retiring: list[tuple[VersionHarness, LoadedVersion]] = []
         for version in self._unwanted(name, record):
             entry = record.versions[version]
-            if entry.loaded is not None:
-                retiring.append((entry, entry.loaded))
-                self._set_status(name, entry, VersionStatus(version, UNLOADING))
-                entry.loaded = None
+            loaded = entry.retire()
+            if loaded is not None:
+                retiring.append((entry, loaded))
         if retiring:
             self._publish()  # new requests stop seeing them before we wait for the ones in flight
         return retiring
 
-    def _unload(self, name: str, retiring: list[tuple[_VersionRecord, LoadedVersion]]) -> None:
+    def _unload(self, name: str, retiring: list[tuple[VersionHarness, LoadedVersion]]) -> None:
         for _entry, loaded in retiring:
             self._drain(name, loaded)
         with self._lock:
             for entry, loaded in retiring:
-                self._set_status(name, entry, VersionStatus(loaded.version, END))
+                entry.unloaded()
                 log.info("model %s version %d unloaded", name, loaded.version)
             self._publish()
         self._prune(name)
@@ -860,8 +742,8 @@ class ModelManager:
         self._metrics.forget_model(name, list(record.versions))
         log.info("model %s is no longer served: removed from the model set", name)
 
-    def _set_status(self, name: str, entry: _VersionRecord, status: VersionStatus) -> None:
-        entry.status = status
+    def _report(self, name: str, status: VersionStatus) -> None:
+        """Every harness's state change, as it happens (under the lock): the state series follow it."""
         self._metrics.set_version_state(name, status.version, status.state)
 
     # -- publishing (under the lock) ------------------------------------------------------------------------
@@ -932,4 +814,5 @@ class ModelManager:
 
 def _first_load_pending(model: ModelSnapshot) -> bool:
     """True while a model has versions to load but has not finished a load attempt on any of them."""
-    return bool(model.statuses) and not any(status.state in (AVAILABLE, END) for status in model.statuses)
+    settled = (VersionState.AVAILABLE, VersionState.END)
+    return bool(model.statuses) and not any(status.state in settled for status in model.statuses)

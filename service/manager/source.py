@@ -1,8 +1,9 @@
 """Where the served model set comes from: the repository scan of old, or an explicit list (``model_set.py``).
 
 The manager asks a source three things: which models to poll, where each one's versions live and which of them
-to serve (a ``ModelOrigin``), and which models readiness waits for at start. Replacing the source while serving
-is the manager's ``apply_model_set``; this module holds the pure parts of it (opening, checking, comparing).
+to serve (a ``ModelOrigin``), and which models readiness waits for at start; ``Completeness`` tells which listed
+versions may be loaded. Replacing the source while serving is the manager's ``apply_model_set``; this module
+holds the pure parts of it (opening, checking, comparing).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from service.errors import Code, RepositoryError, ServingError
 from service.manager.routing import ServingConfig
 from service.model_set import ModelSet, parse_model_set
 from service.policy import VersionPolicy
-from service.repository.base import Repository
+from service.repository.base import Repository, VersionListing
 from service.repository.factory import check_model_base, open_model_base
 from service.repository.view import ModelBase
 from service.settings import S3Settings, Settings
@@ -59,6 +60,28 @@ class ModelSetStatus:
     applied: int = 0  # lists applied by apply_model_set since the start
     error_code: Code = Code.OK
     error_message: str = ""
+
+
+@dataclass
+class Completeness:
+    """Which of a model's listed versions are complete (DESIGN.md section 3): half-uploaded ones are never loaded.
+
+    A version with its manifest is complete (its files are verified after download); one without, written by
+    another tool, once its listing is unchanged across two polls.
+    """
+
+    # The fingerprints seen at the previous poll, by version.
+    previous: dict[int, tuple[tuple[str, int, str], ...]] = field(default_factory=dict)
+
+    def update(self, listings: Mapping[int, VersionListing]) -> set[int]:
+        """The complete versions of this poll's ``listings``, remembered for the next poll."""
+        complete = set()
+        for version, listing in listings.items():
+            stable = self.previous.get(version) == listing.fingerprint()
+            if listing.has_manifest or (stable and listing.files):
+                complete.add(version)
+        self.previous = {v: listing.fingerprint() for v, listing in listings.items()}
+        return complete
 
 
 class RepositoryScan:

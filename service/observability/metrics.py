@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from service.states import VersionState
+
 MODEL_LABELS = ("model_name", "model_version")
 
 # Buckets from 250 microseconds to 10 seconds: the hot path lives at the bottom, loads at the top.
@@ -42,7 +44,14 @@ LATENCY_BUCKETS = (
 QUEUE_WAIT_BUCKETS = (0.00005, 0.0001, *LATENCY_BUCKETS)
 LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-STATES = ("START", "LOADING", "AVAILABLE", "UNLOADING", "END")
+STATES = tuple(VersionState)  # every state has a series per version, exactly one of them 1
+
+# Names read by more than one module (tools/fleet.py reads a replica's /metrics by these), defined once here.
+MODEL_LOADS = "rtserve_model_loads_total"
+VERSION_STATE = "rtserve_model_version_state"
+DEFAULT_VERSION = "rtserve_model_default_version"
+PENDING_DEFAULT_VERSION = "rtserve_model_pending_default_version"
+ROLLOUT_BLOCKED = "rtserve_model_rollout_blocked"
 
 
 class Metrics:
@@ -97,7 +106,7 @@ class Metrics:
             registry=registry,
         )
         self.model_loads = Counter(
-            "rtserve_model_loads_total",
+            MODEL_LOADS,
             "Attempts to load a model version, by outcome (success or failure).",
             [*MODEL_LABELS, "outcome"],
             registry=registry,
@@ -110,25 +119,25 @@ class Metrics:
             registry=registry,
         )
         self.version_state = Gauge(
-            "rtserve_model_version_state",
+            VERSION_STATE,
             "1 for the state each known model version is in (TF Serving's states).",
             [*MODEL_LABELS, "state"],
             registry=registry,
         )
         self.default_version = Gauge(
-            "rtserve_model_default_version",
+            DEFAULT_VERSION,
             "The version that requests without a version or label go to.",
             ["model_name"],
             registry=registry,
         )
         self.pending_default_version = Gauge(
-            "rtserve_model_pending_default_version",
+            PENDING_DEFAULT_VERSION,
             "The version the default switches to at serving.json's activate_at; 0 when no switch is pending.",
             ["model_name"],
             registry=registry,
         )
         self.rollout_blocked = Gauge(
-            "rtserve_model_rollout_blocked",
+            ROLLOUT_BLOCKED,
             "1 while serving.json's activate_at has passed but the new default is not AVAILABLE on this replica "
             "(the previous default keeps serving).",
             ["model_name"],
@@ -222,7 +231,7 @@ class Metrics:
         """Remove the series of versions no longer known (their model left the set or moved), so /metrics drops them."""
         for version in map(str, versions):
             for state in STATES:
-                _remove(self.version_state, model, version, state)
+                _remove(self.version_state, model, version, state.value)
             for outcome in ("success", "failure"):
                 _remove(self.model_loads, model, version, outcome)
             for metric in (self.model_load_duration, self.queue_depth, self.queue_capacity):
@@ -241,10 +250,10 @@ class Metrics:
         for metric in model_level:
             _remove(metric, model)
 
-    def set_version_state(self, model: str, version: int, state: str) -> None:
+    def set_version_state(self, model: str, version: int, state: VersionState) -> None:
         """Make exactly one of the version's state series 1 (TF Serving reports unloaded versions as END)."""
         for candidate in STATES:
-            self.version_state.labels(model, str(version), candidate).set(1.0 if candidate == state else 0.0)
+            self.version_state.labels(model, str(version), candidate.value).set(1.0 if candidate is state else 0.0)
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,13 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
+from service.codecs.lookup import find_signature
 from service.errors import (
     Code,
     DeadlineExceeded,
     Internal,
     InvalidArgument,
     ModelLoadError,
-    NotFound,
     ServingError,
     Unavailable,
     error_for_code,
@@ -340,9 +340,13 @@ class TensorFlowServable:
             raise Internal(f"signature {signature!r} failed: {_cause(error)}") from error
 
     def _no_runner(self, signature: str) -> ServingError:
-        if self._closed:
-            return Unavailable(f"model version {self._folder} has been unloaded")
-        return NotFound(f"no signature {signature!r} (has: {', '.join(sorted(self._runners)) or 'none'})")
+        # Neither message names the folder: it is a cache path, and clients know the model and version instead.
+        if not self._closed and signature not in self._signatures:
+            try:
+                find_signature(self._signatures, signature)  # the data plane's rule: INVALID_ARGUMENT, same words
+            except InvalidArgument as error:
+                return error
+        return Unavailable("this model version has been unloaded; retry")
 
     def abortable(self) -> AbstractContextManager[None]:
         """TensorFlow work this thread runs inside is cancelled by ``abort`` (the load deadline)."""

@@ -23,12 +23,17 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.errors import FailedPrecondition
+from service.observability.metrics import (
+    DEFAULT_VERSION,
+    MODEL_LOADS,
+    PENDING_DEFAULT_VERSION,
+    ROLLOUT_BLOCKED,
+    VERSION_STATE,
+)
+from service.states import VersionState
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-DEFAULT_GAUGE = "rtserve_model_default_version"
-PENDING_GAUGE = "rtserve_model_pending_default_version"
-BLOCKED_GAUGE = "rtserve_model_rollout_blocked"
 
 
 @dataclass(frozen=True)
@@ -63,21 +68,22 @@ def endpoint_url(text: str) -> str:
 def models_from_metrics(text: str) -> dict[str, ModelView]:
     """Every model a replica's /metrics describes."""
     gauges: dict[str, dict[str, float]] = {}  # metric -> model -> value
-    states: dict[str, dict[int, str]] = {}  # model -> version -> state
+    # model -> version -> state, as the replica wrote it (a replica of another release may know other states)
+    states: dict[str, dict[int, str]] = {}
     failures: dict[str, set[int]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             model = sample.labels.get("model_name", "")
             if not model:
                 continue
-            if sample.name == "rtserve_model_version_state" and sample.value == 1.0:
+            if sample.name == VERSION_STATE and sample.value == 1.0:
                 states.setdefault(model, {})[int(sample.labels["model_version"])] = sample.labels["state"]
-            elif sample.name == "rtserve_model_loads_total" and sample.labels.get("outcome") == "failure":
+            elif sample.name == MODEL_LOADS and sample.labels.get("outcome") == "failure":
                 if sample.value > 0:
                     failures.setdefault(model, set()).add(int(sample.labels["model_version"]))
-            elif sample.name in (DEFAULT_GAUGE, PENDING_GAUGE, BLOCKED_GAUGE):
+            elif sample.name in (DEFAULT_VERSION, PENDING_DEFAULT_VERSION, ROLLOUT_BLOCKED):
                 gauges.setdefault(sample.name, {})[model] = sample.value
-    names = set(states) | set(gauges.get(DEFAULT_GAUGE, {}))
+    names = set(states) | set(gauges.get(DEFAULT_VERSION, {}))
     return {name: _model_view(name, gauges, states.get(name, {}), failures.get(name, set())) for name in names}
 
 
@@ -88,12 +94,12 @@ def _model_view(
         value = gauges.get(metric, {}).get(name)
         return None if value is None or math.isnan(value) or value <= 0 else int(value)
 
-    available = tuple(sorted(v for v, state in states.items() if state == "AVAILABLE"))
+    available = tuple(sorted(v for v, state in states.items() if state == VersionState.AVAILABLE))
     return ModelView(
         name=name,
-        default=version(DEFAULT_GAUGE),
-        pending=version(PENDING_GAUGE),
-        blocked=gauges.get(BLOCKED_GAUGE, {}).get(name, 0.0) == 1.0,
+        default=version(DEFAULT_VERSION),
+        pending=version(PENDING_DEFAULT_VERSION),
+        blocked=gauges.get(ROLLOUT_BLOCKED, {}).get(name, 0.0) == 1.0,
         available=available,
         failed=tuple(sorted(failures - set(available))),
     )

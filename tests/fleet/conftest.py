@@ -20,44 +20,20 @@ import pytest
 
 from apptools import free_port
 from fleet_support import POLL_INTERVAL_S, SHUTDOWN_DELAY_S, Fleet, Haproxy, Replica
+from modelfactory import SLOW_BATCHING, slow_model
 from s3tools import FOREIGN_AWS_VARIABLES, MotoServer, S3Server, fake_aws_environment
 from service.repository.s3 import S3Repository
 from service.tools.push import push_version
 
 REPLICAS = 3
-SLOW_MATMULS = 64
-SLOW_BATCHING = '{"slow": {"max_batch_size": 4, "max_queue": 4, "batch_timeout_us": 0}}'
 
 # httpx logs every request at INFO: thousands of lines per scenario would bury a failure's own output.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def write_slow_model(folder: Path, matmuls: int) -> Path:
-    """A SavedModel taking [-1, 4] floats to [-1, 1] whose every call multiplies 192x192 matrices ``matmuls``
-    times: a fixed cost per model call, whatever the batch, so that capacity is easy to exceed."""
-    import tensorflow as tf
-
-    class Slow(tf.Module):  # type: ignore[misc]
-        def __init__(self) -> None:
-            super().__init__()
-            self.weights = tf.Variable(tf.random.stateless_normal([192, 192], seed=[1, 2]) / 14.0)
-
-        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])  # type: ignore[untyped-decorator]
-        def serve(self, x: Any) -> dict[str, Any]:
-            def step(i: Any, state: Any) -> tuple[Any, Any]:
-                return i + 1, tf.matmul(state, self.weights)
-
-            _, state = tf.while_loop(lambda i, _: i < matmuls, step, (tf.constant(0), tf.eye(192)))
-            return {"y": tf.reduce_sum(x, axis=1, keepdims=True) + 0.0 * tf.reduce_mean(state)}
-
-    module = Slow()
-    tf.saved_model.save(module, str(folder), signatures={"serving_default": module.serve})
-    return folder
-
-
 @pytest.fixture(scope="session")
 def slow_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_slow_model(tmp_path_factory.mktemp("slow") / "1", SLOW_MATMULS)
+    return slow_model(tmp_path_factory.mktemp("slow") / "1")
 
 
 def replica_environment(s3: S3Server, bucket: str, folder: Path) -> dict[str, str]:

@@ -173,15 +173,6 @@ class Replica:
         if not self.alive:
             self.process = self._spawn()
 
-    def rss_bytes(self) -> int:
-        """Resident memory from /proc (0 once the process is gone)."""
-        try:
-            status = Path(f"/proc/{self.process.process.pid}/status").read_text()
-        except OSError:
-            return 0
-        line = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
-        return int(line.split()[1]) * 1024
-
 
 @dataclass
 class Fleet:

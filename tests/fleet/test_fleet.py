@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from fleet_support import (
     CHECK_FALL,
@@ -33,12 +34,7 @@ from service.repository.base import SERVING_CONFIG_NAME
 SLOW_PREDICT = "/v1/models/slow:predict"
 # Far more requests in flight than the fleet holds: 3 replicas x (4 queued + 4 in a model call) of `slow`.
 OVERLOAD_CLIENTS = 32
-# The disagreement window the rollout test allows: request latency (a stall of a few hundred ms while a replica
-# unloads a version included) and sampling gaps, far below a poll interval.
-WINDOW_S = 0.5
 ACTIVATE_IN_S = 2.5 * POLL_INTERVAL_S  # every replica reads serving.json before its moment comes
-
-assert POLL_INTERVAL_S >= 4 * WINDOW_S
 
 
 def cli(*args: str) -> int:
@@ -108,11 +104,13 @@ def test_rollout_with_activate_at_switches_every_replica_at_once(
     for name, replica_samples in per_replica.items():
         assert_never_goes_back(replica_samples, old_label, new_label)
         bounds[name] = switch_bounds(replica_samples, old_label, new_label)
-    # Not one old answer to a request sent at or after activate_at, not one new answer before it (same clock).
+    # Not one old answer to a request sent at or after activate_at, not one new answer before it (same clock), and
+    # every replica answered with the new version: they switched together, at the moment, not a poll apart. How
+    # long after it the first new answers came is request latency: reported below, not asserted (DESIGN.md 10).
     assert all(last_old < activate_at for last_old, _ in bounds.values()), bounds
     assert all(s.received >= activate_at for s in samples if s.version == new_label)
+    assert all(first_new != float("inf") for _, first_new in bounds.values()), bounds
     window = max(first_new for _, first_new in bounds.values()) - activate_at
-    assert window <= WINDOW_S, f"a replica switched {window:.3f}s after activate_at (poll interval {POLL_INTERVAL_S}s)"
     outcome = summarize(samples)
     assert outcome["failed"] == 0, outcome
     assert cli("fleet", "status", "--model", "iris", "--endpoints", ",".join(r.url for r in fleet.replicas)) == 0
@@ -169,24 +167,39 @@ def test_corrupt_and_half_uploaded_versions_never_serve(
 # -- overload -------------------------------------------------------------------------------------------------
 
 
-def test_overload_answers_fast_503_with_bounded_memory(healthy_fleet: Fleet, report: dict[str, Any]) -> None:
+def slow_counts(fleet: Fleet) -> tuple[float, float]:
+    """Across the replicas: requests of `slow` that entered a queue and ran, and those that left one without running."""
+    ran = dropped = 0.0
+    for replica in fleet.replicas:
+        for family in text_string_to_metric_families(httpx.get(replica.url + "/metrics").text):
+            for sample in family.samples:
+                if sample.labels.get("model_name") != "slow":
+                    continue
+                if sample.name == "rtserve_queue_wait_seconds_count":
+                    ran += sample.value
+                elif sample.name == "rtserve_requests_dropped_total":
+                    dropped += sample.value
+    return ran, dropped
+
+
+def test_overload_answers_503_at_once_and_keeps_serving(healthy_fleet: Fleet, report: dict[str, Any]) -> None:
+    """Past capacity, requests are refused at admission with 503 and Retry-After, never queued; nothing else is
+    lost and every replica serves normally right after. How fast and at what memory cost: bench/overload.py."""
     fleet = healthy_fleet
-    baseline = {r.name: r.rss_bytes() for r in fleet.replicas}
     rows = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
-    with sampled(lambda: max(r.rss_bytes() - baseline[r.name] for r in fleet.replicas)) as growth:  # noqa: SIM117
-        with Load(fleet.url, SLOW_PREDICT, rows, clients=OVERLOAD_CLIENTS, max_seconds=30) as load:
-            time.sleep(6)
+    ran_before, dropped_before = slow_counts(fleet)
+    with Load(fleet.url, SLOW_PREDICT, rows, clients=OVERLOAD_CLIENTS, max_seconds=30) as load:
+        load.wait_for(1000, timeout_s=30)
     samples = load.samples
     refused = [s for s in samples if s.status == 503]
     served = [s for s in samples if s.status == 200]
     assert {s.status for s in samples} <= {200, 503}, summarize(samples)
     assert refused and served, "the load did not exceed capacity; raise the clients"
     assert all(s.retry_after == "1" for s in refused)
-    refused_stats, served_stats = summarize(refused), summarize(served)
-    # Refused at once, not after queueing: measured at the client, on two cores the machine saturates.
-    assert refused_stats["p50_ms"] < served_stats["p50_ms"] / 3, (refused_stats, served_stats)
-    assert refused_stats["p99_ms"] < 1000, refused_stats
-    assert max(growth) < 150 * 2**20, f"RSS grew by {max(growth) / 2**20:.0f} MiB under overload"
+    # At once: a refused request never entered a queue. Every request that did ran (none was dropped from one),
+    # so the queues saw exactly the answered ones.
+    ran, dropped = slow_counts(fleet)
+    assert (ran - ran_before, dropped - dropped_before) == (len(served), 0), (len(served), len(refused))
     assert all(r.alive for r in fleet.replicas)
     # Normal service right after: sequential requests all answered, by every replica.
     with Load(fleet.url, SLOW_PREDICT, rows, clients=1, max_requests=30) as after:
@@ -196,9 +209,8 @@ def test_overload_answers_fast_503_with_bounded_memory(healthy_fleet: Fleet, rep
     assert {s.backend for s in after_samples} == {r.name for r in fleet.replicas}
     report["overload"] = {
         **summarize(samples),
-        "refused_503": refused_stats,
-        "served_200": served_stats,
-        "max_rss_growth_mib": round(max(growth) / 2**20, 1),
+        "refused_503": len(refused),
+        "served_200": len(served),
         "after": summarize(after_samples),
     }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import httpx
 import pytest
 import schemathesis
 import yaml
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
 
@@ -61,7 +62,21 @@ FUZZ_SETTINGS = settings(
 def server(
     tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path, multi_signature_model_dir: Path
 ) -> Iterator[ServerProcess]:
-    folder = tmp_path_factory.mktemp("fuzz")
+    with fuzz_target(tmp_path_factory.mktemp("fuzz"), demo_model_dir, multi_signature_model_dir) as process:
+        yield process
+
+
+@pytest.fixture
+def own_server(
+    tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path, multi_signature_model_dir: Path
+) -> Iterator[ServerProcess]:
+    """A server no other test has sent a request to: what its metrics count is this test's own doing."""
+    with fuzz_target(tmp_path_factory.mktemp("fuzz-own"), demo_model_dir, multi_signature_model_dir) as process:
+        yield process
+
+
+@contextmanager
+def fuzz_target(folder: Path, demo_model_dir: Path, multi_signature_model_dir: Path) -> Iterator[ServerProcess]:
     repository = LocalRepository(folder / "models")
     publish(repository, "iris", 1, demo_model_dir)
     publish(repository, "multi", 1, multi_signature_model_dir)
@@ -131,11 +146,24 @@ else:  # schemathesis refuses a test with no operations at collection: say why i
         shared_path(SPEC_NAME)
 
 
-def test_the_fuzzing_reached_the_models(server: ServerProcess) -> None:
-    """Runs last: most generated requests got past routing to the served models' decoders (which refused them:
-    random bodies do not guess input names; the hand-written corpus in test_hostile_input.py covers the rest)."""
+def test_the_fuzzing_reached_the_models(own_server: ServerProcess) -> None:
+    """Most generated requests get past routing to the served models' decoders (which refuse them: random bodies
+    do not guess input names; the hand-written corpus in test_hostile_input.py covers the rest).
+
+    Its own fuzzing, against its own server: it holds whether or not the tests above ran, and in any order.
+    """
+
+    inference = rtserve.include(method="POST")
+    operations = len(list(inference.get_all_operations()))
+
+    @settings(FUZZ_SETTINGS, max_examples=EXAMPLES_PER_OPERATION * operations)  # as many as the tests above
+    @given(case=inference.as_strategy())
+    def fuzz_the_inference_routes(case: Any) -> None:
+        check(case, own_server.url)
+
+    fuzz_the_inference_routes()
     counted: dict[str, float] = {}
-    for line in httpx.get(server.url + "/metrics", timeout=REQUEST_TIMEOUT_S).text.splitlines():
+    for line in httpx.get(own_server.url + "/metrics", timeout=REQUEST_TIMEOUT_S).text.splitlines():
         if line.startswith("rtserve_requests_total{") and ('model_name="iris"' in line or 'model_name="multi"' in line):
             code = line.split('code="', 1)[1].split('"', 1)[0]
             counted[code] = counted.get(code, 0.0) + float(line.rsplit(" ", 1)[1])

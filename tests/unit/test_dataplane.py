@@ -45,7 +45,7 @@ def test_a_version_being_unloaded_is_unavailable_like_in_the_batcher(dataplane: 
 
 
 def test_a_signature_the_version_lacks_is_invalid_argument_also_at_run(dataplane: DataPlane) -> None:
-    # find_signature (the decoders' check) says 400; the runtime's "no signature" (404) is never reached.
+    # find_signature (the decoders' check) says 400, and so does the runtime, which uses it too.
     with dataplane.lease(Target("m")) as loaded:
         spec = dataplane.signature(loaded, None)
         ghost = replace(spec, name="ghost")

@@ -23,6 +23,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("front ends", ("service.api",)),
     ("data plane", ("service.dataplane",)),
     ("model lifecycle", ("service.manager",)),
+    # One version's states, attempts, retries and leases: below the manager that drives it, blind to the others.
+    ("version harness", ("service.manager.harness",)),
     ("batching", ("service.batching", "service.batch_safety")),
     ("runtime and repository", ("service.runtime", "service.repository")),
     (
@@ -37,6 +39,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "service.policy",
             "service.model_set",  # the typed model list that settings, the manager and (later) compat share
             "service.names",  # model names and versions: the strict patterns
+            "service.states",  # a version's states (TF Serving's), for the manager, metrics, front ends and tools
             "service.documents",  # pydantic's first error -> a document's one-line message (serving.json, ...)
         ),
     ),

@@ -14,10 +14,11 @@ from prometheus_client import CollectorRegistry
 
 from fakes import SIGNATURE, FakeLoader, write_fake_version
 from service.errors import Code, RepositoryError, Unavailable
-from service.manager import AVAILABLE, END, LOADING, ModelManager, VersionStatus
+from service.manager import ModelManager, VersionStatus
 from service.observability.metrics import Metrics
 from service.repository.local import LocalRepository
 from service.settings import Settings
+from service.states import VersionState
 
 
 class Clock:
@@ -66,7 +67,7 @@ def test_loads_latest_version_and_reports_available(tmp_path: Path, repo_root: P
     assert loader.loaded[0].warmed == (1, 2, 4, 8, 16, 32, 64, 128, 256)  # every batch size up to the default max
     assert (
         metrics.registry.get_sample_value(
-            "rtserve_model_version_state", {"model_name": "m", "model_version": "2", "state": AVAILABLE}
+            "rtserve_model_version_state", {"model_name": "m", "model_version": "2", "state": VersionState.AVAILABLE}
         )
         == 1.0
     )
@@ -83,7 +84,7 @@ def test_new_version_replaces_old_only_after_it_is_available(tmp_path: Path, rep
     assert sorted(model.available) == [2]
     assert first.closed
     states = {s.version: s.state for s in model.statuses}
-    assert states == {2: AVAILABLE, 1: END}
+    assert states == {2: VersionState.AVAILABLE, 1: VersionState.END}
 
 
 def test_corrupt_version_never_replaces_serving_one_and_is_retried_with_backoff(
@@ -99,7 +100,7 @@ def test_corrupt_version_never_replaces_serving_one_and_is_retried_with_backoff(
     assert sorted(model.available) == [2]
     assert model.default_version == 2
     failed = next(s for s in model.statuses if s.version == 3)
-    assert failed.state == END
+    assert failed.state == VersionState.END
     assert failed.error_code == Code.UNKNOWN
     assert "corrupt" in failed.error_message
     assert (
@@ -431,7 +432,7 @@ def test_a_hung_warm_up_fails_at_its_deadline_and_never_holds_other_models(tmp_p
     wait_for(lambda: available(manager, "b") == [2], "b's new version while a's warm-up hangs")
     hung = next(s for s in loader.loaded if s.hangs)
     assert not hung.aborted.is_set()
-    assert available(manager, "a") == [1] and status(manager, "a", 2).state == LOADING
+    assert available(manager, "a") == [1] and status(manager, "a", 2).state == VersionState.LOADING
     push(repo_root, tmp_path, "b", 3)  # b's polls and loads go on while a's load hangs
     manager.poll_once(wait=False)
     wait_for(lambda: available(manager, "b") == [3], "b's next version while a's warm-up hangs")
@@ -439,7 +440,7 @@ def test_a_hung_warm_up_fails_at_its_deadline_and_never_holds_other_models(tmp_p
     clock.now += 61  # past the deadline: the watchdog fails the load and cancels the warm-up
     manager.check_deadlines()
     failed = status(manager, "a", 2)
-    assert (failed.state, failed.error_code) == (END, Code.DEADLINE_EXCEEDED)
+    assert (failed.state, failed.error_code) == (VersionState.END, Code.DEADLINE_EXCEEDED)
     assert "RTSERVE_LOAD_TIMEOUT_S=60s" in failed.error_message
     assert sample(metrics, "rtserve_model_loads_total", model_name="a", model_version="2", outcome="failure") == 1.0
     assert hung.aborted.is_set()
@@ -499,7 +500,7 @@ def test_rollouts_of_other_models_go_on_while_a_load_hangs(tmp_path: Path, repo_
     write_serving(repo_root, ACTIVATION)  # m switches from 1 to 2 at NOON
     manager.poll_once(wait=False)
     wait_for(lambda: available(manager, "m") == [1, 2], "m's pending default to be preloaded")
-    assert status(manager, "a", 2).state == LOADING
+    assert status(manager, "a", 2).state == VersionState.LOADING
     assert manager.snapshot()["m"].route.version_at(wall.now) == 1
     wall.now = NOON
     assert manager.snapshot()["m"].route.version_at(wall.now) == 2
@@ -517,7 +518,7 @@ def test_publishing_a_new_model_never_makes_a_ready_replica_unready(tmp_path: Pa
     push_marked(repo_root, tmp_path, "b", 1, hang=True)  # a new model whose first load takes (for ever)
     manager.poll_once(wait=False)
     wait_for(lambda: any(s.hangs and s.warming.is_set() for s in loader.loaded), "b's first load")
-    assert status(manager, "b", 1).state == LOADING
+    assert status(manager, "b", 1).state == VersionState.LOADING
     assert manager.is_ready(), "a replica that was ready stays ready while a new model loads"
     clock.now += 61
     manager.check_deadlines()  # b fails: still ready (b never counted, as in TF Serving)
@@ -554,7 +555,7 @@ def test_a_fresh_replica_serves_the_newest_versions_that_load(
     manager.poll_once()
     assert available(manager, "m") == expected
     assert manager.snapshot()["m"].default_version == 2 and manager.is_ready()
-    assert status(manager, "m", 3).state == END and "corrupt" in status(manager, "m", 3).error_message
+    assert status(manager, "m", 3).state == VersionState.END and "corrupt" in status(manager, "m", 3).error_message
     clock.now += 11
     manager.poll_once()  # 3 is retried, still fails: the stand-ins stay
     assert available(manager, "m") == expected

@@ -16,13 +16,14 @@ from prometheus_client import CollectorRegistry
 from apptools import wait_until
 from fakes import FakeLoader, write_fake_version
 from service.errors import Code
-from service.manager import AVAILABLE, LOADING, ModelManager
+from service.manager import ModelManager
 from service.manager.source import MODEL_CONFIG_LIST, REPOSITORY_SCAN, ModelSetError
 from service.model_set import ModelSet, parse_model_set
 from service.observability.metrics import Metrics
 from service.repository.factory import split_base_path
 from service.repository.local import LocalRepository
 from service.settings import Settings
+from service.states import VersionState
 
 
 class Clock:
@@ -130,7 +131,9 @@ def test_added_model_loads_and_counts_for_readiness_only_once_available(tmp_path
     assert manager.is_ready()
     manager.apply_model_set(model_set(entry("a", tmp_path / "a"), entry("b", tmp_path / "b")))
     manager.poll_once(wait=False)
-    wait_until(lambda: "b" in manager.snapshot() and manager.snapshot()["b"].statuses[0].state == LOADING, 10)
+    wait_until(
+        lambda: "b" in manager.snapshot() and manager.snapshot()["b"].statuses[0].state == VersionState.LOADING, 10
+    )
     assert manager.is_ready(), "a model added while serving must not take the replica out of its Service"
     assert not manager.snapshot()["b"].ready
     loader.release.set()
@@ -162,8 +165,8 @@ def test_dropped_model_unloads_once_its_leases_return_and_its_series_go(tmp_path
     assert not servable.closed  # type: ignore[attr-defined]
     leased.release()
     wait_until(lambda: servable.closed, 10, what="b's version closed")  # type: ignore[attr-defined]
-    wait_until(lambda: state_series(metrics, "b", 1, "END") is None, 10, what="b's state series removed")
-    assert state_series(metrics, "a", 1, AVAILABLE) == 1.0
+    wait_until(lambda: state_series(metrics, "b", 1, VersionState.END) is None, 10, what="b's state series removed")
+    assert state_series(metrics, "a", 1, VersionState.AVAILABLE) == 1.0
     assert not (tmp_path / "cache" / "b").exists() or not any((tmp_path / "cache" / "b").iterdir())
     manager.poll_once()
     assert sorted(manager.snapshot()) == ["a"]
@@ -172,7 +175,7 @@ def test_dropped_model_unloads_once_its_leases_return_and_its_series_go(tmp_path
 def test_dropped_then_added_again_counts_for_readiness_only_once_loaded(tmp_path: Path) -> None:
     manager, metrics, both = serving_a_and_b(tmp_path)
     manager.apply_model_set(model_set(entry("a", tmp_path / "a")))
-    wait_until(lambda: state_series(metrics, "b", 1, "END") is None, 10, what="b forgotten")
+    wait_until(lambda: state_series(metrics, "b", 1, VersionState.END) is None, 10, what="b forgotten")
     manager.apply_model_set(both)
     assert "b" not in manager.snapshot()
     assert manager.is_ready(), "b comes back: it counts again once loaded"
@@ -233,7 +236,7 @@ def test_a_failed_reload_from_the_new_base_path_keeps_the_old_copy(tmp_path: Pat
     manager.poll_once()
     model = manager.snapshot()["m"]
     assert model.available[1] is old
-    assert (model.statuses[0].state, model.statuses[0].error_code) == (AVAILABLE, Code.UNKNOWN)
+    assert (model.statuses[0].state, model.statuses[0].error_code) == (VersionState.AVAILABLE, Code.UNKNOWN)
     assert manager.is_ready()
 
 
@@ -388,10 +391,10 @@ def test_dropping_a_model_with_nothing_loaded_forgets_it_at_once(tmp_path: Path)
     publish(tmp_path, tmp_path / "b", 1, broken=True)
     manager, _, metrics = make_manager(tmp_path, model_set(entry("a", tmp_path / "a"), entry("b", tmp_path / "b")))
     manager.poll_once()
-    assert state_series(metrics, "b", 1, "END") == 1.0
+    assert state_series(metrics, "b", 1, VersionState.END) == 1.0
     manager.apply_model_set(model_set(entry("a", tmp_path / "a")))
     assert "b" not in manager.snapshot()
-    assert state_series(metrics, "b", 1, "END") is None
+    assert state_series(metrics, "b", 1, VersionState.END) is None
     assert manager.is_ready(), "a listed model that never loaded no longer holds readiness once dropped"
 
 
@@ -436,7 +439,7 @@ def test_a_dropped_model_loading_is_never_installed_and_goes(tmp_path: Path) -> 
     wait_until(lambda: loader.calls == 2, 10, what="both loads to start")
     manager.apply_model_set(model_set(entry("a", tmp_path / "a")))
     loader.release.set()
-    wait_until(lambda: state_series(metrics, "b", 2, "LOADING") is None, 10, what="b forgotten")
+    wait_until(lambda: state_series(metrics, "b", 2, VersionState.LOADING) is None, 10, what="b forgotten")
     assert loader.servable(2).closed
     assert "b" not in manager.snapshot()
     assert manager.is_ready()
@@ -474,13 +477,13 @@ def test_a_dropped_model_whose_load_was_abandoned_goes_when_the_load_returns(
     manager.poll_once(wait=False)
     wait_until(lambda: any(s.stuck and s.warming.is_set() for s in loader.loaded), 10, what="b warming up")
     # Before the clock jumps past the load deadline: else a's load, if still running, is abandoned too (a race).
-    wait_until(lambda: state_series(metrics, "a", 1, AVAILABLE) == 1.0, 10, what="a AVAILABLE")
+    wait_until(lambda: state_series(metrics, "a", 1, VersionState.AVAILABLE) == 1.0, 10, what="a AVAILABLE")
     manager.apply_model_set(model_set(entry("a", tmp_path / "a")))
     clock.now += 6
     manager.check_deadlines()
     assert metrics.registry.get_sample_value("rtserve_model_loads_abandoned") == 1.0
     loader.release.set()
     wait_until(lambda: metrics.registry.get_sample_value("rtserve_model_loads_abandoned") == 0.0, 10)
-    wait_until(lambda: state_series(metrics, "b", 1, "END") is None, 10, what="b forgotten")
+    wait_until(lambda: state_series(metrics, "b", 1, VersionState.END) is None, 10, what="b forgotten")
     assert "unexpected error" not in caplog.text
     assert [s.closed for s in loader.loaded if s.stuck] == [True]

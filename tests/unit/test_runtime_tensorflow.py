@@ -24,7 +24,8 @@ from modelfactory import (
     example,
     unsupported_dtype_module,
 )
-from service.errors import Internal, InvalidArgument, ModelLoadError, NotFound, Unavailable
+from service.codecs.lookup import find_signature
+from service.errors import Code, Internal, InvalidArgument, ModelLoadError, Unavailable
 from service.runtime.tensorflow import (
     TensorFlowLoader,
     TensorFlowServable,
@@ -220,9 +221,15 @@ def test_non_utf8_garbage_example_is_invalid_argument(examples: TensorFlowServab
         examples.run("classify", {"inputs": strings(b"\xff\xfe not an example")})
 
 
-def test_unknown_signature_is_not_found(multi: TensorFlowServable) -> None:
-    with pytest.raises(NotFound, match=r"no signature 'nope' \(has: scale, serving_default\)"):
+def test_unknown_signature_is_invalid_argument_as_in_the_data_plane(multi: TensorFlowServable) -> None:
+    # One condition, one code: the runtime says what find_signature says for the data plane, word for word.
+    with pytest.raises(InvalidArgument) as in_runtime:
         multi.run("nope", {})
+    with pytest.raises(InvalidArgument) as in_data_plane:
+        find_signature(multi.signatures, "nope")
+    assert in_runtime.value.code is Code.INVALID_ARGUMENT
+    assert in_runtime.value.message == in_data_plane.value.message
+    assert "'nope' not found in signature def (has: scale, serving_default)" in in_runtime.value.message
 
 
 def test_other_failures_are_internal(multi: TensorFlowServable) -> None:
@@ -424,8 +431,12 @@ def test_close_drops_the_model(multi_signature_model_dir: Path) -> None:
     servable = load(multi_signature_model_dir)
     servable.close()
     assert set(servable.signatures) == {"serving_default", "scale"}  # still describable for status pages
-    with pytest.raises(Unavailable, match="has been unloaded"):
+    with pytest.raises(Unavailable, match="has been unloaded") as unloaded:
         servable.run("scale", {"x": np.zeros((1, 2), np.float32), "flag": np.array([False])})
+    with pytest.raises(Unavailable, match="has been unloaded") as missing:  # unloaded first, whatever is asked
+        servable.run("nope", {})
+    for caught in (unloaded, missing):  # the folder is a cache path: no message from here names it
+        assert str(multi_signature_model_dir) not in caught.value.message
 
 
 # -- thread pools --------------------------------------------------------------------------------------------

@@ -27,12 +27,13 @@ from tensorflow_serving.apis import (
 from apptools import publish
 from modelfactory import example
 from service.errors import ModelLoadError
-from service.manager import END, ModelManager
+from service.manager import ModelManager
 from service.observability.metrics import Metrics
 from service.repository.local import LocalRepository
 from service.runtime.tensorflow import TensorFlowLoader
 from service.runtime.warmup_records import MAX_RECORDS, WARMUP_FILE, masked_crc32c, read_warmup_requests
 from service.settings import Settings
+from service.states import VersionState
 from service.tools.demo import FEATURES
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
@@ -163,7 +164,7 @@ def test_a_version_whose_warmup_fails_never_replaces_the_serving_one(demo_model_
         model = manager.snapshot()["iris"]
         assert sorted(model.available) == [1]
         failed = next(status for status in model.statuses if status.version == 2)
-        assert failed.state == END and "record 0 has inputs ['sepals']" in failed.error_message
+        assert failed.state == VersionState.END and "record 0 has inputs ['sepals']" in failed.error_message
     finally:
         manager.stop()
 

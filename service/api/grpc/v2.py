@@ -25,17 +25,18 @@ from service.codecs import v2_messages, v2_proto
 from service.codecs.arrays import Limits, quote
 from service.dataplane import DataPlane, ModelStatus, Target, parse_version
 from service.errors import ServingError, Unavailable
+from service.states import VersionState
 
 PROTOCOL = "grpc-v2"
 SERVICE_NAME = v2_messages.SERVICE_NAME
 
 # TF Serving's version states (rtserve's) as Triton's RepositoryIndex names them.
-TRITON_STATES: Mapping[str, str] = {
-    "START": "LOADING",
-    "LOADING": "LOADING",
-    "AVAILABLE": "READY",
-    "UNLOADING": "UNLOADING",
-    "END": "UNAVAILABLE",
+TRITON_STATES: Mapping[VersionState, str] = {
+    VersionState.START: "LOADING",
+    VersionState.LOADING: "LOADING",
+    VersionState.AVAILABLE: "READY",
+    VersionState.UNLOADING: "UNLOADING",
+    VersionState.END: "UNAVAILABLE",
 }
 READY = "READY"
 

@@ -44,7 +44,7 @@ def status_document(status: ModelStatus) -> dict[str, Any]:
         "model_version_status": [
             {
                 "version": str(s.version),
-                "state": s.state,
+                "state": s.state.value,
                 "status": {"error_code": s.error_code.name, "error_message": s.error_message},
             }
             for s in status.versions

@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -317,6 +318,20 @@ def live_rendering(chart_renderings: dict[str, Rendering]) -> Rendering:
 
 @pytest.fixture(scope="module")
 def server(live_rendering: Rendering, demo_repository: Path, workdir: Path) -> Iterator[Server]:
+    """The live tests' shared server; none of them stops it (the SIGTERM test has its own)."""
+    with chart_server(live_rendering, demo_repository, workdir) as process:
+        yield process
+
+
+@pytest.fixture
+def own_server(live_rendering: Rendering, demo_repository: Path, workdir: Path) -> Iterator[Server]:
+    """A server for one test alone, for a test that ends it."""
+    with chart_server(live_rendering, demo_repository, workdir) as process:
+        yield process
+
+
+@contextmanager
+def chart_server(live_rendering: Rendering, demo_repository: Path, workdir: Path) -> Iterator[Server]:
     """The server with the chart's ConfigMap as its environment (loopback, a free port and a local repository
     replace the in-cluster values), waited on until /v2/health/ready answers 200."""
     config = dict(live_rendering.config())
@@ -500,7 +515,7 @@ def test_not_ready_without_models_while_alive(live_rendering: Rendering, workdir
     """A pod whose configured model has no version answers liveness but not readiness (zero models is not
     ready), so the startup and readiness probes hold it out of the Service; then SIGTERM exits 0 in time."""
     empty = workdir / "empty-repository"
-    empty.mkdir()
+    empty.mkdir(exist_ok=True)
     process = Server(empty, dict(live_rendering.config()), workdir)
     try:
         process.wait_for("live", lambda: status_or_none(f"{process.base}/v2/health/live") == 200)
@@ -518,10 +533,11 @@ def test_not_ready_without_models_while_alive(live_rendering: Rendering, workdir
         process.stop()
 
 
-def test_sigterm_turns_unready_then_exits_zero(live_rendering: Rendering, server: Server) -> None:
-    """Last of the live tests (it stops the shared server): readiness fails at once after SIGTERM while the
-    process still answers, and the process exits 0 within the grace period the chart computes (less the
-    preStop sleep, which runs before the signal)."""
+def test_sigterm_turns_unready_then_exits_zero(live_rendering: Rendering, own_server: Server) -> None:
+    """Readiness fails at once after SIGTERM while the process still answers, and the process exits 0 within
+    the grace period the chart computes (less the preStop sleep, which runs before the signal). It stops its
+    server, so the server is its own: the other live tests run before or after it alike."""
+    server = own_server
     assert status_or_none(f"{server.base}/v2/health/ready") == 200
     assert health_status(server.grpc_port) == health_pb2.HealthCheckResponse.SERVING
     pod = live_rendering.deployment()["spec"]["template"]["spec"]
