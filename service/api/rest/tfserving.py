@@ -19,9 +19,9 @@ from service.api.rest.observe import Answer, InferenceCall, InferenceHandler, In
 from service.api.rest.offload import Offload, answer_size, inline_only
 from service.api.rest.responses import json_response
 from service.codecs import tfserving_json
-from service.codecs.arrays import Limits, quote
+from service.codecs.arrays import Limits
+from service.codecs.tfserving import examples_input
 from service.dataplane import DataPlane, ModelMetadata, ModelStatus, Target, parse_version
-from service.errors import InvalidArgument
 from service.observability.metrics import Metrics
 from service.observability.telemetry import Telemetry
 from service.tensors import CLASSIFY_METHOD, REGRESS_METHOD, SignatureSpec, TensorSpec
@@ -174,13 +174,3 @@ def build_router(
         ]
     add_routes(router, inference)
     return router, inference
-
-
-def examples_input(signature: SignatureSpec) -> str:
-    """The one string input a classify/regress signature takes its serialized tf.Examples on."""
-    strings = [name for name, spec in signature.inputs.items() if spec.dtype.is_string]
-    if len(signature.inputs) != 1 or len(strings) != 1:
-        raise InvalidArgument(
-            f"signature {quote(signature.name)} must take exactly one string input of serialized tf.Example"
-        )
-    return strings[0]
