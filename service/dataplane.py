@@ -22,6 +22,7 @@ from service.codecs.arrays import check_shape, is_decimal, quote
 from service.codecs.lookup import SignatureLookup, find_signature
 from service.errors import InvalidArgument, NotFound, ServingError, Unavailable
 from service.manager import LoadedVersion, ModelManager, ModelSnapshot, VersionStatus
+from service.model_set import ModelSet
 from service.tensors import SignatureSpec
 
 
@@ -177,9 +178,7 @@ class DataPlane:
         model = snapshot
         if target.label is not None:
             if target.label not in model.labels:
-                raise LabelNotFound(
-                    f"model {quote(target.model)} has no version label {quote(target.label)}", target
-                )
+                raise LabelNotFound(f"model {quote(target.model)} has no version label {quote(target.label)}", target)
             version = model.labels[target.label]
         elif target.version is not None:
             version = target.version
@@ -239,6 +238,13 @@ class DataPlane:
                 available_versions=tuple(sorted(model.available)),
                 batching=loaded.batcher.merging,
             )
+
+    # -- the model set -----------------------------------------------------------------------------------------
+
+    def apply_model_set(self, model_set: ModelSet) -> None:
+        """Serve ``model_set`` from now on (TF Serving's HandleReloadConfigRequest): blocking I/O, run it off the
+        event loop. A set that cannot be applied raises a ServingError naming why, and the current one serves on."""
+        self._manager.apply_model_set(model_set)
 
     # -- signatures and validation --------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import ml_dtypes
 import numpy as np
@@ -29,7 +30,8 @@ from service.codecs.arrays import Limits, check_cost, format_shape, quote
 from service.errors import Internal, InvalidArgument
 from service.tensors import DTYPES, DType
 
-TensorProto = tensor_pb2.TensorProto
+# tensorflow's generated messages carry no type information.
+TensorProto: TypeAlias = Any
 
 BFLOAT16_NAME = "DT_BFLOAT16"
 
@@ -82,17 +84,17 @@ _HALF_FIELD = "half_val"
 def dtype_name(enum: int) -> str:
     """A DataType enum as TensorFlow names it (``DT_FLOAT``), or its number when the enum has no such value."""
     try:
-        return types_pb2.DataType.Name(enum)
+        return str(types_pb2.DataType.Name(enum))
     except ValueError:
         return f"DataType {enum}"
 
 
 def dtype_enum(dtype: DType) -> int:
     """The DataType enum of one of the table's dtypes."""
-    return types_pb2.DataType.Value(dtype.tf_name)
+    return int(types_pb2.DataType.Value(dtype.tf_name))
 
 
-def tensor_shape(shape: Sequence[int] | None) -> tensor_shape_pb2.TensorShapeProto:
+def tensor_shape(shape: Sequence[int] | None) -> Any:
     """A TensorShapeProto: -1 for an unknown dimension, ``unknown_rank`` for None (as SignatureDefs carry them)."""
     if shape is None:
         return tensor_shape_pb2.TensorShapeProto(unknown_rank=True)
@@ -162,7 +164,7 @@ def _from_values(values: Sequence[object], wire: _Wire, shape: tuple[int, ...], 
 def from_array(array: np.ndarray, name: str, tensor_content: bool = False) -> TensorProto:
     """A TensorProto for an answer: typed fields, or ``tensor_content`` bytes when asked (never for strings)."""
     wire = _wire_for(array, name)
-    proto = TensorProto(dtype=wire.enum, tensor_shape=tensor_shape(array.shape))
+    proto = tensor_pb2.TensorProto(dtype=wire.enum, tensor_shape=tensor_shape(array.shape))
     if wire.field == "string_val":
         proto.string_val.extend(_as_bytes(item, name) for item in array.ravel().tolist())
         return proto
