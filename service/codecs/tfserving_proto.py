@@ -120,7 +120,9 @@ def serialized_examples(request_input: input_pb2.Input, limits: Limits) -> np.nd
         examples = request_input.example_list_with_context.examples
         context = request_input.example_list_with_context.context.SerializeToString()
     else:
-        raise InvalidArgument("Input is empty.")  # input_util.cc
+        examples, context = (), b""
+    if not examples:
+        raise InvalidArgument("Input is empty.")  # input_util.cc InputToSerializedExampleTensor
     tfserving.check_example_count(len(examples), limits, "the input's example list")
     serialized = np.empty(len(examples), dtype=object)
     total = 0

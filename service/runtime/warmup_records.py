@@ -23,7 +23,6 @@ import numpy as np
 import tensorflow as tf
 from google.protobuf.message import DecodeError
 from tensorflow.core.framework import tensor_pb2
-
 from tensorflow_serving.apis import (
     classification_pb2,
     predict_pb2,
