@@ -548,3 +548,94 @@ def test_bad_status_requests(
     assert caught.value.code() == code
     assert caught.value.details() == text
     assert_still_serving(stub)
+
+
+# -- ModelService: status during a hot reload, HandleReloadConfigRequest ------------------------------------
+
+
+def _config(**models: Path) -> Any:
+    from tensorflow_serving.apis import model_management_pb2
+
+    request = model_management_pb2.ReloadConfigRequest()
+    for name, base in models.items():
+        request.config.model_config_list.config.add(name=name, base_path=str(base), model_platform="tensorflow")
+    return request
+
+
+def _status(models: model_service_pb2_grpc.ModelServiceStub, name: str) -> dict[int, int]:
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = name
+    return {s.version: s.state for s in models.GetModelStatus(request, TIMEOUT_S).model_version_status}
+
+
+def test_status_through_a_hot_reload_and_reload_config_requests(tmp_path: Path, demo_model_dir: Path) -> None:
+    import shutil
+
+    from apptools import wait_until
+
+    states = get_model_status_pb2.ModelVersionStatus
+    iris_base, other_base = tmp_path / "iris", tmp_path / "other"
+    shutil.copytree(demo_model_dir, iris_base / "1")
+    shutil.copytree(demo_model_dir, other_base / "5")
+    model_set = '{"config": [{"name": "iris", "base_path": "%s"}]}' % iris_base
+    env = {
+        "RTSERVE_MODEL_CONFIG_LIST": model_set,
+        "RTSERVE_CACHE_DIR": str(tmp_path / "cache"),
+        "RTSERVE_POLL_INTERVAL_S": "0.3",
+    }
+    with (
+        running_server(env, tmp_path) as server,
+        grpc.insecure_channel(server.grpc_target) as channel,
+    ):
+        models = model_service_pb2_grpc.ModelServiceStub(channel)
+        predictions = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        assert _status(models, "iris") == {1: states.AVAILABLE}
+
+        # A new version arrives: every status call answers while it loads and the old one unloads.
+        shutil.copytree(demo_model_dir, iris_base / "2")
+        seen: set[int] = set()
+
+        def moved_on() -> bool:
+            status = _status(models, "iris")
+            seen.update(status.values())
+            return status.get(2) == states.AVAILABLE and status.get(1, states.END) == states.END
+
+        wait_until(moved_on, timeout_s=60, what="version 2 AVAILABLE, version 1 gone")
+        assert seen <= {states.START, states.LOADING, states.AVAILABLE, states.UNLOADING, states.END}
+        assert predictions.Predict(predict_request(), TIMEOUT_S).model_spec.version.value == 2
+
+        # A new list: "other" is added and becomes servable, "iris" is dropped and unloads.
+        reply = models.HandleReloadConfigRequest(_config(other=other_base), TIMEOUT_S)
+        assert (reply.status.error_code, reply.status.error_message) == (0, "")
+
+        def swapped() -> bool:
+            try:
+                return predictions.Predict(predict_request("other"), TIMEOUT_S).model_spec.version.value == 5
+            except grpc.RpcError:
+                return False
+
+        wait_until(swapped, timeout_s=60, what="model 'other' servable")
+        with pytest.raises(grpc.RpcError) as caught:
+            predictions.Predict(predict_request("iris"), TIMEOUT_S)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        assert caught.value.details() == "Servable not found for request: Latest(iris)"
+
+        # Lists that cannot be applied are refused with the reason; the current one keeps serving.
+        missing = models.HandleReloadConfigRequest
+        with pytest.raises(grpc.RpcError) as refused:
+            missing(_config(gone=tmp_path / "nowhere"), TIMEOUT_S)
+        assert refused.value.code() != grpc.StatusCode.OK
+        assert "gone" in refused.value.details()
+        bad_platform = _config(other=other_base)
+        bad_platform.config.model_config_list.config[0].model_platform = "pytorch"
+        with pytest.raises(grpc.RpcError) as invalid:
+            missing(bad_platform, TIMEOUT_S)
+        assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "pytorch" in invalid.value.details()
+        custom = _config()
+        custom.config.custom_model_config.Pack(get_model_status_pb2.GetModelStatusRequest())
+        with pytest.raises(grpc.RpcError) as unsupported:
+            missing(custom, TIMEOUT_S)
+        assert unsupported.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "Only ModelConfigList is currently supported" in unsupported.value.details()
+        assert predictions.Predict(predict_request("other"), TIMEOUT_S).model_spec.version.value == 5
