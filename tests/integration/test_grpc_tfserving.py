@@ -5,6 +5,8 @@ grpc.aio), inputs from ``tf.make_tensor_proto`` and outputs read as the official
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,13 +22,14 @@ from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     inference_pb2,
+    model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
     regression_pb2,
 )
 
-from apptools import ServerProcess, publish, running_server
+from apptools import ServerProcess, publish, running_server, wait_until
 from modelfactory import CLASSIFY_CLASSES, REGRESS_BIAS, REGRESS_WEIGHT
 from service.repository.local import LocalRepository
 
@@ -554,8 +557,6 @@ def test_bad_status_requests(
 
 
 def _config(**models: Path) -> Any:
-    from tensorflow_serving.apis import model_management_pb2
-
     request = model_management_pb2.ReloadConfigRequest()
     for name, base in models.items():
         request.config.model_config_list.config.add(name=name, base_path=str(base), model_platform="tensorflow")
@@ -569,15 +570,11 @@ def _status(models: model_service_pb2_grpc.ModelServiceStub, name: str) -> dict[
 
 
 def test_status_through_a_hot_reload_and_reload_config_requests(tmp_path: Path, demo_model_dir: Path) -> None:
-    import shutil
-
-    from apptools import wait_until
-
     states = get_model_status_pb2.ModelVersionStatus
     iris_base, other_base = tmp_path / "iris", tmp_path / "other"
     shutil.copytree(demo_model_dir, iris_base / "1")
     shutil.copytree(demo_model_dir, other_base / "5")
-    model_set = '{"config": [{"name": "iris", "base_path": "%s"}]}' % iris_base
+    model_set = json.dumps({"config": [{"name": "iris", "base_path": str(iris_base)}]})
     env = {
         "RTSERVE_MODEL_CONFIG_LIST": model_set,
         "RTSERVE_CACHE_DIR": str(tmp_path / "cache"),
