@@ -42,7 +42,7 @@ def numeric_arrays() -> st.SearchStrategy[np.ndarray]:
 def string_arrays() -> st.SearchStrategy[np.ndarray]:
     return SHAPES.flatmap(
         lambda shape: st.lists(st.binary(max_size=8), min_size=int(np.prod(shape)), max_size=int(np.prod(shape))).map(
-            lambda items: np.array(items + [b""], dtype=object)[:-1].reshape(shape)
+            lambda items: np.array([*items, b""], dtype=object)[:-1].reshape(shape)
         )
     )
 

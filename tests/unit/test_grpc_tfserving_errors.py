@@ -20,7 +20,11 @@ CASES: list[tuple[ServingError, Code, str]] = [
     (VersionNotAvailable("rest", Target(M), None), Code.NOT_FOUND, "Servable not found for request: Latest(m)"),
     (VersionNotAvailable("rest", Target(M, 3), 3), Code.NOT_FOUND, "Servable not found for request: Specific(m, 3)"),
     # A label resolves to a version first (server_core.cc), so a label on an unloaded version names the version.
-    (VersionNotAvailable("rest", Target(M, label="l"), 4), Code.NOT_FOUND, "Servable not found for request: Specific(m, 4)"),
+    (
+        VersionNotAvailable("rest", Target(M, label="l"), 4),
+        Code.NOT_FOUND,
+        "Servable not found for request: Specific(m, 4)",
+    ),
     (LabelNotFound("rest", Target(M, label="l")), Code.INVALID_ARGUMENT, "Unrecognized servable version label: l"),
     (ModelNotServed("rest", Target(M, label="l")), Code.INVALID_ARGUMENT, "Unrecognized servable version label: l"),
     (StatusNotFound("rest", Target(M)), Code.NOT_FOUND, "Could not find any versions of model m"),
@@ -73,7 +77,7 @@ def test_multi_inference_checks_follow_tf_serving() -> None:
         check_tasks([])
     with pytest.raises(InvalidArgument, match="must access the same model name"):
         check_tasks([_task(M, "a", classify), _task("n", "b", regress)])
-    with pytest.raises(InvalidArgument, match="^Duplicate evaluation of signature: a$"):
+    with pytest.raises(InvalidArgument, match=r"^Duplicate evaluation of signature: a$"):
         check_tasks([_task(M, "a", classify), _task(M, "a", regress)])
-    with pytest.raises(Unimplemented, match="^Unsupported signature method_name: tensorflow/serving/predict$"):
+    with pytest.raises(Unimplemented, match=r"^Unsupported signature method_name: tensorflow/serving/predict$"):
         check_tasks([_task(M, "a", "tensorflow/serving/predict")])
