@@ -636,3 +636,20 @@ def test_status_through_a_hot_reload_and_reload_config_requests(tmp_path: Path, 
         assert unsupported.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "Only ModelConfigList is currently supported" in unsupported.value.details()
         assert predictions.Predict(predict_request("other"), TIMEOUT_S).model_spec.version.value == 5
+
+
+def test_answers_in_tensor_content_when_the_setting_asks(tmp_path: Path, demo_model_dir: Path) -> None:
+    repository = LocalRepository(tmp_path / "repo")
+    publish(repository, "iris", 1, demo_model_dir)
+    env = {
+        "RTSERVE_REPOSITORY": str(tmp_path / "repo"),
+        "RTSERVE_CACHE_DIR": str(tmp_path / "cache"),
+        "RTSERVE_MODELS": "iris",
+        "RTSERVE_GRPC__TENSOR_CONTENT": "true",  # TF Serving's --enable_serialization_as_tensor_content
+    }
+    with running_server(env, tmp_path) as server, grpc.insecure_channel(server.grpc_target) as opened:
+        answer = prediction_service_pb2_grpc.PredictionServiceStub(opened).Predict(predict_request(), TIMEOUT_S)
+    output = answer.outputs["probabilities"]
+    assert len(output.tensor_content) == 3 * 4
+    assert not output.float_val
+    assert int(np.argmax(tf.make_ndarray(output))) == 0
