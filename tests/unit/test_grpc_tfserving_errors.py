@@ -3,6 +3,7 @@ match), while their REST messages stay; and the ModelSpec and MultiInference che
 
 from __future__ import annotations
 
+import grpc
 import pytest
 from google.protobuf import wrappers_pb2
 from tensorflow_serving.apis import inference_pb2, model_pb2
@@ -11,7 +12,7 @@ from service.api.grpc.observe import status_code
 from service.api.grpc.tfserving import check_tasks, target_of, tf_serving_error
 from service.codecs.lookup import UnknownSignature, find_signature
 from service.dataplane import LabelNotFound, ModelNotServed, StatusNotFound, Target, VersionNotAvailable
-from service.errors import Code, InvalidArgument, NotFound, ServingError, Unavailable, Unimplemented
+from service.errors import Code, InvalidArgument, NotFound, Overloaded, ServingError, Unavailable, Unimplemented
 
 M = "m"
 CASES: list[tuple[ServingError, Code, str]] = [
@@ -44,6 +45,12 @@ def test_tf_serving_words_the_data_planes_errors(error: ServingError, code: Code
 def test_other_errors_pass_through_unchanged() -> None:
     for error in (InvalidArgument("x"), NotFound("y"), Unavailable("queue full")):
         assert tf_serving_error(error) is error
+
+
+def test_a_full_queue_is_unavailable_at_once() -> None:
+    full = Overloaded("model 'm' version 1 has 64 requests queued", retry_after_s=1)
+    assert tf_serving_error(full) is full
+    assert status_code(full.code) is grpc.StatusCode.UNAVAILABLE
 
 
 def test_a_missing_signature_is_failed_precondition_with_the_key() -> None:
