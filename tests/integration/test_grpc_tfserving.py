@@ -653,3 +653,23 @@ def test_answers_in_tensor_content_when_the_setting_asks(tmp_path: Path, demo_mo
     assert len(output.tensor_content) == 3 * 4
     assert not output.float_val
     assert int(np.argmax(tf.make_ndarray(output))) == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "payload"),
+    [
+        # ClassificationRequest.input.example_list.examples[0] = bytes that are no tf.Example
+        ("/tensorflow.serving.PredictionService/Classify", b"\x12\x07\x0a\x05\x0a\x03\xff\xff\xff"),
+        ("/tensorflow.serving.PredictionService/Predict", b"\x0a\xff"),  # a ModelSpec cut short
+        ("/tensorflow.serving.ModelService/GetModelStatus", b"\xff\xff\xff"),
+    ],
+)
+def test_malformed_request_bytes_are_invalid_argument(
+    channel: grpc.Channel, stub: prediction_service_pb2_grpc.PredictionServiceStub, method: str, payload: bytes
+) -> None:
+    call = channel.unary_unary(method, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    with pytest.raises(grpc.RpcError) as caught:
+        call(payload, timeout=TIMEOUT_S)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # grpcio alone says UNKNOWN
+    assert "the request is not a valid tensorflow.serving." in caught.value.details()
+    assert_still_serving(stub)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
 import numpy as np
-from google.protobuf import json_format
+from google.protobuf import json_format, message_factory
+from google.protobuf.message import DecodeError
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -21,8 +23,10 @@ from tensorflow_serving.apis import (
     inference_pb2,
     model_management_pb2,
     model_pb2,
+    model_service_pb2,
     model_service_pb2_grpc,
     predict_pb2,
+    prediction_service_pb2,
     prediction_service_pb2_grpc,
     regression_pb2,
 )
@@ -46,8 +50,6 @@ from service.model_set import parse_model_set
 from service.tensors import CLASSIFY_METHOD, REGRESS_METHOD, SignatureSpec
 
 PROTOCOL = "grpc-tfserving"
-PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
-MODEL_SERVICE = "tensorflow.serving.ModelService"
 
 Response = TypeVar("Response")
 
@@ -327,9 +329,62 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore
         return await rpcs.answer(context, "", work)
 
 
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """A request whose bytes do not parse as its message: answered INVALID_ARGUMENT by the handler, where grpcio
+    itself would end the call UNKNOWN (a 5xx for the client's fault)."""
+
+    message_type: str
+    reason: str
+
+
+def _lenient(message: Any) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return message.FromString(data)
+        except DecodeError as error:
+            return Malformed(message.DESCRIPTOR.full_name, str(error))
+
+    return deserialize
+
+
+def _checked(method: Callable[[Any, Context], Awaitable[Any]], observer: RpcObserver) -> Callable[..., Any]:
+    async def handler(request: Any, context: Context) -> Any:
+        if isinstance(request, Malformed):
+            malformed = request
+
+            async def refuse(call: RpcCall) -> Served[Any]:
+                raise InvalidArgument(f"the request is not a valid {malformed.message_type}: {malformed.reason}")
+
+            return await observer.answer(context, "", refuse)
+        return await method(request, context)
+
+    return handler
+
+
+def service_handler(service: Any, servicer: object, observer: RpcObserver) -> grpc.GenericRpcHandler:
+    """What the generated ``add_*Servicer_to_server`` registers, with requests that do not parse refused as
+    INVALID_ARGUMENT; built from the service's descriptor, so every RPC of it is there."""
+    handlers = {
+        method.name: grpc.unary_unary_rpc_method_handler(
+            _checked(getattr(servicer, method.name), observer),
+            request_deserializer=_lenient(message_factory.GetMessageClass(method.input_type)),
+            response_serializer=message_factory.GetMessageClass(method.output_type).SerializeToString,
+        )
+        for method in service.methods
+    }
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
 def register(server: grpc.aio.Server, deps: GrpcDeps) -> Sequence[str]:
     """The Registrar for TF Serving's two services."""
     rpcs = _Rpcs(deps)
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(rpcs), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(rpcs), server)
-    return (PREDICTION_SERVICE, MODEL_SERVICE)
+    prediction = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"]
+    model = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"]
+    server.add_generic_rpc_handlers(
+        (
+            service_handler(prediction, PredictionService(rpcs), rpcs.observer),
+            service_handler(model, ModelService(rpcs), rpcs.observer),
+        )
+    )
+    return (prediction.full_name, model.full_name)
