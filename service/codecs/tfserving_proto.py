@@ -7,9 +7,10 @@ may match, the text is TF Serving's, with its source named.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
-from google.protobuf import any_pb2, wrappers_pb2
+from google.protobuf import any_pb2, json_format, wrappers_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
@@ -24,6 +25,7 @@ from tensorflow_serving.apis import (
 from service.codecs import tensorproto, tfserving
 from service.codecs.arrays import Limits
 from service.errors import Code, InvalidArgument
+from service.model_set import ModelSet, parse_model_set
 from service.tensors import DEFAULT_SIGNATURE, SignatureSpec, TensorSpec
 
 SIGNATURE_DEF_FIELD = "signature_def"  # the one metadata field TF Serving knows (get_model_metadata_impl.cc)
@@ -191,6 +193,17 @@ def metadata_response(
     response = get_model_metadata_pb2.GetModelMetadataResponse(model_spec=model_spec(name, version, None))
     response.metadata[SIGNATURE_DEF_FIELD].CopyFrom(packed)
     return response
+
+
+def model_set_of(config_list: Any) -> ModelSet:
+    """A ModelConfigList message as rtserve's model set: the model set's JSON shape is the proto's JSON mapping,
+    field for field (service/model_set.py), so the message goes through its JSON form. InvalidArgument names the
+    first problem."""
+    document = json_format.MessageToDict(config_list, preserving_proto_field_name=True)
+    try:
+        return parse_model_set(document)
+    except ValueError as error:
+        raise InvalidArgument(f"model_config_list: {error}") from None
 
 
 def state_number(state: str) -> int:

@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import numpy as np
 import pytest
 import tensorflow as tf
 from google.protobuf import wrappers_pb2
+from prometheus_client.parser import text_string_to_metric_families
 from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
@@ -673,3 +675,26 @@ def test_malformed_request_bytes_are_invalid_argument(
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # grpcio alone says UNKNOWN
     assert "the request is not a valid tensorflow.serving." in caught.value.details()
     assert_still_serving(stub)
+
+
+def test_rpcs_count_under_protocol_grpc_tfserving(
+    server: ServerProcess, stub: prediction_service_pb2_grpc.PredictionServiceStub
+) -> None:
+    def count(**labels: str) -> float:
+        text = httpx.get(server.url + "/metrics", timeout=10).text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "rtserve_requests_total" and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
+
+    ok, missing = (
+        count(protocol="grpc-tfserving", model_name="iris", code="200"),
+        count(protocol="grpc-tfserving", model_name="", code="404"),
+    )
+    stub.Predict(predict_request(), TIMEOUT_S)
+    with pytest.raises(grpc.RpcError):
+        stub.Predict(predict_request("nope"), TIMEOUT_S)
+    assert count(protocol="grpc-tfserving", model_name="iris", code="200") == ok + 1
+    assert count(protocol="grpc-tfserving", model_name="", code="404") == missing + 1  # unknown names: one label

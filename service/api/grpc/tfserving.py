@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import grpc
 import numpy as np
-from google.protobuf import json_format, message_factory
+from google.protobuf import message_factory
 from google.protobuf.message import DecodeError
 from tensorflow_serving.apis import (
     classification_pb2,
@@ -46,7 +46,6 @@ from service.dataplane import (
     VersionNotAvailable,
 )
 from service.errors import Code, FailedPrecondition, InvalidArgument, NotFound, ServingError, Unimplemented
-from service.model_set import parse_model_set
 from service.tensors import CLASSIFY_METHOD, REGRESS_METHOD, SignatureSpec
 
 PROTOCOL = "grpc-tfserving"
@@ -316,12 +315,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore
                     "ServerModelConfig type not supported by HandleReloadConfigRequest. "
                     "Only ModelConfigList is currently supported"
                 )
-            # The model set's JSON shape is the proto's JSON mapping, field for field (service/model_set.py).
-            document = json_format.MessageToDict(request.config.model_config_list, preserving_proto_field_name=True)
-            try:
-                model_set = parse_model_set(document)
-            except ValueError as error:
-                raise InvalidArgument(f"model_config_list: {error}") from None
+            model_set = tfserving_proto.model_set_of(request.config.model_config_list)
             await asyncio.to_thread(rpcs.dataplane.apply_model_set, model_set)
             response = model_management_pb2.ReloadConfigResponse(status=tfserving_proto.status_proto(Code.OK, ""))
             return Served(response, "", "")
