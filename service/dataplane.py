@@ -228,8 +228,8 @@ class DataPlane:
 
     def metadata(self, target: Target) -> ModelMetadata:
         """The signatures of the version a request resolves to, held by a lease while they are read."""
-        model = self.model(target.model)
-        with self.lease(target) as loaded:
+        with self.lease(target) as loaded:  # first: its errors name the whole target (version, label)
+            model = self.model(target.model)
             return ModelMetadata(
                 model=loaded.model,
                 version=loaded.version,

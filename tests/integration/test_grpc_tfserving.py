@@ -456,6 +456,15 @@ def _multi(method: str) -> inference_pb2.MultiInferenceRequest:
 
 BAD_OTHERS: list[tuple[str, str, Callable[[], Any], grpc.StatusCode, str]] = [
     (
+        "metadata of an unknown version",
+        "GetModelMetadata",
+        lambda: get_model_metadata_pb2.GetModelMetadataRequest(
+            model_spec={"name": "iris", "version": wrappers_pb2.Int64Value(value=9)}, metadata_field=["signature_def"]
+        ),
+        grpc.StatusCode.NOT_FOUND,
+        "Servable not found for request: Specific(iris, 9)",
+    ),
+    (
         "no metadata_field",
         "GetModelMetadata",
         lambda: _metadata_request(),
