@@ -40,6 +40,12 @@ pytestmark = pytest.mark.integration
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 VIRGINICA = [6.7, 3.0, 5.2, 2.3]
 MAX_ELEMENTS = 10_000
+# serving.json routing of the default version: every default request to the canary; a switch still to come.
+ROUTED = {
+    "all_canary": b'{"default": 1, "labels": {"canary": 2}, "canary_weight": 1.0}',
+    "switch_later": b'{"default": 2, "activate_at": "2999-01-01T00:00:00Z", "previous_default": 1}',
+    "switched": b'{"default": 2, "activate_at": "2001-01-01T00:00:00Z", "previous_default": 1}',
+}
 TIMEOUT_S = 30.0
 
 
@@ -57,6 +63,10 @@ def server(
     publish(repository, "multi", 1, multi_signature_model_dir)
     publish(repository, "examples", 1, classify_regress_model_dir)
     repository.write_model_file("iris", "serving.json", b'{"default": 1, "labels": {"stable": 1, "canary": 2}}')
+    for model, routing in ROUTED.items():
+        publish(repository, model, 1, demo_model_dir)
+        publish(repository, model, 2, demo_model_dir)
+        repository.write_model_file(model, "serving.json", routing)
     env = {
         "RTSERVE_REPOSITORY": str(root),
         "RTSERVE_CACHE_DIR": str(tmp_path_factory.mktemp("cache")),
@@ -136,6 +146,17 @@ def test_predict_by_version_and_by_label(stub: prediction_service_pb2_grpc.Predi
     assert stub.Predict(predict_request(version=2), TIMEOUT_S).model_spec.version.value == 2
     assert stub.Predict(predict_request(version_label="canary"), TIMEOUT_S).model_spec.version.value == 2
     assert stub.Predict(predict_request(version_label="stable"), TIMEOUT_S).model_spec.version.value == 1
+
+
+def test_default_requests_follow_canary_and_activate_at_routing(
+    stub: prediction_service_pb2_grpc.PredictionServiceStub,
+) -> None:
+    def version_of(model: str) -> int:
+        return int(stub.Predict(predict_request(model), TIMEOUT_S).model_spec.version.value)
+
+    assert {version_of("all_canary") for _ in range(5)} == {2}
+    assert version_of("switch_later") == 1
+    assert version_of("switched") == 2
 
 
 def test_predict_on_grpc_aio(server: ServerProcess) -> None:
