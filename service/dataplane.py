@@ -83,6 +83,9 @@ class ModelNotServed(NotFound):
         super().__init__(message)
         self.target = target
 
+    def __reduce__(self) -> tuple[type[ModelNotServed], tuple[str, Target]]:
+        return (type(self), (self.message, self.target))
+
 
 class VersionNotAvailable(NotFound):
     """The model is served but the version a request resolves to is not AVAILABLE; ``version`` is the one it
@@ -93,6 +96,9 @@ class VersionNotAvailable(NotFound):
         self.target = target
         self.version = version
 
+    def __reduce__(self) -> tuple[type[VersionNotAvailable], tuple[str, Target, int | None]]:
+        return (type(self), (self.message, self.target, self.version))
+
 
 class LabelNotFound(NotFound):
     """The model has no version label by the name a request gives."""
@@ -100,6 +106,9 @@ class LabelNotFound(NotFound):
     def __init__(self, message: str, target: Target) -> None:
         super().__init__(message)
         self.target = target
+
+    def __reduce__(self) -> tuple[type[LabelNotFound], tuple[str, Target]]:
+        return (type(self), (self.message, self.target))
 
 
 class StatusNotFound(NotFound):
@@ -110,6 +119,9 @@ class StatusNotFound(NotFound):
     def __init__(self, message: str, target: Target) -> None:
         super().__init__(message)
         self.target = target
+
+    def __reduce__(self) -> tuple[type[StatusNotFound], tuple[str, Target]]:
+        return (type(self), (self.message, self.target))
 
 
 @dataclass(frozen=True)

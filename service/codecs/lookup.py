@@ -20,6 +20,10 @@ class UnknownSignature(FailedPrecondition):
         super().__init__(message)
         self.key = key
 
+    def __reduce__(self) -> tuple[type[UnknownSignature], tuple[str, str]]:
+        # Raised in decoding worker processes too: it must cross back whole.
+        return (type(self), (self.message, self.key))
+
 
 def find_signature(
     signatures: Mapping[str, SignatureSpec], name: str | None, method: str | None = None

@@ -3,6 +3,8 @@ match), while their REST messages stay; and the ModelSpec and MultiInference che
 
 from __future__ import annotations
 
+import pickle
+
 import grpc
 import pytest
 from google.protobuf import wrappers_pb2
@@ -40,6 +42,13 @@ def test_tf_serving_words_the_data_planes_errors(error: ServingError, code: Code
     worded = tf_serving_error(error)
     assert (worded.code, worded.message) == (code, text)
     assert status_code(worded.code).name == code.name
+
+
+@pytest.mark.parametrize("error", [c[0] for c in CASES], ids=[type(c[0]).__name__ + c[2][-12:] for c in CASES])
+def test_structured_errors_cross_process_boundaries_whole(error: ServingError) -> None:
+    # Decoders run in worker processes (service/api/rest/offload.py): what they raise comes back pickled.
+    copy = pickle.loads(pickle.dumps(error))
+    assert (type(copy), copy.message, vars(copy)) == (type(error), error.message, vars(error))
 
 
 def test_other_errors_pass_through_unchanged() -> None:
