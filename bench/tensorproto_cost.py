@@ -1,9 +1,9 @@
 """What answering a TF Serving gRPC tensor costs: typed ``*_val`` fields (the default, what the official example
 clients read) against ``tensor_content`` bytes (RTSERVE_GRPC__TENSOR_CONTENT), and the decode of each.
 
-The demo model's output is ``probabilities`` float32 [rows, 3]; the 1 MB case is a float32 tensor of 262144
-values. Times are the median of single calls, on this machine, including the protobuf serialization a gRPC
-answer goes through.
+The demo model's output is ``probabilities`` float32 [rows, 3]; the 1 MB cases are a float32 tensor of 262144
+values and an int64 one of 131072 (varints in the typed field). Times are the median of single calls, on this
+machine, including the protobuf serialization a gRPC answer goes through.
 
     .venv/bin/python -m bench.tensorproto_cost          # a Markdown table
 """
@@ -21,7 +21,12 @@ import numpy as np
 from service.codecs.arrays import Limits
 from service.codecs.tensorproto import from_array, to_array
 
-CASES = (("demo output, 1 row", (1, 3)), ("demo output, 64 rows", (64, 3)), ("1 MB float32", (512, 512)))
+CASES = (
+    ("demo output, 1 row", (1, 3), np.float32),
+    ("demo output, 64 rows", (64, 3), np.float32),
+    ("1 MB float32", (512, 512), np.float32),
+    ("1 MB int64", (256, 512), np.int64),
+)
 
 
 def median_us(action: Callable[[], object], repeats: int) -> float:
@@ -48,8 +53,8 @@ def main() -> None:
         " tensor_content decode (us) |"
     )
     print("|---|---|---|---|---|")
-    for name, shape in CASES:
-        array = rng.random(shape, dtype=np.float32)
+    for name, shape, dtype in CASES:
+        array = (rng.random(shape) * 2**40).astype(dtype)
         repeats = args.repeats if array.size < 10_000 else max(args.repeats // 10, 5)
         typed = median_us(functools.partial(_encode, array, False), repeats)
         content = median_us(functools.partial(_encode, array, True), repeats)

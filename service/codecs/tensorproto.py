@@ -80,9 +80,20 @@ def _wires() -> dict[int, _Wire]:
 _BY_ENUM = _wires()
 _BY_NUMPY = {wire.numpy: wire for wire in _BY_ENUM.values()}
 _HALF_FIELD = "half_val"
-# Typed fields whose packed wire form is the raw little-endian values (TensorProto field numbers): such a field is
-# filled by merging its encoded bytes, in C, instead of one Python float per value (100x faster for 1 MB).
-_FIXED_WIDTH_FIELDS = {"float_val": 5, "double_val": 6}
+# The typed fields' numbers in TensorProto. An answer's field is filled by merging its packed wire form, built
+# with numpy and parsed in C, instead of one Python object per value (1 MB of floats: 3 ms instead of 35).
+_FIELD_NUMBERS = {
+    "float_val": 5,
+    "double_val": 6,
+    "int_val": 7,
+    "int64_val": 10,
+    "bool_val": 11,
+    "half_val": 13,
+    "uint32_val": 16,
+    "uint64_val": 17,
+}
+_FIXED_WIDTH = frozenset({"float_val", "double_val"})  # packed as raw little-endian values; the rest as varints
+_MAX_VARINT_BYTES = 10
 
 
 def dtype_name(enum: int) -> str:
@@ -176,16 +187,34 @@ def from_array(array: np.ndarray, name: str, tensor_content: bool = False) -> Te
         proto.tensor_content = np.ascontiguousarray(array, dtype=wire.numpy).tobytes()
         return proto
     flat = np.ascontiguousarray(array, dtype=wire.numpy).ravel()
-    number = _FIXED_WIDTH_FIELDS.get(wire.field)
-    if number is not None:
-        if flat.size:
-            raw = flat.tobytes()
-            proto.MergeFromString(varint((number << 3) | 2) + varint(len(raw)) + raw)
-        return proto
-    if wire.field == _HALF_FIELD:
-        flat = flat.view(np.uint16)
-    getattr(proto, wire.field).extend(flat.tolist())
+    if flat.size:
+        if wire.field in _FIXED_WIDTH:
+            packed = flat.tobytes()
+        else:
+            bits = flat.view(np.uint16) if wire.field == _HALF_FIELD else flat
+            packed = _varints(bits)
+        number = _FIELD_NUMBERS[wire.field]
+        proto.MergeFromString(varint((number << 3) | 2) + varint(len(packed)) + packed)
     return proto
+
+
+def _varints(values: np.ndarray) -> bytes:
+    """Integers as protobuf's packed varints, vectorized: a negative one as its 64-bit two's complement (how
+    protobuf writes int32 and int64), so every value takes 1 to 10 bytes."""
+    numbers = values.astype(np.int64).view(np.uint64) if values.dtype.kind in "ib" else values.astype(np.uint64)
+    sizes = np.ones(numbers.shape, np.int64)
+    rest = numbers >> np.uint64(7)
+    while rest.any():
+        sizes += rest > 0
+        rest >>= np.uint64(7)
+    out = np.empty(int(sizes.sum()), np.uint8)
+    starts = np.cumsum(sizes) - sizes
+    for k in range(min(int(sizes.max()), _MAX_VARINT_BYTES)):
+        has = sizes > k
+        group = (numbers[has] >> np.uint64(7 * k)) & np.uint64(0x7F)
+        more = (sizes[has] > k + 1).astype(np.uint8) << 7
+        out[starts[has] + k] = group.astype(np.uint8) | more
+    return out.tobytes()
 
 
 def _wire_for(array: np.ndarray, name: str) -> _Wire:

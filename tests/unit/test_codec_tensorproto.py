@@ -139,3 +139,21 @@ def test_unsupported_dtypes_and_strings_in_tensor_content_are_refused() -> None:
         to_array(proto(tf.complex64, [1]), "input 'x'", LIMITS)
     with pytest.raises(InvalidArgument, match="string_val"):
         to_array(proto(tf.string, [1], tensor_content=b"\x01a"), "input 'x'", LIMITS)
+
+
+@pytest.mark.parametrize("dtype", [*NUMERIC, ml_dtypes.bfloat16])
+def test_typed_fields_are_the_bytes_protobuf_itself_writes(dtype: np.dtype[np.generic]) -> None:
+    # The packed fields are built with numpy; protobuf, filling them value by value, must write the same bytes.
+    if np.dtype(dtype) == np.bool_:
+        array = np.array([True, False, True])
+    elif np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        array = np.array([info.min, info.min // 2, 0, 1, 127, min(128, info.max), info.max], dtype=dtype)
+    else:
+        array = np.array([0.0, -0.0, 1.5, -300.0, np.inf, np.nan], dtype=dtype)
+    ours = from_array(array, "y")
+    theirs = tensor_pb2.TensorProto(dtype=ours.dtype, tensor_shape=ours.tensor_shape)
+    field = ours.ListFields()[-1][0].name
+    bits = array.view(np.uint16) if field == "half_val" else array
+    getattr(theirs, field).extend(bits.tolist())
+    assert ours.SerializeToString() == theirs.SerializeToString()
