@@ -22,6 +22,7 @@ from service.codecs.arrays import check_shape, is_decimal, quote
 from service.codecs.lookup import SignatureLookup, find_signature
 from service.errors import InvalidArgument, NotFound, ServingError, Unavailable
 from service.manager import LoadedVersion, ModelManager, ModelSnapshot, VersionStatus
+from service.model_set import ModelSet
 from service.tensors import SignatureSpec
 
 
@@ -73,6 +74,54 @@ class Target:
         if self.label is not None:
             return f"model {quote(self.model)} label {quote(self.label)}"
         return f"model {quote(self.model)}"
+
+
+class ModelNotServed(NotFound):
+    """The model a request names is not served here."""
+
+    def __init__(self, message: str, target: Target) -> None:
+        super().__init__(message)
+        self.target = target
+
+    def __reduce__(self) -> tuple[type[ModelNotServed], tuple[str, Target]]:
+        return (type(self), (self.message, self.target))
+
+
+class VersionNotAvailable(NotFound):
+    """The model is served but the version a request resolves to is not AVAILABLE; ``version`` is the one it
+    resolved to (None: the model has no default version yet)."""
+
+    def __init__(self, message: str, target: Target, version: int | None) -> None:
+        super().__init__(message)
+        self.target = target
+        self.version = version
+
+    def __reduce__(self) -> tuple[type[VersionNotAvailable], tuple[str, Target, int | None]]:
+        return (type(self), (self.message, self.target, self.version))
+
+
+class LabelNotFound(NotFound):
+    """The model has no version label by the name a request gives."""
+
+    def __init__(self, message: str, target: Target) -> None:
+        super().__init__(message)
+        self.target = target
+
+    def __reduce__(self) -> tuple[type[LabelNotFound], tuple[str, Target]]:
+        return (type(self), (self.message, self.target))
+
+
+class StatusNotFound(NotFound):
+    """A status request names a model or version with no status (``target.version`` None: no version at all).
+
+    Its message is REST's; the gRPC front end words it as TF Serving (get_model_status_impl.cc)."""
+
+    def __init__(self, message: str, target: Target) -> None:
+        super().__init__(message)
+        self.target = target
+
+    def __reduce__(self) -> tuple[type[StatusNotFound], tuple[str, Target]]:
+        return (type(self), (self.message, self.target))
 
 
 @dataclass(frozen=True)
@@ -130,26 +179,29 @@ class DataPlane:
     def model(self, name: str) -> ModelSnapshot:
         snapshot = self._manager.snapshot().get(name)
         if snapshot is None:
-            raise NotFound(f"model {quote(name)} is not served here")
+            raise ModelNotServed(f"model {quote(name)} is not served here", Target(name))
         return snapshot
 
     def resolve(self, target: Target) -> LoadedVersion:
-        """The AVAILABLE version a request goes to; NotFound names what is missing."""
-        model = self.model(target.model)
+        """The AVAILABLE version a request goes to; NotFound names what is missing (a subclass says which)."""
+        snapshot = self._manager.snapshot().get(target.model)
+        if snapshot is None:
+            raise ModelNotServed(f"model {quote(target.model)} is not served here", target)
+        model = snapshot
         if target.label is not None:
             if target.label not in model.labels:
-                raise NotFound(f"model {quote(target.model)} has no version label {quote(target.label)}")
+                raise LabelNotFound(f"model {quote(target.model)} has no version label {quote(target.label)}", target)
             version = model.labels[target.label]
         elif target.version is not None:
             version = target.version
         else:
             default = model.route.pick(self._clock(), self._draw)
             if default is None:
-                raise NotFound(f"model {quote(target.model)} has no AVAILABLE version yet")
+                raise VersionNotAvailable(f"model {quote(target.model)} has no AVAILABLE version yet", target, None)
             version = default
         loaded = model.available.get(version)
         if loaded is None:
-            raise NotFound(f"{target.describe()} is not AVAILABLE (version {version})")
+            raise VersionNotAvailable(f"{target.describe()} is not AVAILABLE (version {version})", target, version)
         return loaded
 
     @contextmanager
@@ -170,15 +222,19 @@ class DataPlane:
 
     def status(self, target: Target) -> ModelStatus:
         """Every version's status, or the one version a request's version or label names."""
-        model = self.model(target.model)
+        model = self._manager.snapshot().get(target.model)
+        if model is None:
+            raise StatusNotFound(f"model {quote(target.model)} is not served here", Target(target.model))
         statuses = model.statuses
         if target.version is not None or target.label is not None:
             version = self.resolve(target).version if target.label is not None else target.version
             statuses = tuple(s for s in model.statuses if s.version == version)
             if not statuses:
-                raise NotFound(f"Could not find version {version} of model {quote(target.model)}")
+                raise StatusNotFound(
+                    f"Could not find version {version} of model {quote(target.model)}", replace(target, version=version)
+                )
         if not statuses:
-            raise NotFound(f"Could not find any versions of model {quote(target.model)}")
+            raise StatusNotFound(f"Could not find any versions of model {quote(target.model)}", Target(target.model))
         return self._scrubbed(target.model, statuses)
 
     def index(self) -> tuple[ModelStatus, ...]:
@@ -191,8 +247,8 @@ class DataPlane:
 
     def metadata(self, target: Target) -> ModelMetadata:
         """The signatures of the version a request resolves to, held by a lease while they are read."""
-        model = self.model(target.model)
-        with self.lease(target) as loaded:
+        with self.lease(target) as loaded:  # first: its errors name the whole target (version, label)
+            model = self.model(target.model)
             return ModelMetadata(
                 model=loaded.model,
                 version=loaded.version,
@@ -201,6 +257,13 @@ class DataPlane:
                 available_versions=tuple(sorted(model.available)),
                 batching=loaded.batcher.merging,
             )
+
+    # -- the model set -----------------------------------------------------------------------------------------
+
+    def apply_model_set(self, model_set: ModelSet) -> None:
+        """Serve ``model_set`` from now on (TF Serving's HandleReloadConfigRequest): blocking I/O, run it off the
+        event loop. A set that cannot be applied raises a ServingError naming why, and the current one serves on."""
+        self._manager.apply_model_set(model_set)
 
     # -- signatures and validation --------------------------------------------------------------------------
 

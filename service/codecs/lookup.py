@@ -6,8 +6,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from service.codecs.arrays import quote
-from service.errors import InvalidArgument
+from service.errors import FailedPrecondition, InvalidArgument
 from service.tensors import DEFAULT_SIGNATURE, SignatureSpec
+
+
+class UnknownSignature(FailedPrecondition):
+    """A request names a signature the version does not have; ``key`` is the name it asked for.
+
+    FAILED_PRECONDITION as in TF Serving (predict_util.cc); REST answers 400 for it as for INVALID_ARGUMENT. Each
+    front end words it its own way from ``key`` (the message is REST's)."""
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+    def __reduce__(self) -> tuple[type[UnknownSignature], tuple[str, str]]:
+        # Raised in decoding worker processes too: it must cross back whole.
+        return (type(self), (self.message, self.key))
 
 
 def find_signature(
@@ -18,7 +33,9 @@ def find_signature(
     spec = signatures.get(wanted)
     if spec is None:
         known = ", ".join(sorted(signatures)) or "none"
-        raise InvalidArgument(f"serving signature name {quote(wanted)} not found in signature def (has: {known})")
+        raise UnknownSignature(
+            f"serving signature name {quote(wanted)} not found in signature def (has: {known})", wanted
+        )
     if method is not None and spec.method_name != method:
         raise InvalidArgument(
             f"signature {quote(wanted)} has method_name {spec.method_name}, the request needs {method}"

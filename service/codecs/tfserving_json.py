@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from service.codecs import tfexample
+from service.codecs import tfexample, tfserving
 from service.codecs.arrays import (
     Limits,
     as_limits,
@@ -27,13 +27,10 @@ from service.codecs.arrays import (
 )
 from service.codecs.json_io import dumps, json_type, parse_object
 from service.errors import Internal, InvalidArgument
-from service.tensors import DEFAULT_SIGNATURE, DTYPES, SignatureSpec
+from service.tensors import DEFAULT_SIGNATURE, SignatureSpec
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
-_STRING = next(d for d in DTYPES if d.is_string)
-# Serialized examples may take this many bytes per allowed element (a float feature value takes 4 or 5).
-_BYTES_PER_ELEMENT = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,15 +209,10 @@ def decode_examples(body: bytes, max_elements: int | Limits) -> ExamplesRequest:
     examples = document["examples"]
     if not isinstance(examples, list):
         raise InvalidArgument(f"'examples' must be a list of objects, got {json_type(examples)}")
-    if not examples:
-        raise InvalidArgument("'examples' is an empty list")
-    strings = limits.for_dtype(_STRING)
-    if len(examples) > strings:
-        raise InvalidArgument(f"'examples' has {len(examples)} examples, more than the limit of {strings}")
+    tfserving.check_example_count(len(examples), limits)
     context, context_cost = b"", 0
     if "context" in document:
         context, context_cost = _serialized_features(document["context"], "context")
-    max_bytes = limits.elements * _BYTES_PER_ELEMENT
     serialized = np.empty(len(examples), dtype=object)
     total = total_bytes = 0
     for i, raw in enumerate(examples):
@@ -233,11 +225,7 @@ def decode_examples(body: bytes, max_elements: int | Limits) -> ExamplesRequest:
             )
         serialized[i] = tfexample.example(context + own)
         total_bytes += len(serialized[i])
-        if total_bytes > max_bytes:
-            raise InvalidArgument(
-                f"'examples' serialize to more than the limit of {max_bytes} bytes "
-                "(the context counts in every example)"
-            )
+        tfserving.check_example_bytes(total_bytes, limits)
     return ExamplesRequest(signature_name, serialized)
 
 
@@ -309,38 +297,15 @@ def _feature_b64(text: str, where: str) -> bytes:
 def encode_classify(classes: np.ndarray | None, scores: np.ndarray | None) -> bytes:
     """``{"results": [[[label, score], ...], ...]}``: one list of (label, score) pairs per example.
 
-    TF Serving's key is "results" (its REST guide says "result"; its code and clients use "results"). A
-    missing ``classes`` output gives empty labels, a missing ``scores`` output scores of 0, as the
-    ClassificationResult proto would.
+    TF Serving's key is "results" (its REST guide says "result"; its code and clients use "results"). The
+    outputs are read as ``tfserving.classifications`` reads them for every protocol.
     """
-    reference = scores if scores is not None else classes
-    if reference is None:
-        raise InvalidArgument("the classification signature produced neither 'classes' nor 'scores'")
-    if reference.ndim != 2:
-        raise InvalidArgument(
-            f"classification outputs must have shape [batch_size, num_classes], got {list(reference.shape)}"
-        )
-    if classes is not None and scores is not None and classes.shape != scores.shape:
-        raise InvalidArgument(f"'classes' has shape {list(classes.shape)} but 'scores' has {list(scores.shape)}")
-    batch, width = reference.shape
-    labels = (
-        [[_label(item) for item in row] for row in classes.tolist()]
-        if classes is not None
-        else [[""] * width for _ in range(batch)]
-    )
-    values = (
-        to_json_value(scores.astype(np.float32, copy=False))
-        if scores is not None
-        else [[0.0] * width for _ in range(batch)]
-    )
-    results = [[[labels[i][j], values[i][j]] for j in range(width)] for i in range(batch)]
+    named = {name: array for name, array in (("classes", classes), ("scores", scores)) if array is not None}
+    found = tfserving.classifications(named)
+    values = to_json_value(found.scores)
+    width = found.scores.shape[1]
+    results = [[[found.labels[i][j], values[i][j]] for j in range(width)] for i in range(len(found.labels))]
     return dumps({"results": results})
-
-
-def _label(item: object) -> str:
-    if isinstance(item, bytes):
-        return item.decode("utf-8", "replace")
-    return str(item)
 
 
 def encode_classify_outputs(outputs: Mapping[str, np.ndarray]) -> bytes:
@@ -350,18 +315,9 @@ def encode_classify_outputs(outputs: Mapping[str, np.ndarray]) -> bytes:
 
 def encode_regress_outputs(outputs: Mapping[str, np.ndarray]) -> bytes:
     """The regress answer from a regression signature's outputs (``outputs``)."""
-    if "outputs" not in outputs:
-        raise InvalidArgument("regression signature has no output named 'outputs'")
-    return encode_regress(outputs["outputs"])
+    return dumps({"results": to_json_value(tfserving.regression_values(outputs))})
 
 
 def encode_regress(values: np.ndarray) -> bytes:
     """``{"results": [value, ...]}`` from an output of shape [batch_size] or [batch_size, 1], as float32."""
-    array = np.asarray(values)
-    if array.ndim == 2 and array.shape[1] == 1:
-        array = array[:, 0]
-    if array.ndim != 1:
-        raise InvalidArgument(
-            f"the regression output must have shape [batch_size] or [batch_size, 1], got {list(array.shape)}"
-        )
-    return dumps({"results": to_json_value(array.astype(np.float32, copy=False))})
+    return dumps({"results": to_json_value(tfserving.regression_vector(values))})

@@ -23,9 +23,7 @@ import numpy as np
 import tensorflow as tf
 from google.protobuf.message import DecodeError
 from tensorflow.core.framework import tensor_pb2
-
-# untyped, like tensorflow; the lead adds tensorflow_serving.* to pyproject's mypy overrides, then this ignore goes
-from tensorflow_serving.apis import (  # type: ignore[import-untyped]
+from tensorflow_serving.apis import (
     classification_pb2,
     predict_pb2,
     prediction_log_pb2,

@@ -229,3 +229,28 @@ def test_a_malformed_v2_timeout_parameter_is_a_400(served: Served, timeout: Any)
     response = httpx.post(served.url + "/v2/models/limits/infer", json=body, timeout=30)
     assert response.status_code == 400
     assert "parameter 'timeout'" in response.json()["error"]
+
+
+def test_a_grpc_deadline_takes_a_queued_request_out_unrun(served: Served) -> None:
+    # TF Serving's gRPC API: the client's deadline is the batch entry's; past it the request leaves the queue
+    # while the model is still held, and never runs.
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    ran = served.limits("rtserve_batch_size_sum")
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "limits"
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([5.0], np.float32)))
+    with ThreadPoolExecutor(1) as pool, grpc.insecure_channel(served.server.grpc_target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        held = served.hold(pool)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Predict(request, 0.3)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        wait_until(served.queued(0), 30, what="the expired request out of the queue")
+        served.open_gate()
+        assert held.result(30).status_code == 200
+        answer = stub.Predict(request, 30)
+        assert tf.make_ndarray(answer.outputs["y"]).tolist() == [10.0]
+    assert served.limits("rtserve_batch_size_sum") - ran == 2  # the held one and the last one; the expired one never

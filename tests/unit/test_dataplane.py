@@ -15,8 +15,9 @@ from prometheus_client import CollectorRegistry
 
 from fakes import SIGNATURE, FakeLoader, write_fake_version
 from service.api.errors import http_status
+from service.codecs.lookup import UnknownSignature
 from service.dataplane import CachePaths, DataPlane, Target
-from service.errors import Code, InvalidArgument, Unavailable
+from service.errors import Code, Unavailable
 from service.manager import ModelManager
 from service.observability.metrics import Metrics
 from service.repository.local import LocalRepository
@@ -44,15 +45,18 @@ def test_a_version_being_unloaded_is_unavailable_like_in_the_batcher(dataplane: 
     assert http_status(caught.value.code) == 503  # the batcher's own "being unloaded" is 503 too
 
 
-def test_a_signature_the_version_lacks_is_invalid_argument_also_at_run(dataplane: DataPlane) -> None:
-    # find_signature (the decoders' check) says 400, and so does the runtime, which uses it too.
+def test_a_signature_the_version_lacks_is_failed_precondition_also_at_run(dataplane: DataPlane) -> None:
+    # find_signature (the decoders' check) says FAILED_PRECONDITION (TF Serving's code; HTTP 400), and so does the
+    # runtime, which uses it too.
     with dataplane.lease(Target("m")) as loaded:
         spec = dataplane.signature(loaded, None)
         ghost = replace(spec, name="ghost")
         inputs = {name: np.zeros((1, 1), np.float32) for name in spec.inputs}
-        with pytest.raises(InvalidArgument, match="'ghost' not found") as caught:
+        with pytest.raises(UnknownSignature, match="'ghost' not found") as caught:
             asyncio.run(dataplane.run(loaded, ghost, inputs))
-    assert caught.value.code is Code.INVALID_ARGUMENT
+    assert caught.value.code is Code.FAILED_PRECONDITION
+    assert caught.value.key == "ghost"
+    assert http_status(caught.value.code) == 400
     assert SIGNATURE.name in caught.value.message  # the message lists what the version has
 
 

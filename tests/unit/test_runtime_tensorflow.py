@@ -25,7 +25,7 @@ from modelfactory import (
     unsupported_dtype_module,
 )
 from service.codecs.lookup import find_signature
-from service.errors import Code, Internal, InvalidArgument, ModelLoadError, Unavailable
+from service.errors import Code, FailedPrecondition, Internal, InvalidArgument, ModelLoadError, Unavailable
 from service.runtime.tensorflow import (
     TensorFlowLoader,
     TensorFlowServable,
@@ -221,13 +221,14 @@ def test_non_utf8_garbage_example_is_invalid_argument(examples: TensorFlowServab
         examples.run("classify", {"inputs": strings(b"\xff\xfe not an example")})
 
 
-def test_unknown_signature_is_invalid_argument_as_in_the_data_plane(multi: TensorFlowServable) -> None:
-    # One condition, one code: the runtime says what find_signature says for the data plane, word for word.
-    with pytest.raises(InvalidArgument) as in_runtime:
+def test_unknown_signature_is_failed_precondition_as_in_the_data_plane(multi: TensorFlowServable) -> None:
+    # One condition, one code: the runtime says what find_signature says for the data plane, word for word
+    # (FAILED_PRECONDITION, TF Serving's code for it; HTTP 400).
+    with pytest.raises(FailedPrecondition) as in_runtime:
         multi.run("nope", {})
-    with pytest.raises(InvalidArgument) as in_data_plane:
+    with pytest.raises(FailedPrecondition) as in_data_plane:
         find_signature(multi.signatures, "nope")
-    assert in_runtime.value.code is Code.INVALID_ARGUMENT
+    assert in_runtime.value.code is Code.FAILED_PRECONDITION
     assert in_runtime.value.message == in_data_plane.value.message
     assert "'nope' not found in signature def (has: scale, serving_default)" in in_runtime.value.message
 

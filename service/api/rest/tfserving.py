@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
+from google.protobuf import json_format
 from starlette.responses import Response
 
 from service.api.rest import openapi
@@ -18,13 +19,13 @@ from service.api.rest.fastlane import InferenceRoute, add_routes
 from service.api.rest.observe import Answer, InferenceCall, InferenceHandler, InferenceObserver, Reply
 from service.api.rest.offload import Offload, answer_size, inline_only
 from service.api.rest.responses import json_response
-from service.codecs import tfserving_json
-from service.codecs.arrays import Limits, quote
+from service.codecs import tfserving_json, tfserving_proto
+from service.codecs.arrays import Limits
+from service.codecs.tfserving import examples_input
 from service.dataplane import DataPlane, ModelMetadata, ModelStatus, Target, parse_version
-from service.errors import InvalidArgument
 from service.observability.metrics import Metrics
 from service.observability.telemetry import Telemetry
-from service.tensors import CLASSIFY_METHOD, REGRESS_METHOD, SignatureSpec, TensorSpec
+from service.tensors import CLASSIFY_METHOD, REGRESS_METHOD
 
 PROTOCOL = "tfserving"
 SIGNATURE_MAP_TYPE = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
@@ -52,32 +53,20 @@ def status_document(status: ModelStatus) -> dict[str, Any]:
     }
 
 
-def tensor_info(spec: TensorSpec) -> dict[str, Any]:
-    shape: dict[str, Any] = (
-        {"dim": [], "unknown_rank": True}
-        if spec.shape is None
-        else {"dim": [{"size": str(d), "name": ""} for d in spec.shape], "unknown_rank": False}
+def signature_defs(metadata: ModelMetadata) -> dict[str, Any]:
+    """The version's signatures as the JSON form of the SignatureDefMap the gRPC API packs (one mapping for both)."""
+    signature_map = tfserving_proto.signature_def_map(metadata.signatures)
+    document: dict[str, Any] = json_format.MessageToDict(
+        signature_map, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
-    return {"dtype": spec.dtype.tf_name, "tensor_shape": shape, "name": spec.tensor_name}
-
-
-def signature_def(spec: SignatureSpec) -> dict[str, Any]:
-    return {
-        "inputs": {name: tensor_info(t) for name, t in spec.inputs.items()},
-        "outputs": {name: tensor_info(t) for name, t in spec.outputs.items()},
-        "method_name": spec.method_name,
-        "defaults": {},
-    }
+    return document
 
 
 def metadata_document(metadata: ModelMetadata) -> dict[str, Any]:
     return {
         "model_spec": {"name": metadata.model, "signature_name": "", "version": metadata.version_label},
         "metadata": {
-            "signature_def": {
-                "signature_def": {name: signature_def(spec) for name, spec in metadata.signatures.items()},
-                "@type": SIGNATURE_MAP_TYPE,
-            }
+            "signature_def": {**signature_defs(metadata), "@type": SIGNATURE_MAP_TYPE},
         },
     }
 
@@ -174,13 +163,3 @@ def build_router(
         ]
     add_routes(router, inference)
     return router, inference
-
-
-def examples_input(signature: SignatureSpec) -> str:
-    """The one string input a classify/regress signature takes its serialized tf.Examples on."""
-    strings = [name for name, spec in signature.inputs.items() if spec.dtype.is_string]
-    if len(signature.inputs) != 1 or len(strings) != 1:
-        raise InvalidArgument(
-            f"signature {quote(signature.name)} must take exactly one string input of serialized tf.Example"
-        )
-    return strings[0]

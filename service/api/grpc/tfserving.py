@@ -1,0 +1,384 @@
+"""TF Serving's gRPC API: ``tensorflow.serving.PredictionService`` and ``tensorflow.serving.ModelService``.
+
+The stubs and messages are ``tensorflow-serving-api``'s. Resolution, validation, batching and deadlines are the
+data plane's, as for REST; this module reads the messages, words the data plane's errors as TF Serving does where
+clients match its texts, and builds the answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+from google.protobuf import message_factory
+from google.protobuf.message import DecodeError
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
+    model_pb2,
+    model_service_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
+
+from service.api.grpc.observe import Context, RpcCall, RpcObserver, Served
+from service.api.grpc.server import GrpcDeps
+from service.codecs import tfserving_proto
+from service.codecs.arrays import Limits
+from service.codecs.lookup import UnknownSignature
+from service.codecs.tfserving import examples_input
+from service.dataplane import (
+    DataPlane,
+    LabelNotFound,
+    ModelNotServed,
+    StatusNotFound,
+    Target,
+    VersionNotAvailable,
+)
+from service.errors import Code, FailedPrecondition, InvalidArgument, NotFound, ServingError, Unimplemented
+from service.tensors import CLASSIFY_METHOD, REGRESS_METHOD, SignatureSpec
+
+PROTOCOL = "grpc-tfserving"
+
+Response = TypeVar("Response")
+
+
+# -- TF Serving's words for the data plane's errors -----------------------------------------------------------
+
+
+def _servable_request(target: Target, version: int | None) -> str:
+    """How TF Serving prints a ServableRequest (core/manager.h): Latest(m) or Specific(m, 3)."""
+    if version is None:
+        return f"Latest({target.model})"
+    return f"Specific({target.model}, {version})"
+
+
+def tf_serving_error(error: ServingError) -> ServingError:
+    """The error TF Serving reports for the same failure, with its code and text (clients match them)."""
+    if isinstance(error, LabelNotFound) or (isinstance(error, ModelNotServed) and error.target.label is not None):
+        # server_core.cc GetModelVersionForLabel; INVALID_ARGUMENT there.
+        return InvalidArgument(f"Unrecognized servable version label: {error.target.label}")
+    if isinstance(error, ModelNotServed):
+        return NotFound(f"Servable not found for request: {_servable_request(error.target, error.target.version)}")
+    if isinstance(error, VersionNotAvailable):
+        return NotFound(f"Servable not found for request: {_servable_request(error.target, error.version)}")
+    if isinstance(error, StatusNotFound):
+        if error.target.version is None:
+            return NotFound(f"Could not find any versions of model {error.target.model}")
+        return NotFound(f"Could not find version {error.target.version} of model {error.target.model}")
+    if isinstance(error, UnknownSignature):
+        return FailedPrecondition(f'Serving signature key "{error.key}" not found.')  # predict_util.cc
+    return error
+
+
+def target_of(spec: model_pb2.ModelSpec) -> Target:
+    """What a ModelSpec addresses: a version (Int64Value), a label, or neither (the default route)."""
+    if not spec.name:
+        raise InvalidArgument("ModelSpec has no name specified.")  # server_core.cc
+    choice = spec.WhichOneof("version_choice")
+    if choice == "version":
+        return Target(spec.name, version=spec.version.value)
+    if choice == "version_label":
+        return Target(spec.name, label=spec.version_label)
+    return Target(spec.name)
+
+
+class _Rpcs:
+    """What both services share: the data plane, the observer and TF Serving's wording around every RPC."""
+
+    def __init__(self, deps: GrpcDeps) -> None:
+        self.dataplane: DataPlane = deps.dataplane
+        settings = deps.settings
+        self.limits = Limits(settings.max_tensor_elements, settings.max_string_elements)
+        self.tensor_content = settings.grpc.tensor_content
+        self.observer = RpcObserver(deps.metrics, PROTOCOL, deps.telemetry)
+
+    async def answer(
+        self, context: Context, model_name: str, work: Callable[[RpcCall], Awaitable[Served[Response]]]
+    ) -> Response:
+        async def worded(call: RpcCall) -> Served[Response]:
+            try:
+                return await work(call)
+            except ServingError as error:
+                raise tf_serving_error(error) from None
+
+        return await self.observer.answer(context, self.dataplane.metric_label(model_name), worded)
+
+    async def run(
+        self, call: RpcCall, target: Target, signature_name: str, method: str | None, build: _Build
+    ) -> Served[Any]:
+        """Lease the target's version, find the signature, build its inputs, run them before the deadline."""
+        dataplane = self.dataplane
+        with dataplane.lease(target) as loaded:
+            signature = dataplane.signature(loaded, signature_name or None, method)
+            inputs, respond = build(signature)
+            dataplane.check_shapes(signature, inputs)
+            deadline = dataplane.deadline(call.arrived, call.timeout_s)
+            outputs = await dataplane.run(loaded, signature, inputs, deadline)
+            return Served(respond(outputs, loaded.version, signature.name), loaded.model, loaded.version_label)
+
+
+# A request's inputs for a signature, and how to answer from its outputs (the outputs, the version, the signature).
+_Build = Callable[
+    [SignatureSpec],
+    tuple[dict[str, np.ndarray], Callable[[dict[str, np.ndarray], int, str], Any]],
+]
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
+    """Predict, Classify, Regress, MultiInference and GetModelMetadata over the data plane."""
+
+    def __init__(self, rpcs: _Rpcs) -> None:
+        self._rpcs = rpcs
+
+    async def Predict(  # noqa: N802 (the RPC's name)
+        self, request: predict_pb2.PredictRequest, context: Context
+    ) -> predict_pb2.PredictResponse:
+        rpcs = self._rpcs
+
+        def build(signature: SignatureSpec) -> tuple[dict[str, np.ndarray], Callable[..., Any]]:
+            wanted = tfserving_proto.check_output_filter(request.output_filter, signature)
+            inputs = tfserving_proto.decode_inputs(request.inputs, signature, rpcs.limits)
+
+            def respond(outputs: dict[str, np.ndarray], version: int, name: str) -> predict_pb2.PredictResponse:
+                response = predict_pb2.PredictResponse(
+                    model_spec=tfserving_proto.model_spec(request.model_spec.name, version, name)
+                )
+                for alias, tensor in tfserving_proto.encode_outputs(outputs, wanted, rpcs.tensor_content).items():
+                    response.outputs[alias].CopyFrom(tensor)
+                return response
+
+            return inputs, respond
+
+        async def work(call: RpcCall) -> Served[predict_pb2.PredictResponse]:
+            target = target_of(request.model_spec)
+            return await rpcs.run(call, target, request.model_spec.signature_name, None, build)
+
+        return await rpcs.answer(context, request.model_spec.name, work)
+
+    def _examples(self, request_input: Any, method: str, result: Callable[[dict[str, np.ndarray]], Any]) -> _Build:
+        rpcs = self._rpcs
+
+        def build(signature: SignatureSpec) -> tuple[dict[str, np.ndarray], Callable[..., Any]]:
+            inputs = {examples_input(signature): tfserving_proto.serialized_examples(request_input, rpcs.limits)}
+            return inputs, lambda outputs, version, name: (result(outputs), version, name)
+
+        return build
+
+    async def Classify(  # noqa: N802
+        self, request: classification_pb2.ClassificationRequest, context: Context
+    ) -> classification_pb2.ClassificationResponse:
+        rpcs = self._rpcs
+
+        async def work(call: RpcCall) -> Served[classification_pb2.ClassificationResponse]:
+            target = target_of(request.model_spec)
+            build = self._examples(request.input, CLASSIFY_METHOD, tfserving_proto.classification_result)
+            served: Served[Any] = await rpcs.run(
+                call, target, request.model_spec.signature_name, CLASSIFY_METHOD, build
+            )
+            result, version, name = served.response
+            spec = tfserving_proto.model_spec(request.model_spec.name, version, name)
+            return Served(
+                classification_pb2.ClassificationResponse(model_spec=spec, result=result),
+                served.model_name,
+                served.model_version,
+            )
+
+        return await rpcs.answer(context, request.model_spec.name, work)
+
+    async def Regress(  # noqa: N802
+        self, request: regression_pb2.RegressionRequest, context: Context
+    ) -> regression_pb2.RegressionResponse:
+        rpcs = self._rpcs
+
+        async def work(call: RpcCall) -> Served[regression_pb2.RegressionResponse]:
+            target = target_of(request.model_spec)
+            build = self._examples(request.input, REGRESS_METHOD, tfserving_proto.regression_result)
+            served: Served[Any] = await rpcs.run(call, target, request.model_spec.signature_name, REGRESS_METHOD, build)
+            result, version, name = served.response
+            spec = tfserving_proto.model_spec(request.model_spec.name, version, name)
+            return Served(
+                regression_pb2.RegressionResponse(model_spec=spec, result=result),
+                served.model_name,
+                served.model_version,
+            )
+
+        return await rpcs.answer(context, request.model_spec.name, work)
+
+    async def MultiInference(  # noqa: N802
+        self, request: inference_pb2.MultiInferenceRequest, context: Context
+    ) -> inference_pb2.MultiInferenceResponse:
+        rpcs = self._rpcs
+        first = request.tasks[0].model_spec.name if request.tasks else ""
+
+        async def work(call: RpcCall) -> Served[inference_pb2.MultiInferenceResponse]:
+            tasks = check_tasks(request.tasks)
+            target = target_of(tasks[0].model_spec)  # every task names the same model; the first one's version
+            response = inference_pb2.MultiInferenceResponse()
+            model, version_label = target.model, ""
+            for task in tasks:
+                method = task.method_name
+                result_of = (
+                    tfserving_proto.classification_result
+                    if method == CLASSIFY_METHOD
+                    else tfserving_proto.regression_result
+                )
+                build = self._examples(request.input, method, result_of)
+                served: Served[Any] = await rpcs.run(call, target, task.model_spec.signature_name, method, build)
+                result, version, name = served.response
+                entry = response.results.add(model_spec=tfserving_proto.model_spec(target.model, version, name))
+                if method == CLASSIFY_METHOD:
+                    entry.classification_result.CopyFrom(result)
+                else:
+                    entry.regression_result.CopyFrom(result)
+                model, version_label = served.model_name, served.model_version
+            return Served(response, model, version_label)
+
+        return await rpcs.answer(context, first, work)
+
+    async def GetModelMetadata(  # noqa: N802
+        self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: Context
+    ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        rpcs = self._rpcs
+
+        async def work(call: RpcCall) -> Served[get_model_metadata_pb2.GetModelMetadataResponse]:
+            target = target_of(request.model_spec)
+            tfserving_proto.check_metadata_fields(request.metadata_field)
+            metadata = rpcs.dataplane.metadata(target)
+            response = tfserving_proto.metadata_response(metadata.model, metadata.version, metadata.signatures)
+            return Served(response, metadata.model, metadata.version_label)
+
+        return await rpcs.answer(context, request.model_spec.name, work)
+
+
+def check_tasks(tasks: Sequence[inference_pb2.InferenceTask]) -> Sequence[inference_pb2.InferenceTask]:
+    """multi_inference.cc's checks, with its texts: tasks present, one model, each signature once, known methods."""
+    if not tasks:
+        raise InvalidArgument("Tasks field is empty.")
+    names: set[str] = set()
+    for task in tasks:
+        if not task.model_spec.name:
+            raise InvalidArgument("Found ModelSpec with an empty model name.")
+        if task.model_spec.name != tasks[0].model_spec.name:
+            raise InvalidArgument("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+        signature = task.model_spec.signature_name or "serving_default"
+        if signature in names:
+            raise InvalidArgument(f"Duplicate evaluation of signature: {signature}")
+        names.add(signature)
+        if task.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):
+            raise Unimplemented(f"Unsupported signature method_name: {task.method_name}")
+    return tasks
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore[misc]
+    """GetModelStatus and HandleReloadConfigRequest over the data plane."""
+
+    def __init__(self, rpcs: _Rpcs) -> None:
+        self._rpcs = rpcs
+
+    async def GetModelStatus(  # noqa: N802
+        self, request: get_model_status_pb2.GetModelStatusRequest, context: Context
+    ) -> get_model_status_pb2.GetModelStatusResponse:
+        rpcs = self._rpcs
+
+        async def work(call: RpcCall) -> Served[get_model_status_pb2.GetModelStatusResponse]:
+            status = rpcs.dataplane.status(target_of(request.model_spec))
+            response = get_model_status_pb2.GetModelStatusResponse()
+            for version in status.versions:
+                response.model_version_status.add(
+                    version=version.version,
+                    state=tfserving_proto.state_number(version.state),
+                    status=tfserving_proto.status_proto(version.error_code, version.error_message),
+                )
+            return Served(response, status.model, "")
+
+        return await rpcs.answer(context, request.model_spec.name, work)
+
+    async def HandleReloadConfigRequest(  # noqa: N802
+        self, request: model_management_pb2.ReloadConfigRequest, context: Context
+    ) -> model_management_pb2.ReloadConfigResponse:
+        rpcs = self._rpcs
+
+        async def work(call: RpcCall) -> Served[model_management_pb2.ReloadConfigResponse]:
+            if request.config.WhichOneof("config") != "model_config_list":
+                raise InvalidArgument(  # model_service_impl.cc
+                    "ServerModelConfig type not supported by HandleReloadConfigRequest. "
+                    "Only ModelConfigList is currently supported"
+                )
+            model_set = tfserving_proto.model_set_of(request.config.model_config_list)
+            await asyncio.to_thread(rpcs.dataplane.apply_model_set, model_set)
+            response = model_management_pb2.ReloadConfigResponse(status=tfserving_proto.status_proto(Code.OK, ""))
+            return Served(response, "", "")
+
+        return await rpcs.answer(context, "", work)
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """A request whose bytes do not parse as its message: answered INVALID_ARGUMENT by the handler, where grpcio
+    itself would end the call UNKNOWN (a 5xx for the client's fault)."""
+
+    message_type: str
+    reason: str
+
+
+def _lenient(message: Any) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return message.FromString(data)
+        except DecodeError as error:
+            return Malformed(message.DESCRIPTOR.full_name, str(error))
+
+    return deserialize
+
+
+def _checked(method: Callable[[Any, Context], Awaitable[Any]], observer: RpcObserver) -> Callable[..., Any]:
+    async def handler(request: Any, context: Context) -> Any:
+        if isinstance(request, Malformed):
+            malformed = request
+
+            async def refuse(call: RpcCall) -> Served[Any]:
+                raise InvalidArgument(f"the request is not a valid {malformed.message_type}: {malformed.reason}")
+
+            return await observer.answer(context, "", refuse)
+        return await method(request, context)
+
+    return handler
+
+
+def service_handler(service: Any, servicer: object, observer: RpcObserver) -> grpc.GenericRpcHandler:
+    """What the generated ``add_*Servicer_to_server`` registers, with requests that do not parse refused as
+    INVALID_ARGUMENT; built from the service's descriptor, so every RPC of it is there."""
+    handlers = {
+        method.name: grpc.unary_unary_rpc_method_handler(
+            _checked(getattr(servicer, method.name), observer),
+            request_deserializer=_lenient(message_factory.GetMessageClass(method.input_type)),
+            response_serializer=message_factory.GetMessageClass(method.output_type).SerializeToString,
+        )
+        for method in service.methods
+    }
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
+def register(server: grpc.aio.Server, deps: GrpcDeps) -> Sequence[str]:
+    """The Registrar for TF Serving's two services."""
+    rpcs = _Rpcs(deps)
+    prediction = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"]
+    model = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"]
+    server.add_generic_rpc_handlers(
+        (
+            service_handler(prediction, PredictionService(rpcs), rpcs.observer),
+            service_handler(model, ModelService(rpcs), rpcs.observer),
+        )
+    )
+    return (prediction.full_name, model.full_name)

@@ -1,0 +1,216 @@
+"""TF Serving's gRPC messages (tensorflow_serving/apis/*.proto) <-> the data plane's arrays and answers.
+
+Pure functions over the generated messages of ``tensorflow-serving-api``. Where TF Serving has a message a client
+may match, the text is TF Serving's, with its source named.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from google.protobuf import any_pb2, json_format, wrappers_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    input_pb2,
+    model_pb2,
+    regression_pb2,
+    status_pb2,
+)
+
+from service.codecs import tensorproto, tfserving
+from service.codecs.arrays import Limits
+from service.errors import Code, InvalidArgument
+from service.model_set import ModelSet, parse_model_set
+from service.tensors import DEFAULT_SIGNATURE, SignatureSpec, TensorSpec
+
+SIGNATURE_DEF_FIELD = "signature_def"  # the one metadata field TF Serving knows (get_model_metadata_impl.cc)
+_STATES = get_model_status_pb2.ModelVersionStatus.State
+
+
+def _set(names: Sequence[str]) -> str:
+    return "{" + ",".join(sorted(names)) + "}"
+
+
+# -- predict --
+
+
+def decode_inputs(
+    inputs: Mapping[str, tensorproto.TensorProto], signature: SignatureSpec, limits: Limits
+) -> dict[str, np.ndarray]:
+    """A PredictRequest's inputs by signature alias, checked against the signature before any is decoded."""
+    given, expected = list(inputs), list(signature.inputs)
+    if len(given) != len(expected):
+        # predict_util.cc PreProcessPrediction, word for word.
+        sent_extra = [name for name in given if name not in signature.inputs]
+        missing = [name for name in expected if name not in inputs]
+        raise InvalidArgument(
+            f"input size does not match signature: {len(given)}!={len(expected)} len({_set(given)}) != "
+            f"len({_set(expected)}). Sent extra: {_set(sent_extra)}. Missing but required: {_set(missing)}."
+        )
+    for name in given:
+        if name not in signature.inputs:
+            raise InvalidArgument(
+                f"input tensor alias not found in signature: {name}. Inputs expected to be in the set {_set(expected)}."
+            )
+    arrays: dict[str, np.ndarray] = {}
+    for name, proto in inputs.items():
+        spec = signature.inputs[name]
+        _check_dtype(proto, spec)
+        arrays[name] = tensorproto.to_array(proto, f"input {name!r}", limits)
+    return arrays
+
+
+def _check_dtype(proto: tensorproto.TensorProto, spec: TensorSpec) -> None:
+    if proto.dtype != tensorproto.dtype_enum(spec.dtype):
+        raise InvalidArgument(
+            f"input {spec.name!r} is {tensorproto.dtype_name(proto.dtype)}, but the signature expects "
+            f"{spec.dtype.tf_name}"
+        )
+
+
+def check_output_filter(output_filter: Sequence[str], signature: SignatureSpec) -> list[str]:
+    """The outputs a request wants, in its order (all of the signature's when it names none)."""
+    if not output_filter:
+        return list(signature.outputs)
+    seen: set[str] = set()
+    for alias in output_filter:
+        # predict_util.cc PreProcessPrediction.
+        if alias not in signature.outputs:
+            raise InvalidArgument(
+                f"output tensor alias not found in signature: {alias} Outputs expected to be in the set "
+                f"{_set(list(signature.outputs))}."
+            )
+        if alias in seen:
+            raise InvalidArgument(f"duplicate output tensor alias: {alias}")
+        seen.add(alias)
+    return list(output_filter)
+
+
+def encode_outputs(
+    outputs: Mapping[str, np.ndarray], wanted: Sequence[str], tensor_content: bool
+) -> dict[str, tensorproto.TensorProto]:
+    return {name: tensorproto.from_array(outputs[name], name, tensor_content) for name in wanted}
+
+
+def model_spec(name: str, version: int, signature_name: str | None) -> model_pb2.ModelSpec:
+    """The answer's ModelSpec: name, the version that answered and the signature (predict_util.cc MakeModelSpec)."""
+    spec = model_pb2.ModelSpec(name=name, version=wrappers_pb2.Int64Value(value=version))
+    if signature_name is not None:
+        spec.signature_name = signature_name or DEFAULT_SIGNATURE
+    return spec
+
+
+# -- classify and regress --
+
+
+def serialized_examples(request_input: input_pb2.Input, limits: Limits) -> np.ndarray:
+    """The request's tf.Examples, serialized, as a 1-D object array of bytes for the signature's string input.
+
+    With a context, each example is the context's bytes followed by its own: parsing the concatenation merges the
+    two, the example's own features winning, which is what TF Serving does (and what REST's context amounts to).
+    """
+    kind = request_input.WhichOneof("kind")
+    if kind == "example_list":
+        examples = request_input.example_list.examples
+        context = b""
+    elif kind == "example_list_with_context":
+        examples = request_input.example_list_with_context.examples
+        context = request_input.example_list_with_context.context.SerializeToString()
+    else:
+        examples, context = (), b""
+    if not examples:
+        raise InvalidArgument("Input is empty.")  # input_util.cc InputToSerializedExampleTensor
+    tfserving.check_example_count(len(examples), limits, "the input's example list")
+    serialized = np.empty(len(examples), dtype=object)
+    total = 0
+    for i, example in enumerate(examples):
+        serialized[i] = context + example.SerializeToString()
+        total += len(serialized[i])
+        tfserving.check_example_bytes(total, limits, "the input's examples")
+    return serialized
+
+
+def classification_result(outputs: Mapping[str, np.ndarray]) -> classification_pb2.ClassificationResult:
+    found = tfserving.classifications(outputs)
+    result = classification_pb2.ClassificationResult()
+    for labels, scores in zip(found.labels, found.scores.tolist(), strict=True):
+        row = result.classifications.add()
+        for label, score in zip(labels, scores, strict=True):
+            row.classes.add(label=label, score=score)
+    return result
+
+
+def regression_result(outputs: Mapping[str, np.ndarray]) -> regression_pb2.RegressionResult:
+    values = tfserving.regression_values(outputs)
+    return regression_pb2.RegressionResult(regressions=[regression_pb2.Regression(value=v) for v in values.tolist()])
+
+
+# -- metadata and status --
+
+
+def tensor_info(spec: TensorSpec) -> meta_graph_pb2.TensorInfo:
+    return meta_graph_pb2.TensorInfo(
+        name=spec.tensor_name,
+        dtype=tensorproto.dtype_enum(spec.dtype),
+        tensor_shape=tensorproto.tensor_shape(spec.shape),
+    )
+
+
+def signature_def(spec: SignatureSpec) -> meta_graph_pb2.SignatureDef:
+    return meta_graph_pb2.SignatureDef(
+        inputs={name: tensor_info(t) for name, t in spec.inputs.items()},
+        outputs={name: tensor_info(t) for name, t in spec.outputs.items()},
+        method_name=spec.method_name,
+    )
+
+
+def signature_def_map(signatures: Mapping[str, SignatureSpec]) -> get_model_metadata_pb2.SignatureDefMap:
+    """The version's signatures as TF Serving's SignatureDefMap (the REST metadata document is its JSON form)."""
+    return get_model_metadata_pb2.SignatureDefMap(
+        signature_def={name: signature_def(spec) for name, spec in signatures.items()}
+    )
+
+
+def check_metadata_fields(fields: Sequence[str]) -> None:
+    """get_model_metadata_impl.cc: at least one field, and only ``signature_def``."""
+    if not fields:
+        raise InvalidArgument("GetModelMetadataRequest must specify at least one metadata_field")
+    for field in fields:
+        if field != SIGNATURE_DEF_FIELD:
+            raise InvalidArgument(f"Metadata field {field} is not supported")
+
+
+def metadata_response(
+    name: str, version: int, signatures: Mapping[str, SignatureSpec]
+) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    packed = any_pb2.Any()
+    packed.Pack(signature_def_map(signatures))
+    response = get_model_metadata_pb2.GetModelMetadataResponse(model_spec=model_spec(name, version, None))
+    response.metadata[SIGNATURE_DEF_FIELD].CopyFrom(packed)
+    return response
+
+
+def model_set_of(config_list: Any) -> ModelSet:
+    """A ModelConfigList message as rtserve's model set: the model set's JSON shape is the proto's JSON mapping,
+    field for field (service/model_set.py), so the message goes through its JSON form. InvalidArgument names the
+    first problem."""
+    document = json_format.MessageToDict(config_list, preserving_proto_field_name=True)
+    try:
+        return parse_model_set(document)
+    except ValueError as error:
+        raise InvalidArgument(f"model_config_list: {error}") from None
+
+
+def state_number(state: str) -> int:
+    """TF Serving's numeric state (START 10 ... END 50) for a state's name; UNKNOWN (0) for any other."""
+    name = str(state)
+    return int(_STATES.Value(name)) if name in _STATES.keys() else int(_STATES.UNKNOWN)  # noqa: SIM118
+
+
+def status_proto(code: Code, message: str) -> status_pb2.StatusProto:
+    return status_pb2.StatusProto(error_code=code.value, error_message=message)
