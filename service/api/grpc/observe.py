@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeAlias, TypeVar
 
@@ -47,6 +48,21 @@ def metadata_of(context: Context) -> dict[str, str]:
     return {key.lower(): value for key, value in pairs if isinstance(value, str)}
 
 
+@dataclass(slots=True)
+class RpcRecord:
+    """What the access-log interceptor (service/api/grpc/access.py) knows of the call it wraps: its id and method;
+    ``logged`` once an RpcObserver has written the call's line, with its model and version."""
+
+    request_id: str
+    method: str
+    logged: bool = False
+
+
+# The call the running task serves (set by the access-log interceptor around each call; a context variable holds
+# no state of its own, each task sees its own value).
+CURRENT_RPC: ContextVar[RpcRecord | None] = ContextVar("rtserve_grpc_call", default=None)
+
+
 @dataclass(frozen=True, slots=True)
 class RpcCall:
     """One RPC as the data plane needs it: who asked (metadata), when, and by when it must be answered."""
@@ -84,7 +100,11 @@ class RpcObserver:
         """Run ``work``; ``served_model`` is the label failures count under ("" for models not served here)."""
         started = time.perf_counter()
         metadata = metadata_of(context)
-        rid = self._telemetry.ids.of(metadata)
+        record = CURRENT_RPC.get()
+        rid = self._telemetry.ids.of(metadata) if record is None else record.request_id
+        method = "" if record is None else record.method
+        if record is not None:
+            record.logged = True
         tracing = self._telemetry.tracing
         trace = tracing.start(self._protocol, rid, metadata) if tracing.enabled else None
         call = RpcCall(metadata, rid, timeout_s=context.time_remaining())
@@ -109,7 +129,7 @@ class RpcObserver:
             seconds = time.perf_counter() - started
             self._metrics.requests.labels(model, version, self._protocol, str(status)).inc()
             self._metrics.request_duration.labels(model, version, self._protocol).observe(seconds)
-            self._telemetry.log.emit(rid, self._protocol, model, version, status, seconds, None)
+            self._telemetry.log.emit(rid, self._protocol, model, version, status, seconds, None, (method, code.name))
             if trace is not None:
                 trace.finish(model, version, status)
         await context.abort(status_code(code), status_message(message))
