@@ -355,6 +355,21 @@ def test_the_unix_socket_serves_the_same_services(aged_server: ServerProcess) ->
         assert HEALTH in ProtoReflectionDescriptorDatabase(chan).get_services()
 
 
+def test_a_second_server_on_the_same_socket_fails_to_start(aged_server: ServerProcess, tmp_path: Path) -> None:
+    path = aged_server.log_path.parent / "rtserve.sock"
+    (tmp_path / "repo").mkdir()
+    env = {
+        "RTSERVE_REPOSITORY": str(tmp_path / "repo"),
+        "RTSERVE_CACHE_DIR": str(tmp_path / "cache"),
+        "RTSERVE_GRPC__SOCKET_PATH": str(path),
+    }
+    code, log = start_expecting_failure(tmp_path, env, "second.log")
+    assert code == 1, log
+    assert f"cannot listen for gRPC on unix:{path} (RTSERVE_GRPC__SOCKET_PATH): address already in use" in log, log
+    with grpc.insecure_channel(f"unix:{path}") as chan:
+        assert check(chan) == SERVING  # the first server kept its socket
+
+
 def test_a_connection_is_replaced_after_the_maximum_age(aged_server: ServerProcess) -> None:
     states: list[grpc.ChannelConnectivity] = []
     with grpc.insecure_channel(aged_server.grpc_target) as chan:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -79,6 +81,19 @@ def check_port_free(host: str, port: int) -> None:
         probe.bind((host, port))
 
 
+def check_socket_free(path: str) -> None:
+    """Raise OSError when a live server answers on the unix socket ``path``. grpc replaces a socket file that is
+    there (a stale one, left by a process that died, must not block a restart), a live one included."""
+    if not Path(path).is_socket():
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            return  # nobody listens: stale
+    raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
+
+
 class GrpcFrontEnd:
     """One gRPC server on RTSERVE_GRPC_PORT (and RTSERVE_GRPC__SOCKET_PATH) for every registered protocol."""
 
@@ -113,8 +128,9 @@ class GrpcFrontEnd:
             raise OSError(f"cannot listen for gRPC on {address} (RTSERVE_GRPC_PORT): {_reason(error)}") from None
         if settings.grpc.socket_path:
             try:
+                check_socket_free(settings.grpc.socket_path)
                 server.add_insecure_port(f"unix:{settings.grpc.socket_path}")
-            except RuntimeError as error:
+            except (OSError, RuntimeError) as error:
                 raise OSError(
                     f"cannot listen for gRPC on unix:{settings.grpc.socket_path} (RTSERVE_GRPC__SOCKET_PATH): "
                     f"{_reason(error)}"
