@@ -2,7 +2,9 @@
 
 grpc's own limit is set higher (service/api/grpc/options.py); here each request message's size is read before it
 is parsed: a larger one becomes a marker instead of a message, and the call is answered RESOURCE_EXHAUSTED with
-a message naming the setting. The cost is one length check per message and one isinstance per call.
+a message naming the setting. The cost is one length check per message and one isinstance per call (0.3 us,
+``python -m bench.grpc_loopback --micro``). Streamed requests are checked as the servicer iterates over them; a
+servicer that reads with ``context.read()`` instead would get the marker: iterate.
 """
 
 from __future__ import annotations
