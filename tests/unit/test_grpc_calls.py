@@ -1,7 +1,8 @@
 """Every gRPC call through the server's interceptors, on a real grpc.aio server and client in this process: the
 request id echoed in the trailing metadata, one access-log line per call (model calls by their RpcObserver, with
 model and version; other calls by the interceptor; health not logged), ``traceparent`` continued, and the size
-refusal naming the setting on any method.
+refusal naming the setting on any method; and health Watch following readiness (the draining notice at once, the
+manager's readiness by a bounded poll, the stream ended when the server stops).
 
 The servicer is the test's own (the protocol servicers are other modules'): one model call through RpcObserver and
 one plain call, both answering health messages so that no proto is compiled here. Its data plane is never used, so
@@ -20,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
+from service.api.grpc.health import ReadinessHealth
 from service.api.grpc.observe import Context, RpcCall, RpcObserver, Served
 from service.api.grpc.server import GrpcDeps, GrpcFrontEnd
 from service.app import build_tracing
@@ -159,3 +161,62 @@ def test_traceparent_in_metadata_continues_the_trace() -> None:
     assert span.context is not None and f"{span.context.trace_id:032x}" == "0af7651916cd43dd8448eb211c80319c"
     assert span.parent is not None and span.parent.span_id == 0xB7AD6B7169203331
     assert span.attributes is not None and span.attributes["rtserve.request_id"] == "t-1"
+
+
+# -- health Watch follows readiness -----------------------------------------------------------------------------
+
+
+def test_watch_follows_readiness_by_poll_and_draining_at_once() -> None:
+    ready = {"now": True}
+
+    async def run() -> list[int]:
+        # A poll of a minute: a change seen within the test's bound came from the notice, not from the poll.
+        health = ReadinessHealth(lambda: ready["now"], [SERVICE], poll_s=60.0)
+        server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        seen: list[int] = []
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stream = health_pb2_grpc.HealthStub(channel).Watch(Request(service=SERVICE), timeout=30)  # type: ignore[attr-defined]
+                seen.append((await asyncio.wait_for(stream.read(), 5)).status)
+                ready["now"] = False
+                health.notify()  # what the lifecycle's draining notice does, from the event loop
+                seen.append((await asyncio.wait_for(stream.read(), 5)).status)
+                ready["now"] = True
+                # The same notice from another thread (the signal handler's), handed over to the loop.
+                loop = asyncio.get_running_loop()
+                await asyncio.to_thread(loop.call_soon_threadsafe, health.notify)
+                seen.append((await asyncio.wait_for(stream.read(), 5)).status)
+                health.close()  # the server stops: the stream ends, OK
+                assert await asyncio.wait_for(stream.read(), 5) is grpc.aio.EOF
+                assert await stream.code() == grpc.StatusCode.OK
+        finally:
+            await server.stop(0)
+        return seen
+
+    assert asyncio.run(run()) == [Answer.SERVING, Answer.NOT_SERVING, Answer.SERVING]
+
+
+def test_watch_polls_readiness_changes_nobody_announced() -> None:
+    ready = {"now": True}
+
+    async def run() -> list[int]:
+        health = ReadinessHealth(lambda: ready["now"], [], poll_s=0.05)
+        server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stream = health_pb2_grpc.HealthStub(channel).Watch(Request(), timeout=30)  # type: ignore[attr-defined]
+                first = (await asyncio.wait_for(stream.read(), 5)).status
+                ready["now"] = False  # the manager's readiness: no notice
+                second = (await asyncio.wait_for(stream.read(), 5)).status
+                stream.cancel()
+        finally:
+            await server.stop(0)
+        return [first, second]
+
+    assert asyncio.run(run()) == [Answer.SERVING, Answer.NOT_SERVING]
