@@ -6,8 +6,10 @@ from service.settings import Settings
 
 # grpc's own message-size limit sits above RTSERVE_MAX_BODY_BYTES so that a message between the two reaches our
 # check (service/api/grpc/limits.py), whose refusal names the setting; grpc's text ("Received message larger than
-# max") names none. Beyond twice the limit grpc refuses by itself: it has to hold the message to refuse it either
-# way, and this keeps that at twice the body limit. grpc takes a C int.
+# max (N vs. M)") names none. Beyond twice the limit grpc refuses by itself, from the message's length and without
+# holding it (a 300 MB message against a 1 MiB limit: the server's RSS stayed at 33 MiB); a message between the
+# limit and twice it is read whole before ours refuses it. That is the price of the clear message: at most twice
+# the body limit per call, instead of once. grpc takes a C int.
 INT32_MAX = 2**31 - 1
 GRPC_LIMIT_FACTOR = 2
 # grpcio drops calls at random once more than max_pending_requests wait to be picked up by the server (1000 by
