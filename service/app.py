@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,15 +33,22 @@ class Lifecycle:
     """Whether the server is draining: set once on SIGTERM, read by the readiness probe."""
 
     _draining: threading.Event = field(default_factory=threading.Event)
+    _listeners: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def draining(self) -> bool:
         return self._draining.is_set()
 
+    def on_draining(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when draining starts (in the signal handler's thread: it must only hand over)."""
+        self._listeners.append(callback)
+
     def start_draining(self) -> None:
         if not self.draining:
             log.info("draining: readiness is now false; in-flight requests will finish")
         self._draining.set()
+        for callback in self._listeners:
+            callback()
 
 
 @dataclass
@@ -123,7 +130,8 @@ def create_app(
     rest = build_rest_app(components, telemetry)
     grpc = None
     if settings.grpc_port:
-        grpc = build_grpc_app(GrpcDeps(settings, dataplane, metrics, telemetry, components.is_ready))
+        deps = GrpcDeps(settings, dataplane, metrics, telemetry, components.is_ready, components.lifecycle.on_draining)
+        grpc = build_grpc_app(deps)
     return App(rest, components, grpc)
 
 

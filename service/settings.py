@@ -178,8 +178,8 @@ class GrpcSettings(BaseModel):
     keepalive_min_ping_interval_s: float = Field(
         10.0,
         gt=0,
-        description="Client keepalive pings closer together than this are strikes; two strikes close the "
-        "connection (ENHANCE_YOUR_CALM)",
+        description="Client keepalive pings closer together than this are strikes; the ping after two strikes "
+        "closes the connection (ENHANCE_YOUR_CALM)",
     )
     tensor_content: bool = Field(
         False,

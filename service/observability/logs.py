@@ -126,7 +126,9 @@ class RequestLog:
         status: int,
         seconds: float,
         body: bytes | None,
+        grpc_call: tuple[str, str] | None = None,
     ) -> None:
+        """``grpc_call``: a gRPC call's method and status name (``status`` is then its HTTP equivalent)."""
         if not self._enabled or not self._logger.isEnabledFor(logging.INFO):
             return
         fields: dict[str, Any] = {
@@ -137,6 +139,8 @@ class RequestLog:
             "status": status,
             "latency_ms": round(seconds * 1000.0, 3),
         }
+        if grpc_call is not None:
+            fields["grpc_method"], fields["grpc_status"] = grpc_call
         if body is not None and self._payload_rate > 0 and self._draw() < self._payload_rate:
             fields["payload"] = body[: self._payload_max].decode("utf-8", "backslashreplace")
             fields["payload_truncated"] = len(body) > self._payload_max

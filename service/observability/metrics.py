@@ -162,8 +162,9 @@ class Metrics:
 
         self.auth_failures = Counter(
             "rtserve_auth_failures_total",
-            "Requests refused by API-key authentication, by reason (missing_key: 401, invalid_key: 403).",
-            ["reason"],
+            "Requests refused by API-key authentication, by reason (missing_key: 401 / UNAUTHENTICATED, invalid_key: "
+            "403 / PERMISSION_DENIED) and protocol (tfserving, v2, rest; grpc-tfserving, grpc-v2, grpc).",
+            ["reason", "protocol"],
             registry=registry,
         )
 

@@ -104,8 +104,10 @@ def test_health_and_metrics_are_exempt_by_default(client: TestClient) -> None:
     assert client.get("/v2/health/ready").status_code == 200
     metrics = client.get("/metrics")
     assert metrics.status_code == 200
-    assert 'rtserve_auth_failures_total{reason="missing_key"}' in metrics.text
-    assert 'rtserve_auth_failures_total{reason="invalid_key"}' in metrics.text
+    # Counted per protocol: the TF Serving and V2 paths under their protocol's label, the others under "rest".
+    for reason in ("missing_key", "invalid_key"):
+        for protocol in ("tfserving", "v2", "rest"):
+            assert f'rtserve_auth_failures_total{{protocol="{protocol}",reason="{reason}"}}' in metrics.text
     # Refusals are the gate's, not the models': no inference request was counted with a 401 or 403.
     assert 'code="401"' not in metrics.text
     assert 'code="403"' not in metrics.text

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.api.rest.auth import ApiKeyGate, KeyFile, exempt_paths, is_accepted, parse_keys, presented_keys
+from service.api.keys import KeyFile, is_accepted, parse_keys, presented_keys
+from service.api.rest.auth import ApiKeyGate, exempt_paths
 from service.observability.metrics import Metrics
 
 

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeAlias, TypeVar
 
@@ -45,6 +46,21 @@ def metadata_of(context: Context) -> dict[str, str]:
     """The call's text metadata with lower-case keys (binary ``-bin`` entries are skipped)."""
     pairs = context.invocation_metadata() or ()
     return {key.lower(): value for key, value in pairs if isinstance(value, str)}
+
+
+@dataclass(slots=True)
+class RpcRecord:
+    """What the access-log interceptor (service/api/grpc/access.py) knows of the call it wraps: its id and method;
+    ``logged`` once an RpcObserver has written the call's line, with its model and version."""
+
+    request_id: str
+    method: str
+    logged: bool = False
+
+
+# The call the running task serves (set by the access-log interceptor around each call; a context variable holds
+# no state of its own, each task sees its own value).
+CURRENT_RPC: ContextVar[RpcRecord | None] = ContextVar("rtserve_grpc_call", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +121,11 @@ class RpcObserver:
         """As ``answer``, but a failure is returned, not raised: one message of a stream fails, the stream goes on."""
         started = time.perf_counter()
         metadata = metadata_of(context)
-        rid = self._telemetry.ids.of(metadata)
+        record = CURRENT_RPC.get()
+        rid = self._telemetry.ids.of(metadata) if record is None else record.request_id
+        method = "" if record is None else record.method
+        if record is not None:
+            record.logged = True
         tracing = self._telemetry.tracing
         trace = tracing.start(self._protocol, rid, metadata) if tracing.enabled else None
         call = RpcCall(metadata, rid, timeout_s=context.time_remaining())
@@ -130,7 +150,7 @@ class RpcObserver:
             seconds = time.perf_counter() - started
             self._metrics.requests.labels(model, version, self._protocol, str(status)).inc()
             self._metrics.request_duration.labels(model, version, self._protocol).observe(seconds)
-            self._telemetry.log.emit(rid, self._protocol, model, version, status, seconds, None)
+            self._telemetry.log.emit(rid, self._protocol, model, version, status, seconds, None, (method, code.name))
             if trace is not None:
                 trace.finish(model, version, status)
         return Failed(code, message)

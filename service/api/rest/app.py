@@ -19,8 +19,9 @@ from starlette.types import ASGIApp
 
 from service import __version__
 from service.api.errors import HttpError
+from service.api.keys import KeyFile
 from service.api.rest import health, tfserving, v2
-from service.api.rest.auth import ApiKeyGate, KeyFile, exempt_paths
+from service.api.rest.auth import ApiKeyGate, exempt_paths
 from service.api.rest.body import BodyLimits
 from service.api.rest.fastlane import FastLane
 from service.api.rest.offload import Offload

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from types import FrameType
@@ -15,6 +17,8 @@ from starlette.types import ASGIApp
 
 from service.api.rest.protocol import ConnectionLimits, bounded_protocol, never_draining
 from service.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def connection_limits(settings: Settings, draining: Callable[[], bool] = never_draining) -> ConnectionLimits:
@@ -56,8 +60,11 @@ class Draining(Protocol):
 
 
 class Companion(Protocol):
-    """Another front end in the same event loop (the gRPC server): started once the app's lifespan has started,
+    """Another front end in the same event loop (the gRPC server): its addresses bound before the app's lifespan
+    starts (OSError: the process exits 1 with that one line, never ready), started once the lifespan has started,
     stopped (in-flight calls finished within the drain timeout) before the lifespan ends and the batchers drain."""
+
+    async def bind(self) -> None: ...
 
     async def start(self) -> None: ...
 
@@ -80,6 +87,12 @@ class DrainingServer(uvicorn.Server):
         self._companions = tuple(companions)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        for companion in self._companions:
+            try:
+                await companion.bind()
+            except OSError as error:
+                log.error("%s", error)
+                sys.exit(1)  # as uvicorn does when its own port is taken
         await super().startup(sockets)
         if not self.should_exit:
             for companion in self._companions:
