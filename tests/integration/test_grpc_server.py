@@ -384,10 +384,52 @@ def _refused(chan: grpc.Channel) -> bool:
     return False
 
 
-@pytest.mark.skip(reason="needs a model RPC: extend once the TF Serving / V2 servicers are merged")
-def test_sigterm_model_rpc_in_flight_finishes_after_the_shutdown_delay() -> None:
-    """For the lead: a slow model's Predict in flight at SIGTERM completes OK after the shutdown delay, a new
-    Predict after the delay gets UNAVAILABLE, the process exits 0 (same shape as the test above)."""
+def test_sigterm_model_rpc_in_flight_finishes_after_the_shutdown_delay(tmp_path: Path) -> None:
+    """A slow model's Predict in flight at SIGTERM completes OK after the shutdown delay; a new Predict after the
+    delay is refused with UNAVAILABLE; the process exits 0."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from modelfactory import slow_model
+
+    repository = LocalRepository(tmp_path / "repo")
+    repository.upload_version("slow", 1, slow_model(tmp_path / "slow", matmuls=12000))  # seconds per call
+    env = {
+        "RTSERVE_REPOSITORY": str(tmp_path / "repo"),
+        "RTSERVE_CACHE_DIR": str(tmp_path / "cache"),
+        "RTSERVE_BATCHING__ENABLED": "false",  # one warm-up call, not one per batch size
+        "RTSERVE_SHUTDOWN_DELAY_S": "1",
+        "RTSERVE_DRAIN_TIMEOUT_S": str(DRAIN_TIMEOUT_S),
+    }
+    process = ServerProcess(env, free_port(), tmp_path / "server.log")
+    try:
+        process.wait_ready(180)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "slow"
+        request.inputs["x"].CopyFrom(tf.make_tensor_proto([[1.0, 2.0, 3.0, 4.0]], dtype=tf.float32))
+        with grpc.insecure_channel(process.grpc_target) as chan:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(chan)
+            in_flight = stub.Predict.future(request, timeout=60)
+
+            def running() -> bool:
+                metrics = httpx.get(process.url + "/metrics", timeout=5).text
+                return 'rtserve_inflight_requests{protocol="grpc-tfserving"} 1.0' in metrics
+
+            wait_until(running, WAIT_S, 0.02, "the Predict to be in flight")
+            signalled = time.monotonic()
+            process.process.send_signal(signal.SIGTERM)
+            answer = in_flight.result(timeout=DRAIN_TIMEOUT_S)
+            assert tf.make_ndarray(answer.outputs["y"]).shape == (1, 1)  # (its value overflows: it is a cost)
+            assert answer.model_spec.version.value == 1
+            # The delay (1 s) is over by now or soon: then new calls are refused, not queued.
+            wait_until(lambda: time.monotonic() - signalled > 1.0, 5, 0.05, "the shutdown delay to pass")
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Predict(request, timeout=10)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert process.process.wait(DRAIN_TIMEOUT_S) == 0
+    finally:
+        process.kill()
+    assert "Traceback" not in process.log_path.read_text(errors="replace")
 
 
 def test_a_second_sigterm_exits_at_once(tmp_path: Path, demo_model_dir: Path) -> None:
