@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -82,4 +83,43 @@ def test_answers_after_sigterm_close_their_connections(demo_model_dir: Path, tmp
         during = http.post("/v1/models/iris:predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]})
         assert during.status_code == 200
         assert during.headers.get("connection", "").lower() == "close"
+    assert server.process.wait(30) == 0
+
+
+def test_a_request_on_a_connection_opened_as_the_drain_begins_is_answered(demo_model_dir: Path, tmp_path: Path) -> None:
+    """The rest of that race: a client opens a new connection (after a Connection: close answer) and sends its
+    request just as the drain closes connections. A connection that has received nothing yet gets a moment for
+    its first request, which is answered with Connection: close, instead of being closed under it."""
+    root = tmp_path / "repo"
+    publish(LocalRepository(root), "iris", 1, demo_model_dir)
+    env = {
+        "RTSERVE_REPOSITORY": str(root),
+        "RTSERVE_CACHE_DIR": str(tmp_path / "cache"),
+        "RTSERVE_SHUTDOWN_DELAY_S": "0.2",
+    }
+    server = ServerProcess(env, free_port(), tmp_path / "server.log")
+    server.wait_ready()
+    body = b'{"instances": [[5.1, 3.5, 1.4, 0.2]]}'
+    request = (
+        b"POST /v1/models/iris:predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as held:
+        server.process.send_signal(signal.SIGTERM)
+
+        def listener_closed() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+            except OSError:
+                return True
+            return False
+
+        wait_until(listener_closed, 10, 0.01, what="the drain to close the listener")
+        held.sendall(request)  # the drain has begun: the request arrives on a connection it is closing
+        answer = b""
+        while chunk := held.recv(65536):
+            answer += chunk
+    head = answer.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"http/1.1 200"), answer[:200]
+    assert b"connection: close" in head
     assert server.process.wait(30) == 0

@@ -65,6 +65,11 @@ class ConnectionLimits:
     draining: Callable[[], bool] = never_draining
 
 
+# How long the drain waits for the first request of a connection accepted just before it (loopback and LAN
+# deliver a request sent with the connection in well under this).
+FIRST_REQUEST_GRACE_S = 0.5
+
+
 class _Refused(Exception):
     """Raised from a parser callback to stop parsing a request that is refused."""
 
@@ -103,6 +108,8 @@ def bounded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
             self._refused = False
             self._pipeline_full = False
             self._shutting_down = False
+            self._fresh = True  # accepted, and nothing received on it yet
+            self._first_request: asyncio.TimerHandle | None = None  # the wait for it, when the drain began first
             self._keep_alive = True  # what the request being received asked for
             # The message being parsed: begun and not complete; still in its headers.
             self._open = False
@@ -125,10 +132,10 @@ def bounded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._lost = True
-            for timer in (self._deadline, self._stall, self._linger):
+            for timer in (self._deadline, self._stall, self._linger, self._first_request):
                 if timer is not None:
                     timer.cancel()
-            self._deadline = self._stall = self._linger = None
+            self._deadline = self._stall = self._linger = self._first_request = None
             super().connection_lost(exc)
 
         def pause_writing(self) -> None:
@@ -152,6 +159,7 @@ def bounded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
         # -- parsing ----------------------------------------------------------------------------------------
 
         def data_received(self, data: bytes) -> None:
+            self._fresh = False
             if self._lingering:
                 return  # the rest of a refused upload: dropped, the linger timer bounds it
             in_headers, transitions = self._in_headers, self._transitions
@@ -236,10 +244,21 @@ def bounded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
         def shutdown(self) -> None:
             # uvicorn's, but an idle connection or one halfway through its headers closes at once, not lingering.
             self._shutting_down = True
+            if self.cycle is None and self._fresh and not self._lost:
+                # Just accepted: its first request may be on the wire already (a client that opened a new
+                # connection after a Connection: close answer). Closing now would cut it; it gets a moment to
+                # arrive, and is answered with Connection: close.
+                self._first_request = self.loop.call_later(FIRST_REQUEST_GRACE_S, self._close_if_still_fresh)
+                return
             if self.cycle is None or self.cycle.response_complete:
                 self._close_at_once()
             else:
                 self.cycle.keep_alive = False
+
+        def _close_if_still_fresh(self) -> None:
+            self._first_request = None
+            if self._fresh:
+                self._close_at_once()
 
         # -- closing ----------------------------------------------------------------------------------------
 
