@@ -149,10 +149,11 @@ def _h2load(
     return parse(stdout), usage, starts, latencies
 
 
-def closed_loop(replay: Replay, concurrency: int, seconds: float) -> dict[str, Any]:
-    """One closed-loop run, in the shape of bench.loads.closed_loop's (plus the gRPC counts)."""
+def closed_loop(replay: Replay, concurrency: int, seconds: float, calls: int = 0) -> dict[str, Any]:
+    """One closed-loop run of ``seconds`` (or of ``calls`` calls, when given), in the shape of
+    bench.loads.closed_loop's (plus the gRPC counts)."""
     clients, streams = split(concurrency)
-    mode = ["-c", str(clients), "-m", str(streams), "-D", f"{seconds:g}"]
+    mode = ["-c", str(clients), "-m", str(streams), *(["-n", str(calls)] if calls else ["-D", f"{seconds:g}"])]
     summary, usage, _, latencies = _h2load(replay, mode, seconds + 90)
     ok = good_answers(summary, replay.answer_bytes)
     not_good = summary["done"] - ok
