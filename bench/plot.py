@@ -19,7 +19,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after the backend choice
 
-STYLE = {"rtserve": "-", "floor-asgi": ":", "floor-fastapi": ":", "kserve": "--", "mlserver": "-.", "seed": "--"}
+STYLE = {
+    "rtserve": "-",
+    "floor-asgi": ":",
+    "floor-fastapi": ":",
+    "kserve": "--",
+    "mlserver": "-.",
+    "mlserver-batching": "-.",
+    "seed": "--",
+}
 
 
 def label(results: dict[str, Any], entry: dict[str, Any]) -> str:

@@ -19,7 +19,7 @@ TARGET_CONCURRENCY = 32
 KSERVE_FACTOR, MLSERVER_FACTOR, SEED_FACTOR = 10.0, 10.0, 100.0
 FLOOR_SHARE, P99_LIMIT_MS, TAIL_FACTOR, ROWS_SHARE = 0.6, 15.0, 3.0, 0.7
 GRPC_PEER_FACTOR = 3.0  # issue 11: rtserve gRPC >= 3x the better of KServe's and MLServer's gRPC
-GRPC_PEERS = (("kserve", "v2-grpc"), ("mlserver", "v2-grpc"))
+GRPC_PEERS = (("kserve", "v2-grpc"), ("mlserver", "v2-grpc"), ("mlserver-batching", "v2-grpc"))
 NOISY_PCT = 10.0
 # A second version may add its weights once (plus TensorFlow's own bookkeeping); the old one must go again.
 TWO_VERSIONS_SLACK, GIVEN_BACK_SLACK = 1.25, 0.25
@@ -603,6 +603,7 @@ def render(results: dict[str, Any], plot_name: str) -> str:
         "kserve": "kserve",
         "seed": "kserve",
         "mlserver": "mlserver",
+        "mlserver-batching": "mlserver",
     }
     server_rows = []
     for name, info in results["servers"].items():

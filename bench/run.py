@@ -44,7 +44,7 @@ ROW_COUNTS = (1, 64)
 TOLERANCE = 1e-4
 OPEN_MIN_REQUESTS, OPEN_MAX_SECONDS = 40, 20.0
 QUIET_PCT, NOISY_PCT, RETRIES = 25.0, 15.0, 2
-SERVER_VENVS = {"kserve": "kserve", "seed": "kserve", "mlserver": "mlserver"}
+SERVER_VENVS = {"kserve": "kserve", "seed": "kserve", "mlserver": "mlserver", "mlserver-batching": "mlserver"}
 LARGE_WEIGHTS_MIB = 256  # the memory measurement's second model: large enough to see two versions, or one
 
 
@@ -64,14 +64,15 @@ class Plan:
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
+    chosen = tuple(int(c) for c in args.concurrencies.split(",")) if args.concurrencies else None
     if args.quick:
-        return Plan(True, 2, 2, 1, (32,), (0.5,), 3, 1, 3, args.server_cpus, args.client_cpus)
+        return Plan(True, 2, 2, 1, chosen or (32,), (0.5,), 3, 1, 3, args.server_cpus, args.client_cpus)
     return Plan(
         False,
         args.seconds,
         args.seconds,
         2,
-        (1, 8, 32, 128),
+        chosen or (1, 8, 32, 128),
         (0.25, 0.5, 0.8),
         5,
         3,
@@ -459,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated lanes to measure, by name (tfserving, v2-json, v2-binary, tfserving-grpc, v2-grpc) or"
         " kind (rest, grpc); default: every lane",
     )
+    parser.add_argument("--concurrencies", help="closed-loop concurrencies, e.g. 1,32 (default: 1,8,32,128)")
     parser.add_argument("--server-cpus", default="0", help="CPUs for the server under test (taskset list)")
     parser.add_argument("--client-cpus", default="1", help="CPUs for the load generators")
     parser.add_argument(
@@ -495,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         s.name: tuple(lane for lane in s.lanes if wanted is None or {lane.name, lane.kind} & wanted) for s in chosen
     }
     chosen = [s for s in chosen if lanes_of[s.name]]
-    whole = not args.servers and not args.rtserve_env and not args.lanes
+    whole = not args.servers and not args.rtserve_env and not args.lanes and not args.concurrencies
     write_docs = args.docs if args.docs is not None else (not plan.quick and whole)
     began = time.monotonic()
 

@@ -110,6 +110,15 @@ SERVERS: tuple[ServerSpec, ...] = (
         extra_ports=2,
     ),
     ServerSpec(
+        "mlserver-batching",
+        "MLServer, adaptive batching",
+        "mlserver",
+        (Lane("v2-json", "v2-json", V2_PATH), V2_GRPC_LANE),
+        "the same MLServer with its adaptive batching on in `model-settings.json`: `max_batch_size: 32`,"
+        " `max_batch_time: 0.002` (s)",
+        extra_ports=2,
+    ),
+    ServerSpec(
         "seed",
         "seed: Flask + Keras",
         "kserve",
@@ -162,6 +171,13 @@ class Running:
                 os.killpg(self.pid, signal.SIGKILL)
 
 
+# MLServer's adaptive batching settings (model-settings.json) for each MLServer variant: none for the default.
+MLSERVER_BATCHING: dict[str, dict[str, float]] = {
+    "mlserver": {},
+    "mlserver-batching": {"max_batch_size": 32, "max_batch_time": 0.002},
+}
+
+
 def _command(
     spec: ServerSpec, port: int, extra: list[int], repository: Path, workdir: Path, options: tuple[str, ...]
 ) -> list[str]:
@@ -203,8 +219,8 @@ def _command(
         ]
     if spec.name == "seed":
         return [python, str(peers / "seed_flask.py"), "--port", str(port), "--model_dir", model_dir]
-    if spec.name == "mlserver":
-        folder = workdir / "mlserver"
+    if spec.name in MLSERVER_BATCHING:
+        folder = workdir / spec.name
         (folder / MODEL).mkdir(parents=True, exist_ok=True)
         settings = {
             "host": "127.0.0.1",
@@ -219,6 +235,7 @@ def _command(
             "name": MODEL,
             "implementation": "mlserver_runtime.SavedModelSignature",
             "parameters": {"uri": model_dir},
+            **MLSERVER_BATCHING[spec.name],
         }
         (folder / MODEL / "model-settings.json").write_text(json.dumps(model_settings, indent=2), encoding="utf-8")
         return [str(envs.python_of(spec.venv).parent / "mlserver"), "start", str(folder)]
@@ -258,7 +275,7 @@ def start(
         env["RTSERVE_GRPC_PORT"] = str(grpc_port)
     if spec.name.startswith("floor-"):
         env["PYTHONPATH"] = str(REPO_ROOT)
-    elif spec.name == "mlserver":
+    elif spec.name in MLSERVER_BATCHING:
         env["PYTHONPATH"] = str(envs.BENCH_DIR / "peers")
     log_path = workdir / "logs" / f"{spec.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -45,9 +45,14 @@ class SavedModelSignature(kserve.Model):  # type: ignore[misc]  # kserve is unty
     ) -> dict[str, Any] | InferResponse:
         if isinstance(payload, InferRequest):
             probabilities = self._run(payload.inputs[0].as_numpy())
-            output = InferOutput(
-                name="probabilities", shape=list(probabilities.shape), datatype="FP32", data=probabilities
-            )
+            shape = list(probabilities.shape)
+            if payload.from_grpc:
+                # KServe's gRPC answer wants the numpy data set this way (raw_output_contents): given as ``data``,
+                # its to_grpc tests the array's truth value and fails.
+                output = InferOutput(name="probabilities", shape=shape, datatype="FP32")
+                output.set_data_from_numpy(probabilities, binary_data=True)
+            else:
+                output = InferOutput(name="probabilities", shape=shape, datatype="FP32", data=probabilities)
             return InferResponse(
                 response_id=payload.id or generate_uuid(),
                 model_name=self.name,
