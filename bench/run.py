@@ -1,13 +1,15 @@
 """``make bench``: rtserve, its peers and the floors under the same load, side by side, in one invocation.
 
-    .venv/bin/python -m bench.run            # the full benchmark (about 20 min), writes docs/benchmarks.md
+    .venv/bin/python -m bench.run            # the full benchmark (about 30 min), writes docs/benchmarks.md
     .venv/bin/python -m bench.run --quick    # a smoke run (a few minutes), results/ only
+    .venv/bin/python -m bench.run --servers rtserve,kserve,mlserver,mlserver-batching --lanes grpc,v2-binary
 
 What it does, in order: creates the peers' virtualenvs on first use (bench/.venvs, see bench/envs.py), installs
-wrk and compiles the open-loop generator; writes the demo model once (every server serves that same folder);
+wrk and h2load and compiles the open-loop generator; writes the demo model once (every server serves that same folder);
 measures the model's in-process call rate; then starts each server in turn, pinned to the server CPU, checks
-every lane's answer against the in-process probabilities, and drives it from the client CPU: closed loop at each
-concurrency, then open loop at fractions of the best closed-loop rate; profiles rtserve under load with py-spy;
+every lane's answer against the in-process probabilities (a gRPC lane's with grpcio's client), and drives it from
+the client CPU (wrk and openloop for REST, h2load for gRPC, bench/h2load.py): closed loop at each concurrency, then
+open loop at fractions of the best closed-loop rate; profiles rtserve under load with py-spy;
 measures rtserve's memory across a version swap; writes ``bench/results/<time>/results.json`` and renders the
 report (table, plot, targets) into docs/.
 """
