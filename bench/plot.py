@@ -67,7 +67,7 @@ def main() -> int:
                 top.axhline(bound, color="black", linewidth=1, label="in-process, batch 64")
         top.set_xscale("log", base=2)
         top.set_yscale("log")
-        top.set_xlabel("concurrent connections (closed loop, wrk)")
+        top.set_xlabel("concurrency (closed loop: wrk connections; h2load streams for gRPC)")
         top.set_ylabel("requests/s" if rows == "1" else "rows/s")
         top.set_title(f"{rows} row{'s' if rows != '1' else ''} per request: throughput")
         bottom.set_yscale("log")

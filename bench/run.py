@@ -273,18 +273,21 @@ def check_grpc_lane(
     return "ok", "", sizes
 
 
-def rtserve_counts(running: servers.Running, protocol: str) -> dict[str, float]:
-    """rtserve's own ``rtserve_requests_total`` for one protocol label, summed by code (from /metrics)."""
-    status, body, _ = servers.request(running.port, "/metrics", b"", {}, method="GET")
+def requests_by_code(exposition: str, protocol: str) -> dict[str, float]:
+    """``rtserve_requests_total`` for one ``protocol`` label in a Prometheus text exposition, summed by code."""
     counts: dict[str, float] = {}
-    if status != 200:
-        return counts
-    for line in body.decode(errors="replace").splitlines():
+    for line in exposition.splitlines():
         if line.startswith("rtserve_requests_total{") and f'protocol="{protocol}"' in line:
             labels, _, value = line.rpartition(" ")
             code = labels.split('code="', 1)[1].split('"', 1)[0] if 'code="' in labels else "?"
             counts[code] = counts.get(code, 0.0) + float(value)
     return counts
+
+
+def rtserve_counts(running: servers.Running, protocol: str) -> dict[str, float]:
+    """rtserve's own request counts for one protocol label, by code, from its /metrics ({} when unreadable)."""
+    status, body, _ = servers.request(running.port, "/metrics", b"", {}, method="GET")
+    return requests_by_code(body.decode(errors="replace"), protocol) if status == 200 else {}
 
 
 def measure_lane(

@@ -11,7 +11,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 from tritonclient.grpc import service_pb2
 
-from bench import grpc_payloads, h2load, report, servers
+from bench import grpc_payloads, h2load, report, run, servers
 from bench.payloads import rows
 
 
@@ -118,3 +118,18 @@ def test_grpc_targets_say_not_measured_without_rtserve_grpc_lanes_and_compare_wh
     measured = report.grpc_targets({"lanes": lanes})
     assert [(row["ratio"], row["ok"]) for row in measured] == [("3.3x", True), ("2.0x", False), ("10.00x", True)]
     assert "(mlserver)" in measured[0]["measured"]  # the better peer
+
+
+def test_rtserve_counts_are_read_by_protocol_and_code() -> None:
+    exposition = "\n".join(
+        [
+            "# TYPE rtserve_requests_total counter",
+            'rtserve_requests_total{model_name="iris",model_version="1",protocol="grpc-v2",code="200"} 640.0',
+            'rtserve_requests_total{model_name="iris",model_version="2",protocol="grpc-v2",code="200"} 2.0',
+            'rtserve_requests_total{model_name="",model_version="",protocol="grpc-v2",code="404"} 3.0',
+            'rtserve_requests_total{model_name="iris",model_version="1",protocol="v2",code="200"} 99.0',
+            'rtserve_requests_created{model_name="iris",model_version="1",protocol="grpc-v2",code="200"} 1.7e9',
+        ]
+    )
+    assert run.requests_by_code(exposition, "grpc-v2") == {"200": 642.0, "404": 3.0}
+    assert run.requests_by_code(exposition, "grpc-tfserving") == {}
