@@ -32,7 +32,8 @@ STYLE = {
 
 def label(results: dict[str, Any], entry: dict[str, Any]) -> str:
     siblings = [e for e in results["lanes"] if e["server"] == entry["server"]]
-    return entry["title"] if len(siblings) == 1 else f"{entry['title']} {entry['lane']}"
+    alone = len(siblings) == 1 and entry.get("kind", "rest") == "rest"  # a gRPC lane is always named
+    return entry["title"] if alone else f"{entry['title']} {entry['lane']}"
 
 
 def main() -> int:
