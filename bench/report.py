@@ -370,7 +370,9 @@ def _grpc_section(results: dict[str, Any]) -> list[str]:
         " a good one exactly one message of the good answer's size (decoded with a real client, grpcio, and checked"
         " against the in-process probabilities before the lane's load): so the good answers are the received DATA"
         " bytes over that size. The same real-client check ran again after the lane's load; rtserve's own"
-        " `rtserve_requests_total` for the lane's protocol label (HTTP-style codes) is shown where it has one.",
+        " `rtserve_requests_total` for the lane's protocol label (HTTP-style codes) is shown where it has one, from"
+        " before the lane's first run to after the check (warm-ups and checks included; 499 = CANCELLED, the calls"
+        " still in flight when a timed h2load run ended).",
         "",
     ]
     return lines + _table(
