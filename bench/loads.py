@@ -4,6 +4,10 @@
   when the previous answer arrives; throughput and latency percentiles.
 * open loop: ``loadgen/openloop.c`` (compiled here with gcc): requests due at a fixed rate whatever the server
   does, latency measured from each request's intended send time.
+* gRPC lanes, both loops: ``h2load`` (Debian's nghttp2-client) replaying one framed unary gRPC request on HTTP/2
+  (see bench/grpc_payloads.py): closed loop with C clients x M concurrent streams, open loop with ``--rps``. h2load
+  counts an HTTP 200 as a success even when the gRPC status in the trailers is an error, and an error answer
+  carries no message: so a run's good answers are its received DATA bytes over one good answer's framed size.
 
 Each run also records the server's CPU use (its /proc stat) and the generator's own (rusage), so a run where the
 generator, not the server, was the limit would show it.
@@ -29,13 +33,15 @@ OPENLOOP_BINARY = BENCH_DIR / "build" / "openloop"
 WRK_TIMEOUT = "20s"
 SETTLE_MAX_S = 45.0
 OPENLOOP_MAX_CONNECTIONS = 256
+APT_TOOLS = {"wrk": "wrk", "h2load": "nghttp2-client"}  # command -> Debian package
 
 
 def ensure_tools() -> dict[str, str]:
-    """wrk installed (apt, as root) and openloop compiled; their versions for the report."""
-    if shutil.which("wrk") is None:
+    """wrk and h2load installed (apt, as root) and openloop compiled; their versions for the report."""
+    missing = [package for tool, package in APT_TOOLS.items() if shutil.which(tool) is None]
+    if missing:
         subprocess.run(["apt-get", "update", "-qq"], check=True, timeout=600)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, timeout=600)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, timeout=600)
     OPENLOOP_BINARY.parent.mkdir(parents=True, exist_ok=True)
     if not OPENLOOP_BINARY.exists() or OPENLOOP_BINARY.stat().st_mtime < OPENLOOP_SOURCE.stat().st_mtime:
         subprocess.run(
@@ -45,7 +51,12 @@ def ensure_tools() -> dict[str, str]:
         )
     wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, timeout=30, check=False)
     gcc = subprocess.run(["gcc", "--version"], capture_output=True, text=True, timeout=30, check=True)
-    return {"wrk": (wrk.stdout or wrk.stderr).splitlines()[0], "gcc": gcc.stdout.splitlines()[0]}
+    h2load = subprocess.run(["h2load", "--version"], capture_output=True, text=True, timeout=30, check=False)
+    return {
+        "wrk": (wrk.stdout or wrk.stderr).splitlines()[0],
+        "gcc": gcc.stdout.splitlines()[0],
+        "h2load": h2load.stdout.strip(),
+    }
 
 
 def _children_cpu() -> float:
@@ -67,7 +78,7 @@ def other_load_pct(seconds: float = 1.0) -> float:
     return 100 * (machine_busy_seconds() - before) / seconds
 
 
-def _measured(
+def measured(
     server: Running, command: list[str], env: dict[str, str] | None, timeout: float
 ) -> tuple[str, dict[str, float]]:
     client_before, server_before = _children_cpu(), server.cpu_seconds()
@@ -108,7 +119,7 @@ def closed_loop(
         str(LOADGEN_DIR / "post.lua"),
         f"http://127.0.0.1:{server.port}{path}",
     ]
-    stdout, usage = _measured(server, command, env, seconds + 90)
+    stdout, usage = measured(server, command, env, seconds + 90)
     line = next((line for line in stdout.splitlines() if line.startswith("BENCH_JSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk printed no result: {stdout[-2000:]}")
@@ -163,7 +174,7 @@ def open_loop(
     ]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
-    stdout, usage = _measured(server, command, None, seconds + drain_s + 60)
+    stdout, usage = measured(server, command, None, seconds + drain_s + 60)
     raw: dict[str, Any] = json.loads(stdout)
     latency = {key: value / 1000 for key, value in raw.pop("latency_us").items()}
     delay = {key: value / 1000 for key, value in raw.pop("dispatch_delay_us").items()}

@@ -19,12 +19,21 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after the backend choice
 
-STYLE = {"rtserve": "-", "floor-asgi": ":", "floor-fastapi": ":", "kserve": "--", "mlserver": "-.", "seed": "--"}
+STYLE = {
+    "rtserve": "-",
+    "floor-asgi": ":",
+    "floor-fastapi": ":",
+    "kserve": "--",
+    "mlserver": "-.",
+    "mlserver-batching": "-.",
+    "seed": "--",
+}
 
 
 def label(results: dict[str, Any], entry: dict[str, Any]) -> str:
     siblings = [e for e in results["lanes"] if e["server"] == entry["server"]]
-    return entry["title"] if len(siblings) == 1 else f"{entry['title']} {entry['lane']}"
+    alone = len(siblings) == 1 and entry.get("kind", "rest") == "rest"  # a gRPC lane is always named
+    return entry["title"] if alone else f"{entry['title']} {entry['lane']}"
 
 
 def main() -> int:
@@ -59,7 +68,7 @@ def main() -> int:
                 top.axhline(bound, color="black", linewidth=1, label="in-process, batch 64")
         top.set_xscale("log", base=2)
         top.set_yscale("log")
-        top.set_xlabel("concurrent connections (closed loop, wrk)")
+        top.set_xlabel("concurrency (closed loop: wrk connections; h2load streams for gRPC)")
         top.set_ylabel("requests/s" if rows == "1" else "rows/s")
         top.set_title(f"{rows} row{'s' if rows != '1' else ''} per request: throughput")
         bottom.set_yscale("log")

@@ -18,6 +18,8 @@ from bench.profile import summarise
 TARGET_CONCURRENCY = 32
 KSERVE_FACTOR, MLSERVER_FACTOR, SEED_FACTOR = 10.0, 10.0, 100.0
 FLOOR_SHARE, P99_LIMIT_MS, TAIL_FACTOR, ROWS_SHARE = 0.6, 15.0, 3.0, 0.7
+GRPC_PEER_FACTOR = 3.0  # issue 11: rtserve gRPC >= 3x the better of KServe's and MLServer's gRPC
+GRPC_PEERS = (("kserve", "v2-grpc"), ("mlserver", "v2-grpc"), ("mlserver-batching", "v2-grpc"))
 NOISY_PCT = 10.0
 # A second version may add its weights once (plus TensorFlow's own bookkeeping); the old one must go again.
 TWO_VERSIONS_SLACK, GIVEN_BACK_SLACK = 1.25, 0.25
@@ -32,7 +34,8 @@ def lane_of(results: dict[str, Any], server: str, lane: str) -> dict[str, Any] |
 
 def label(results: dict[str, Any], entry: dict[str, Any]) -> str:
     siblings = [e for e in results["lanes"] if e["server"] == entry["server"]]
-    return entry["title"] if len(siblings) == 1 else f"{entry['title']} {entry['lane']}"
+    alone = len(siblings) == 1 and entry.get("kind", "rest") == "rest"  # a gRPC lane is always named
+    return entry["title"] if alone else f"{entry['title']} {entry['lane']}"
 
 
 def closed_run(results: dict[str, Any], server: str, lane: str, rows: int, c: int) -> dict[str, Any] | None:
@@ -73,6 +76,58 @@ def _ratio_target(
     ratio = mine["rps"] / other["rps"]
     measured = f"{mine['rps']:,.0f} vs {other['rps']:,.0f} req/s"
     return {"target": name, "measured": measured, "ratio": fmt.format(ratio), "ok": ratio >= factor, "value": ratio}
+
+
+def _not_measured(results: dict[str, Any], lanes: Iterable[tuple[str, str]]) -> str:
+    """ "not measured: <server lane> (<why>)" for the lanes of a target that have no run."""
+    missing = []
+    for server, lane in lanes:
+        entry = lane_of(results, server, lane)
+        if entry is None:
+            missing.append(f"{server} {lane} (not in this run)")
+        elif entry.get("status") != "ok":
+            missing.append(f"{server} {lane} ({entry.get('status')}: {str(entry.get('why', ''))[:80]})")
+    return "not measured: " + "; ".join(missing)
+
+
+def grpc_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 11's two gRPC targets, same run: rtserve's gRPC lanes >= 3x the better peer's V2 gRPC at c=32, 1 row;
+    rtserve's V2 gRPC (raw) at 64 rows >= its V2 binary REST lane in rows/s at c=32."""
+    c = TARGET_CONCURRENCY
+    rows: list[dict[str, Any]] = []
+    peers = [(server, lane, closed_run(results, server, lane, 1, c)) for server, lane in GRPC_PEERS]
+    measured_peers = [(server, run) for server, _, run in peers if run and run["rps"] > 0]
+    best_peer = max(measured_peers, key=lambda item: item[1]["rps"]) if measured_peers else None
+    for lane, name in (("v2-grpc", "V2 gRPC raw"), ("tfserving-grpc", "TF Serving gRPC")):
+        target = f"gRPC, 1 row, c={c}: rtserve {name} >= 3x the better of KServe's and MLServer's V2 gRPC"
+        mine = closed_run(results, "rtserve", lane, 1, c)
+        if not mine or not best_peer:
+            absent = [("rtserve", lane)] if not mine else []
+            absent += [] if best_peer else list(GRPC_PEERS)
+            rows.append({"target": target, "measured": _not_measured(results, absent), "ratio": "", "ok": None})
+            continue
+        ratio = mine["rps"] / best_peer[1]["rps"]
+        rows.append(
+            {
+                "target": target,
+                "measured": f"{mine['rps']:,.0f} vs {best_peer[1]['rps']:,.0f} req/s ({best_peer[0]})",
+                "ratio": f"{ratio:.1f}x",
+                "ok": ratio >= GRPC_PEER_FACTOR,
+                "value": ratio,
+            }
+        )
+    target = f"gRPC, 64 rows, c={c}: rtserve V2 gRPC raw >= its V2 binary REST lane, in rows/s"
+    grpc_run = closed_run(results, "rtserve", "v2-grpc", 64, c)
+    rest_run = closed_run(results, "rtserve", "v2-binary", 64, c)
+    if grpc_run and rest_run and rest_run["rps"] > 0:
+        ratio = grpc_run["rps"] / rest_run["rps"]
+        measured = f"{grpc_run['rps'] * 64:,.0f} vs {rest_run['rps'] * 64:,.0f} rows/s"
+        rows.append({"target": target, "measured": measured, "ratio": f"{ratio:.2f}x", "ok": ratio >= 1.0})
+    else:
+        pairs = ((("rtserve", "v2-grpc"), grpc_run), (("rtserve", "v2-binary"), rest_run))
+        absent = [key for key, run in pairs if not run]
+        rows.append({"target": target, "measured": _not_measured(results, absent), "ratio": "", "ok": None})
+    return rows
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -203,7 +258,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "ok": kept <= GIVEN_BACK_SLACK * weights,
                 }
             )
-    return rows
+    return rows + grpc_targets(results)
 
 
 def verdict_lines(results: dict[str, Any]) -> list[str]:
@@ -258,7 +313,7 @@ def _closed_tables(results: dict[str, Any], rows: int) -> list[str]:
             "p99 ms",
             "errors",
             "server CPU",
-            "wrk CPU",
+            "wrk/h2load CPU",
             "other CPU",
         ],
         [
@@ -279,6 +334,51 @@ def _closed_tables(results: dict[str, Any], rows: int) -> list[str]:
         ],
     )
     return lines
+
+
+def _send_delay(run: dict[str, Any]) -> str:
+    delay = run.get("dispatch_delay_ms")
+    if delay:
+        return f"{delay['p50']:.3f} / {delay['p99']:.3f}"
+    # h2load (gRPC lanes) does not measure it: the peak of calls in flight below its stream budget says none waited.
+    return f"n/a (h2load: peak {run.get('peak_in_flight', '?')} in flight of {run.get('stream_budget', '?')})"
+
+
+def _grpc_section(results: dict[str, Any]) -> list[str]:
+    """How the gRPC lanes' answers were known good: h2load counts gRPC errors as HTTP 200s."""
+    entries = [e for e in results["lanes"] if e.get("kind") == "grpc" and e.get("status") == "ok"]
+    if not entries:
+        return ["No gRPC lane measured in this run."]
+    table_rows = []
+    for entry in entries:
+        runs = [run for measured in entry["payloads"].values() for run in (*measured["closed"], *measured["open"])]
+        done = sum(run["h2load"]["done"] for run in runs)
+        good = sum(run["ok"] for run in runs)
+        counted = entry.get("server_counted")
+        table_rows.append(
+            [
+                label(results, entry),
+                f"`{entry['path']}`",
+                ", ".join(f"{rows} rows: {size} B" for rows, size in entry.get("answer_bytes", {}).items()),
+                f"{good:,} of {done:,} ({good / done:.2%})" if done else "",
+                entry.get("check_after", ""),
+                ", ".join(f"{code}: {count:,.0f}" for code, count in sorted(counted.items())) if counted else "n/a",
+            ]
+        )
+    lines = [
+        "h2load counts an HTTP 200 as a success whatever `grpc-status` says. A gRPC error answer carries no message,"
+        " a good one exactly one message of the good answer's size (decoded with a real client, grpcio, and checked"
+        " against the in-process probabilities before the lane's load): so the good answers are the received DATA"
+        " bytes over that size. The same real-client check ran again after the lane's load; rtserve's own"
+        " `rtserve_requests_total` for the lane's protocol label (HTTP-style codes) is shown where it has one, from"
+        " before the lane's first run to after the check (warm-ups and checks included; 499 = CANCELLED, the calls"
+        " still in flight when a timed h2load run ended).",
+        "",
+    ]
+    return lines + _table(
+        ["server / lane", "method", "good answer (framed)", "good answers, all runs", "check after", "server counted"],
+        table_rows,
+    )
 
 
 def _open_table(results: dict[str, Any]) -> list[str]:
@@ -304,7 +404,7 @@ def _open_table(results: dict[str, Any]) -> list[str]:
                         f"{latency['p99'] / latency['p50']:.1f}x" if latency["p50"] > 0 else "",
                         failed,
                         run["max_connections"],
-                        f"{run['dispatch_delay_ms']['p50']:.3f} / {run['dispatch_delay_ms']['p99']:.3f}",
+                        _send_delay(run),
                     ]
                 )
     return _table(
@@ -487,7 +587,15 @@ def render(results: dict[str, Any], plot_name: str) -> str:
         '* Payloads: 1 row and 64 rows of fixed Iris-like measurements; TF Serving REST `{"instances": ...}` '
         "(also KServe V1, the seed design and the floors), V2 JSON, V2 binary (JSON header + little-endian float32"
         " rows, output asked for as binary).",
-        f"* Load generators: {results['tools']['wrk']}; {results['tools']['gcc']}.",
+        f"* Load generators: {results['tools']['wrk']}; {results['tools']['gcc']}"
+        + (f"; {results['tools']['h2load']}." if results["tools"].get("h2load") else "."),
+        "* gRPC lanes (TF Serving `PredictionService/Predict` with `tf.make_tensor_proto` inputs, V2 `ModelInfer` with"
+        " `raw_input_contents`): h2load replays one framed unary call (5-byte prefix + message, `content-type: "
+        "application/grpc`, `te: trailers`) on HTTP/2 to the server's gRPC port. Closed loop: c concurrent calls as "
+        "ceil(c/8) connections x up to 8 streams each (one gRPC channel multiplexes its calls), same duration as wrk;"
+        " open loop: `--rps` on 4 connections with 256 streams each, latency from each call's send (h2load has no "
+        "intended-time clock; the open-loop table shows the peak of calls in flight, below the stream budget no call "
+        "waited for a stream).",
         _noise_line(results),
         "",
     ]
@@ -498,6 +606,7 @@ def render(results: dict[str, Any], plot_name: str) -> str:
         "kserve": "kserve",
         "seed": "kserve",
         "mlserver": "mlserver",
+        "mlserver-batching": "mlserver",
     }
     server_rows = []
     for name, info in results["servers"].items():
@@ -506,12 +615,14 @@ def render(results: dict[str, Any], plot_name: str) -> str:
         where = "`.venv` (rtserve's)" if venv == "rtserve" else f"`bench/.venvs/{venv}`"
         server_rows.append([info["title"], info["how"], where, packages])
     lines += _table(["server", "how it runs", "virtualenv", "versions"], server_rows)
-    lines += ["", "## Closed loop (wrk)", ""]
+    lines += ["", "## Closed loop (wrk; h2load for the gRPC lanes)", ""]
     for rows in (1, 64):
         lines += [f"### {rows} row{'s' if rows > 1 else ''} per request", ""]
         lines += _closed_tables(results, rows)
         lines.append("")
-    lines += ["## Open loop (latency from the intended send time)", ""]
+    lines += ["## gRPC answers", ""]
+    lines += _grpc_section(results)
+    lines += ["", "## Open loop (latency from the intended send time)", ""]
     lines += _open_table(results)
     lines += [
         "",

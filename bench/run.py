@@ -1,13 +1,15 @@
 """``make bench``: rtserve, its peers and the floors under the same load, side by side, in one invocation.
 
-    .venv/bin/python -m bench.run            # the full benchmark (about 20 min), writes docs/benchmarks.md
+    .venv/bin/python -m bench.run            # the full benchmark (about 30 min), writes docs/benchmarks.md
     .venv/bin/python -m bench.run --quick    # a smoke run (a few minutes), results/ only
+    .venv/bin/python -m bench.run --servers rtserve,kserve,mlserver,mlserver-batching --lanes grpc,v2-binary
 
 What it does, in order: creates the peers' virtualenvs on first use (bench/.venvs, see bench/envs.py), installs
-wrk and compiles the open-loop generator; writes the demo model once (every server serves that same folder);
+wrk and h2load and compiles the open-loop generator; writes the demo model once (every server serves that same folder);
 measures the model's in-process call rate; then starts each server in turn, pinned to the server CPU, checks
-every lane's answer against the in-process probabilities, and drives it from the client CPU: closed loop at each
-concurrency, then open loop at fractions of the best closed-loop rate; profiles rtserve under load with py-spy;
+every lane's answer against the in-process probabilities (a gRPC lane's with grpcio's client), and drives it from
+the client CPU (wrk and openloop for REST, h2load for gRPC, bench/h2load.py): closed loop at each concurrency, then
+open loop at fractions of the best closed-loop rate; profiles rtserve under load with py-spy;
 measures rtserve's memory across a version swap; writes ``bench/results/<time>/results.json`` and renders the
 report (table, plot, targets) into docs/.
 """
@@ -31,9 +33,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import grpc
 import numpy as np
 
-from bench import envs, loads, memory, payloads, profile, report, servers
+from bench import envs, grpc_payloads, h2load, loads, memory, payloads, profile, report, servers
 
 log = logging.getLogger("bench")
 
@@ -43,7 +46,7 @@ ROW_COUNTS = (1, 64)
 TOLERANCE = 1e-4
 OPEN_MIN_REQUESTS, OPEN_MAX_SECONDS = 40, 20.0
 QUIET_PCT, NOISY_PCT, RETRIES = 25.0, 15.0, 2
-SERVER_VENVS = {"kserve": "kserve", "seed": "kserve", "mlserver": "mlserver"}
+SERVER_VENVS = {"kserve": "kserve", "seed": "kserve", "mlserver": "mlserver", "mlserver-batching": "mlserver"}
 LARGE_WEIGHTS_MIB = 256  # the memory measurement's second model: large enough to see two versions, or one
 
 
@@ -63,14 +66,15 @@ class Plan:
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
+    chosen = tuple(int(c) for c in args.concurrencies.split(",")) if args.concurrencies else None
     if args.quick:
-        return Plan(True, 2, 2, 1, (32,), (0.5,), 3, 1, 3, args.server_cpus, args.client_cpus)
+        return Plan(True, 2, 2, 1, chosen or (32,), (0.5,), 3, 1, 3, args.server_cpus, args.client_cpus)
     return Plan(
         False,
         args.seconds,
         args.seconds,
         2,
-        (1, 8, 32, 128),
+        chosen or (1, 8, 32, 128),
         (0.25, 0.5, 0.8),
         5,
         3,
@@ -203,28 +207,87 @@ class Quiet:
         return best
 
 
+def _wrong(got: np.ndarray, references: Any, rows: int) -> str:
+    """Why an answer differs from the in-process probabilities for ``rows`` rows ("" when it does not)."""
+    expected = np.asarray(references[str(rows)], dtype=np.float32)
+    if got.shape != expected.shape or float(np.max(np.abs(got - expected))) > TOLERANCE:
+        return f"{rows} rows: got {got.tolist()[:2]}, expected {expected.tolist()[:2]}"
+    return ""
+
+
 def check_lane(
     running: servers.Running, lane: servers.Lane, bodies: dict[tuple[str, int], payloads.Payload], references: Any
-) -> tuple[str, str]:
-    """("ok", "") or (status, why) for a lane, from one request per payload size."""
+) -> tuple[str, str, dict[int, int]]:
+    """("ok", "", answer sizes) or (status, why, {}) for a lane, from one request per payload size.
+
+    The answer sizes (a gRPC lane's framed good answer, in bytes, by rows) let bench.h2load tell good answers from
+    gRPC errors, which h2load counts as HTTP 200s.
+    """
+    if lane.kind == "grpc":
+        return check_grpc_lane(running, lane, bodies, references)
     for rows in ROW_COUNTS:
         payload = bodies[(lane.protocol, rows)]
         status, body, headers = servers.request(running.port, lane.path, payload.body, payload.headers)
         if status != 200:
             why = f"HTTP {status}: {body[:300].decode(errors='replace')}"
             if lane.protocol == "v2-binary" and status in (400, 415, 422):
-                return "not supported", why
-            return "error", why
+                return "not supported", why, {}
+            return "error", why, {}
         if not lane.verify:
             continue
         try:
             got = payloads.decode(lane.protocol, body, headers)
         except ValueError as error:
-            return "error", str(error)
-        expected = np.asarray(references[str(rows)], dtype=np.float32)
-        if got.shape != expected.shape or float(np.max(np.abs(got - expected))) > TOLERANCE:
-            return "wrong answer", f"{rows} rows: got {got.tolist()[:2]}, expected {expected.tolist()[:2]}"
-    return "ok", ""
+            return "error", str(error), {}
+        wrong = _wrong(got, references, rows)
+        if wrong:
+            return "wrong answer", wrong, {}
+    return "ok", "", {}
+
+
+def check_grpc_lane(
+    running: servers.Running, lane: servers.Lane, bodies: dict[tuple[str, int], payloads.Payload], references: Any
+) -> tuple[str, str, dict[int, int]]:
+    """check_lane for a gRPC lane: one call per payload size with grpcio's client, the answer decoded with the
+    protocol's own messages. A server without the service or method answers UNIMPLEMENTED: "not supported"."""
+    if running.grpc_port is None:
+        return "not supported", "no gRPC port", {}
+    sizes = {}
+    for rows in ROW_COUNTS:
+        request = grpc_payloads.unframe(bodies[(lane.protocol, rows)].body)
+        try:
+            answer = grpc_payloads.call(running.grpc_port, lane.path, request)
+        except grpc.RpcError as error:
+            code = error.code() if isinstance(error, grpc.Call) else None
+            details = error.details() if isinstance(error, grpc.Call) else str(error)
+            why = f"gRPC {code.name if code else '?'}: {(details or '')[:300]}"
+            return ("not supported" if code == grpc.StatusCode.UNIMPLEMENTED else "error"), why, {}
+        try:
+            got = grpc_payloads.decode(lane.protocol, answer)
+        except ValueError as error:
+            return "error", str(error), {}
+        wrong = _wrong(got, references, rows) if lane.verify else ""
+        if wrong:
+            return "wrong answer", wrong, {}
+        sizes[rows] = len(grpc_payloads.frame(answer))
+    return "ok", "", sizes
+
+
+def requests_by_code(exposition: str, protocol: str) -> dict[str, float]:
+    """``rtserve_requests_total`` for one ``protocol`` label in a Prometheus text exposition, summed by code."""
+    counts: dict[str, float] = {}
+    for line in exposition.splitlines():
+        if line.startswith("rtserve_requests_total{") and f'protocol="{protocol}"' in line:
+            labels, _, value = line.rpartition(" ")
+            code = labels.split('code="', 1)[1].split('"', 1)[0] if 'code="' in labels else "?"
+            counts[code] = counts.get(code, 0.0) + float(value)
+    return counts
+
+
+def rtserve_counts(running: servers.Running, protocol: str) -> dict[str, float]:
+    """rtserve's own request counts for one protocol label, by code, from its /metrics ({} when unreadable)."""
+    status, body, _ = servers.request(running.port, "/metrics", b"", {}, method="GET")
+    return requests_by_code(body.decode(errors="replace"), protocol) if status == 200 else {}
 
 
 def measure_lane(
@@ -234,15 +297,30 @@ def measure_lane(
     payload: payloads.Payload,
     plan: Plan,
     quiet: Quiet,
+    answer_bytes: int = 0,
 ) -> dict[str, Any]:
     cpus = plan.client_cpus
-    loads.closed_loop(running, lane.path, body_file, payload.headers, 8, plan.warmup_seconds, cpus)
+    headers = payload.headers
+
+    replay = h2load.Replay(running, running.grpc_port or 0, lane.path, body_file, headers, cpus, answer_bytes)
+
+    def closed_loop(connections: int, seconds: float) -> dict[str, Any]:
+        if lane.kind == "grpc":
+            return h2load.closed_loop(replay, connections, seconds)
+        return loads.closed_loop(running, lane.path, body_file, headers, connections, seconds, cpus)
+
+    def open_loop(rate: float, seconds: float) -> dict[str, Any]:
+        if lane.kind == "grpc":
+            return h2load.open_loop(replay, rate, seconds)
+        return loads.open_loop(running, lane.path, body_file, headers, rate, seconds, cpus, plan.drain_seconds)
+
+    closed_loop(8, plan.warmup_seconds)
     loads.settle(running)
     closed = []
     for connections in plan.concurrencies:
 
         def closed_once(connections: int = connections) -> dict[str, Any]:
-            run = loads.closed_loop(running, lane.path, body_file, payload.headers, connections, plan.seconds, cpus)
+            run = closed_loop(connections, plan.seconds)
             run["settle_s"] = loads.settle(running)
             return run
 
@@ -268,16 +346,16 @@ def measure_lane(
         seconds = min(max(plan.open_seconds, OPEN_MIN_REQUESTS / rate), OPEN_MAX_SECONDS)
 
         def open_once(rate: float = rate, seconds: float = seconds) -> dict[str, Any]:
-            headers = payload.headers
-            run = loads.open_loop(running, lane.path, body_file, headers, rate, seconds, cpus, plan.drain_seconds)
+            run = open_loop(rate, seconds)
             run["settle_s"] = loads.settle(running)
             return run
 
         run = quiet.measure(f"{lane.name} {payload.rows} rows open {fraction:g}", open_once)
         run["fraction"] = fraction
         latency = run["latency_ms"]
+        delay = run["dispatch_delay_ms"]
         log.info(
-            "  %-10s %2d rows open %4.2f x %8.1f/s  p50 %7.2f ms  p99 %8.2f ms  ok %d/%d  dispatch p99 %.2f ms",
+            "  %-10s %2d rows open %4.2f x %8.1f/s  p50 %7.2f ms  p99 %8.2f ms  ok %d/%d  %s",
             lane.name,
             payload.rows,
             fraction,
@@ -286,7 +364,7 @@ def measure_lane(
             latency["p99"],
             run["ok"],
             run["scheduled"],
-            run["dispatch_delay_ms"]["p99"],
+            f"dispatch p99 {delay['p99']:.2f} ms" if delay else f"peak in flight {run.get('peak_in_flight')}",
         )
         opened.append(run)
     return {"rows": payload.rows, "closed": closed, "max_rate": max_rate, "open": opened}
@@ -301,9 +379,12 @@ def run_server(
     references: Any,
     plan: Plan,
     quiet: Quiet,
+    chosen: tuple[servers.Lane, ...] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Start one server, measure its ``chosen`` lanes (all by default), stop it."""
     lanes: list[dict[str, Any]] = []
-    probe_lane = spec.lanes[0]
+    measured_lanes = spec.lanes if chosen is None else chosen
+    probe_lane = next(lane for lane in spec.lanes if lane.kind == "rest")  # ready = its REST side answers
     probe = bodies[(probe_lane.protocol, 1)]
     log.info("starting %s", spec.title)
     started = time.monotonic()
@@ -315,33 +396,43 @@ def run_server(
         log.error("%s", error)
         return [
             {"server": spec.name, "title": spec.title, "lane": lane.name, "status": "did not start", "why": str(error)}
-            for lane in spec.lanes
+            for lane in measured_lanes
         ], None
     profiled = None
     try:
         log.info(
             "%s ready in %.1f s (pid %d, port %d)", spec.title, time.monotonic() - started, running.pid, running.port
         )
-        for lane in spec.lanes:
+        for lane in measured_lanes:
             entry: dict[str, Any] = {
                 "server": spec.name,
                 "title": spec.title,
                 "lane": lane.name,
                 "path": lane.path,
                 "protocol": lane.protocol,
+                "kind": lane.kind,
             }
-            entry["status"], entry["why"] = check_lane(running, lane, bodies, references)
+            entry["status"], entry["why"], sizes = check_lane(running, lane, bodies, references)
             if entry["status"] != "ok":
                 log.warning("%s %s: %s (%s)", spec.title, lane.name, entry["status"], entry["why"])
             else:
+                counter = lane.counter if spec.name == "rtserve" else ""
+                before = rtserve_counts(running, counter) if counter else {}
                 entry["payloads"] = {}
                 for rows in ROW_COUNTS:
                     key = (lane.protocol, rows)
                     entry["payloads"][str(rows)] = measure_lane(
-                        running, lane, body_files[key], bodies[key], plan, quiet
+                        running, lane, body_files[key], bodies[key], plan, quiet, sizes.get(rows, 0)
                     )
+                if lane.kind == "grpc":
+                    entry["answer_bytes"] = {str(rows): size for rows, size in sizes.items()}
+                    # The same real-client check once more: the server still answers right after the load.
+                    entry["check_after"] = " ".join(check_lane(running, lane, bodies, references)[:2]).strip()
+                if counter:
+                    after = rtserve_counts(running, counter)
+                    entry["server_counted"] = {code: after[code] - before.get(code, 0.0) for code in after}
             lanes.append(entry)
-        if spec.name == "rtserve":
+        if spec.name == "rtserve" and servers.TF_LANE in measured_lanes:
             log.info("profiling rtserve under load (py-spy, %g s)", plan.profile_seconds)
             tf = bodies[("tfserving", 1)]
             profiled = profile.profile(
@@ -369,6 +460,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: c=32 only, 2 s per case, no docs")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each measurement (full mode)")
     parser.add_argument("--servers", help="comma-separated subset of: " + ", ".join(s.name for s in servers.SERVERS))
+    parser.add_argument(
+        "--lanes",
+        help="comma-separated lanes to measure, by name (tfserving, v2-json, v2-binary, tfserving-grpc, v2-grpc) or"
+        " kind (rest, grpc); default: every lane",
+    )
+    parser.add_argument("--concurrencies", help="closed-loop concurrencies, e.g. 1,32 (default: 1,8,32,128)")
     parser.add_argument("--server-cpus", default="0", help="CPUs for the server under test (taskset list)")
     parser.add_argument("--client-cpus", default="1", help="CPUs for the load generators")
     parser.add_argument(
@@ -400,7 +497,13 @@ def main(argv: list[str] | None = None) -> int:
         servers.RTSERVE_OVERRIDES[name] = value
     plan = make_plan(args)
     chosen = [s for s in servers.SERVERS if not args.servers or s.name in args.servers.split(",")]
-    write_docs = args.docs if args.docs is not None else (not plan.quick and not args.servers and not args.rtserve_env)
+    wanted = set(args.lanes.split(",")) if args.lanes else None
+    lanes_of = {
+        s.name: tuple(lane for lane in s.lanes if wanted is None or {lane.name, lane.kind} & wanted) for s in chosen
+    }
+    chosen = [s for s in chosen if lanes_of[s.name]]
+    whole = not args.servers and not args.rtserve_env and not args.lanes and not args.concurrencies
+    write_docs = args.docs if args.docs is not None else (not plan.quick and whole)
     began = time.monotonic()
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + ("-quick" if plan.quick else "")
@@ -422,6 +525,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     model_dir = repository / servers.MODEL / "1"
     bodies = {(p, rows): payloads.build(p, rows) for p in payloads.PROTOCOLS for rows in ROW_COUNTS}
+    for protocol in grpc_payloads.PROTOCOLS:
+        for rows in ROW_COUNTS:
+            bodies[(protocol, rows)] = grpc_payloads.build(protocol, rows, servers.MODEL)
     body_files = {}
     for (protocol, rows), payload in bodies.items():
         body_files[(protocol, rows)] = workdir / f"{protocol}-{rows}.body"
@@ -454,11 +560,13 @@ def main(argv: list[str] | None = None) -> int:
     for spec in chosen:
         quiet.wait(spec.title)
         references = inprocess["references"]
-        lanes, profiled = run_server(spec, repository, workdir, bodies, body_files, references, plan, quiet)
+        lanes, profiled = run_server(
+            spec, repository, workdir, bodies, body_files, references, plan, quiet, lanes_of[spec.name]
+        )
         results["lanes"].extend(lanes)
         if profiled is not None:
             results["profile"] = profiled
-    if not args.no_memory and any(s.name == "rtserve" for s in chosen):
+    if not args.no_memory and servers.TF_LANE in lanes_of.get("rtserve", ()):
         log.info("rtserve memory across a version swap")
         tf = bodies[("tfserving", 1)]
         probe = (servers.TF_LANE.path, tf.body, tf.headers)

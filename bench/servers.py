@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import envs
+from bench.grpc_payloads import MODEL_INFER_METHOD, PREDICT_METHOD
 
 REPO_ROOT = envs.BENCH_DIR.parent
 RTSERVE = REPO_ROOT / ".venv" / "bin" / "rtserve"
@@ -30,12 +31,18 @@ STOP_TIMEOUT_S = 15.0
 
 @dataclass(frozen=True)
 class Lane:
-    """One way of asking one server: its protocol (see bench.payloads) and path; ``verify`` checks the values."""
+    """One way of asking one server: its protocol (see bench.payloads) and path; ``verify`` checks the values.
+
+    A gRPC lane (``kind="grpc"``, protocols in bench.grpc_payloads) goes to the server's gRPC port, its path is the
+    method's full path; ``counter`` is rtserve's ``protocol`` label for it on ``rtserve_requests_total``.
+    """
 
     name: str
     protocol: str
     path: str
     verify: bool = True
+    kind: str = "rest"
+    counter: str = ""
 
 
 @dataclass(frozen=True)
@@ -45,19 +52,29 @@ class ServerSpec:
     venv: str  # "rtserve" (the project's own .venv) or a bench venv name
     lanes: tuple[Lane, ...]
     how: str  # one line for the report: how it runs
-    extra_ports: int = 0
+    extra_ports: int = 0  # ports beside the HTTP one; the first is the gRPC port of a server with gRPC lanes
 
 
 TF_LANE = Lane("tfserving", "tfserving", f"/v1/models/{MODEL}:predict")
 V2_PATH = f"/v2/models/{MODEL}/infer"
+TF_GRPC_LANE = Lane("tfserving-grpc", "tfserving-grpc", PREDICT_METHOD, kind="grpc", counter="grpc-tfserving")
+V2_GRPC_LANE = Lane("v2-grpc", "v2-grpc", MODEL_INFER_METHOD, kind="grpc", counter="grpc-v2")
 
 SERVERS: tuple[ServerSpec, ...] = (
     ServerSpec(
         "rtserve",
         "rtserve",
         "rtserve",
-        (TF_LANE, Lane("v2-json", "v2-json", V2_PATH), Lane("v2-binary", "v2-binary", V2_PATH)),
-        "`rtserve serve --repository DIR --host 127.0.0.1 --port P` (its defaults: one uvicorn process)",
+        (
+            TF_LANE,
+            Lane("v2-json", "v2-json", V2_PATH),
+            Lane("v2-binary", "v2-binary", V2_PATH),
+            TF_GRPC_LANE,
+            V2_GRPC_LANE,
+        ),
+        "`rtserve serve --repository DIR --host 127.0.0.1 --port P` with `RTSERVE_GRPC_PORT` a free port (its"
+        " defaults: one uvicorn process, the gRPC server in the same process and event loop)",
+        extra_ports=1,
     ),
     ServerSpec(
         "floor-asgi",
@@ -77,18 +94,28 @@ SERVERS: tuple[ServerSpec, ...] = (
         "kserve",
         "KServe",
         "kserve",
-        (TF_LANE, Lane("v2-json", "v2-json", V2_PATH), Lane("v2-binary", "v2-binary", V2_PATH)),
-        "`bench/peers/kserve_model.py`: `kserve.ModelServer` (1 worker, gRPC off, latency log and access log off)"
-        " with a `kserve.Model` whose `predict` calls the signature",
+        (TF_LANE, Lane("v2-json", "v2-json", V2_PATH), Lane("v2-binary", "v2-binary", V2_PATH), V2_GRPC_LANE),
+        "`bench/peers/kserve_model.py`: `kserve.ModelServer` (1 worker, its gRPC server on (KServe's default) for"
+        " the V2 gRPC lane, latency log and access log off) with a `kserve.Model` whose `predict` calls the signature",
         extra_ports=1,
     ),
     ServerSpec(
         "mlserver",
         "MLServer",
         "mlserver",
-        (Lane("v2-json", "v2-json", V2_PATH),),
+        (Lane("v2-json", "v2-json", V2_PATH), V2_GRPC_LANE),
         "`mlserver start` with a custom `MLModel` runtime calling the signature; `parallel_workers: 0` (inference in"
-        " the server process: the default worker pool crashes with current uvloop), `debug: false` (no access log)",
+        " the server process: the default worker pool crashes with current uvloop), `debug: false` (no access log);"
+        " its gRPC server (on by default) for the V2 gRPC lane",
+        extra_ports=2,
+    ),
+    ServerSpec(
+        "mlserver-batching",
+        "MLServer, adaptive batching",
+        "mlserver",
+        (Lane("v2-json", "v2-json", V2_PATH), V2_GRPC_LANE),
+        "the same MLServer with its adaptive batching on in `model-settings.json`: `max_batch_size: 32`,"
+        " `max_batch_time: 0.002` (s)",
         extra_ports=2,
     ),
     ServerSpec(
@@ -115,6 +142,7 @@ class Running:
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    grpc_port: int | None = None
     started_s: float = field(default_factory=time.monotonic)
 
     @property
@@ -141,6 +169,13 @@ class Running:
         else:
             with contextlib.suppress(ProcessLookupError):  # the leader is gone; what it left in its session goes too
                 os.killpg(self.pid, signal.SIGKILL)
+
+
+# MLServer's adaptive batching settings (model-settings.json) for each MLServer variant: none for the default.
+MLSERVER_BATCHING: dict[str, dict[str, float]] = {
+    "mlserver": {},
+    "mlserver-batching": {"max_batch_size": 32, "max_batch_time": 0.002},
+}
 
 
 def _command(
@@ -184,8 +219,8 @@ def _command(
         ]
     if spec.name == "seed":
         return [python, str(peers / "seed_flask.py"), "--port", str(port), "--model_dir", model_dir]
-    if spec.name == "mlserver":
-        folder = workdir / "mlserver"
+    if spec.name in MLSERVER_BATCHING:
+        folder = workdir / spec.name
         (folder / MODEL).mkdir(parents=True, exist_ok=True)
         settings = {
             "host": "127.0.0.1",
@@ -200,6 +235,7 @@ def _command(
             "name": MODEL,
             "implementation": "mlserver_runtime.SavedModelSignature",
             "parameters": {"uri": model_dir},
+            **MLSERVER_BATCHING[spec.name],
         }
         (folder / MODEL / "model-settings.json").write_text(json.dumps(model_settings, indent=2), encoding="utf-8")
         return [str(envs.python_of(spec.venv).parent / "mlserver"), "start", str(folder)]
@@ -207,14 +243,17 @@ def _command(
 
 
 # Settings given to rtserve on purpose (``bench.run --rtserve-env NAME=VALUE``, for tuning runs); recorded.
-# The REST lanes run with gRPC off, so that a bench server never contends for the default gRPC port.
-RTSERVE_OVERRIDES: dict[str, str] = {"RTSERVE_GRPC_PORT": "0"}
+RTSERVE_OVERRIDES: dict[str, str] = {}
 
 
 def server_environment() -> dict[str, str]:
-    """The bench's environment without anything that would change a server's defaults (but the overrides)."""
+    """The bench's environment without anything that would change a server's defaults (but the overrides).
+
+    gRPC is off (``RTSERVE_GRPC_PORT=0``) unless the caller gives a port, so that a bench server never contends
+    for the default gRPC port; ``start`` gives rtserve a free one for its gRPC lanes.
+    """
     env = {name: value for name, value in os.environ.items() if not name.startswith(("RTSERVE_", "PYTHON"))}
-    env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", **RTSERVE_OVERRIDES)
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", RTSERVE_GRPC_PORT="0", **RTSERVE_OVERRIDES)
     return env
 
 
@@ -231,9 +270,12 @@ def start(
     extra = [free_port() for _ in range(spec.extra_ports)]
     command = _command(spec, port, extra, repository, workdir, options)
     env = server_environment()
+    grpc_port = extra[0] if any(lane.kind == "grpc" for lane in spec.lanes) else None
+    if spec.name == "rtserve" and grpc_port is not None:
+        env["RTSERVE_GRPC_PORT"] = str(grpc_port)
     if spec.name.startswith("floor-"):
         env["PYTHONPATH"] = str(REPO_ROOT)
-    elif spec.name == "mlserver":
+    elif spec.name in MLSERVER_BATCHING:
         env["PYTHONPATH"] = str(envs.BENCH_DIR / "peers")
     log_path = workdir / "logs" / f"{spec.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -247,7 +289,7 @@ def start(
             env=env,
             start_new_session=True,
         )
-    running = Running(spec, process, port, log_path)
+    running = Running(spec, process, port, log_path, grpc_port)
     deadline = time.monotonic() + READY_TIMEOUT_S
     path, body, headers = probe
     while time.monotonic() < deadline:

@@ -1,11 +1,12 @@
 """KServe's Python model server with a custom ``kserve.Model`` that calls the SavedModel's serving signature.
 
 Runs in ``bench/.venvs/kserve``. Both of KServe's REST protocols are on: V1 (``{"instances": ...}``) and V2
-(JSON, and the binary tensor extension, which KServe implements). gRPC, the per-request latency log line and
-uvicorn's access log are off, as they are in rtserve; everything else is KServe's default (one worker process,
-``predict`` called on the event loop as KServe does for a plain ``def predict``).
+(JSON, and the binary tensor extension, which KServe implements), and its gRPC server on ``--grpc_port`` (V2
+``GRPCInferenceService``, on by default in KServe). The per-request latency log line and uvicorn's access log are
+off, as they are in rtserve; everything else is KServe's default (one worker process, ``predict`` called on the
+event loop as KServe does for a plain ``def predict``).
 
-usage: python kserve_model.py --http_port P --model_dir DIR/iris/1 [--model_name iris]
+usage: python kserve_model.py --http_port P --grpc_port G --model_dir DIR/iris/1 [--model_name iris]
 """
 
 from __future__ import annotations
@@ -44,9 +45,14 @@ class SavedModelSignature(kserve.Model):  # type: ignore[misc]  # kserve is unty
     ) -> dict[str, Any] | InferResponse:
         if isinstance(payload, InferRequest):
             probabilities = self._run(payload.inputs[0].as_numpy())
-            output = InferOutput(
-                name="probabilities", shape=list(probabilities.shape), datatype="FP32", data=probabilities
-            )
+            shape = list(probabilities.shape)
+            if payload.from_grpc:
+                # KServe's gRPC answer wants the numpy data set this way (raw_output_contents): given as ``data``,
+                # its to_grpc tests the array's truth value and fails.
+                output = InferOutput(name="probabilities", shape=shape, datatype="FP32")
+                output.set_data_from_numpy(probabilities, binary_data=True)
+            else:
+                output = InferOutput(name="probabilities", shape=shape, datatype="FP32", data=probabilities)
             return InferResponse(
                 response_id=payload.id or generate_uuid(),
                 model_name=self.name,
@@ -63,7 +69,13 @@ def main() -> None:
     parser.add_argument("--model_dir", required=True)
     args, _ = parser.parse_known_args()
     model = SavedModelSignature(args.model_name, args.model_dir)
-    server = kserve.ModelServer(http_port=args.http_port, enable_grpc=False, enable_latency_logging=False, workers=1)
+    server = kserve.ModelServer(
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        enable_grpc=True,
+        enable_latency_logging=False,
+        workers=1,
+    )
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     server.start([model])
 
