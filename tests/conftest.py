@@ -78,3 +78,17 @@ def batch_mixing_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from modelfactory import batch_mixing_module
 
     return batch_mixing_module(_version_dir(tmp_path_factory, "mixing"))
+
+
+@pytest.fixture(scope="session")
+def half_plus_two_tf2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from modelfactory import half_plus_two_tf2
+
+    return half_plus_two_tf2(_version_dir(tmp_path_factory, "half_plus_two_tf2"))
+
+
+@pytest.fixture(scope="session")
+def half_plus_two_tf1_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from modelfactory import half_plus_two_tf1
+
+    return half_plus_two_tf1(_version_dir(tmp_path_factory, "half_plus_two_tf1"))
