@@ -80,15 +80,10 @@ def batch_mixing_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return batch_mixing_module(_version_dir(tmp_path_factory, "mixing"))
 
 
-@pytest.fixture(scope="session")
-def half_plus_two_tf2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from modelfactory import half_plus_two_tf2
+@pytest.fixture(scope="session", params=["tf2", "tf1"])
+def half_plus_two_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """TF Serving's half_plus_two in each flavour (modelfactory.half_plus_two_tf2 / _tf1)."""
+    import modelfactory
 
-    return half_plus_two_tf2(_version_dir(tmp_path_factory, "half_plus_two_tf2"))
-
-
-@pytest.fixture(scope="session")
-def half_plus_two_tf1_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from modelfactory import half_plus_two_tf1
-
-    return half_plus_two_tf1(_version_dir(tmp_path_factory, "half_plus_two_tf1"))
+    build = getattr(modelfactory, f"half_plus_two_{request.param}")
+    return Path(build(_version_dir(tmp_path_factory, f"half_plus_two_{request.param}")))

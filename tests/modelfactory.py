@@ -103,11 +103,7 @@ def regress_classify_module(path: Path) -> Path:
             "classify": v1.saved_model.classification_signature_def(serialized, classes, scores),
             "regress": v1.saved_model.regression_signature_def(serialized, outputs),
         }
-        with v1.Session(graph=graph) as session:
-            session.run(v1.global_variables_initializer())
-            builder = v1.saved_model.Builder(str(path))
-            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map=signatures)
-            builder.save()
+        _save_tf1(graph, path, signatures)
     # The builder already writes these method names; setting them again checks the utility on a TF1 model.
     set_signature_methods(path, {"classify": CLASSIFY_METHOD, "regress": REGRESS_METHOD})
     return path
@@ -707,9 +703,15 @@ def half_plus_two_tf1(path: Path) -> Path:
             "classify_x_to_y": v1.saved_model.classification_signature_def(serialized, None, y),
             "regress_x_to_y": v1.saved_model.regression_signature_def(serialized, y),
         }
-        with v1.Session(graph=graph) as session:
-            session.run(v1.global_variables_initializer())
-            builder = v1.saved_model.Builder(str(path))
-            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map=signatures)
-            builder.save()
+        _save_tf1(graph, path, signatures)
     return path
+
+
+def _save_tf1(graph: Any, path: Path, signatures: dict[str, Any]) -> None:
+    """Initialize the graph's variables and write it with SavedModelBuilder, tag "serve"."""
+    v1 = tf.compat.v1
+    with v1.Session(graph=graph) as session:
+        session.run(v1.global_variables_initializer())
+        builder = v1.saved_model.Builder(str(path))
+        builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map=signatures)
+        builder.save()

@@ -5,14 +5,11 @@ descriptor set in a private pool."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from google.protobuf import descriptor_pool
 
-from service.codecs import proto_pool
 from service.compat import config_files, messages
 from service.compat.config_files import ConfigFileError
 from service.policy import VersionPolicy
@@ -232,21 +229,3 @@ def test_the_messages_live_in_a_private_pool() -> None:
     assert messages.MonitoringConfig.DESCRIPTOR.file.pool is messages.POOL
     with pytest.raises(KeyError):
         descriptor_pool.Default().FindMessageTypeByName("tensorflow.serving.MonitoringConfig")
-
-
-def test_descriptor_set_is_what_the_proto_generates(tmp_path: Path) -> None:
-    protos = Path(messages.__file__).parent / "protos"
-    out = tmp_path / "regenerated.binpb"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "grpc_tools.protoc",
-            f"-I{protos}",
-            "--include_imports",
-            f"--descriptor_set_out={out}",
-            str(protos / messages.PROTO_FILE),
-        ],
-        check=True,
-    )
-    assert out.read_bytes() == proto_pool.descriptor_set_bytes("service.compat", messages.DESCRIPTOR_SET)
