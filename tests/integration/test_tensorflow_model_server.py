@@ -35,6 +35,13 @@ def config_file(path: Path, **bases: Path) -> Path:
     return path
 
 
+def one_model(rest: int, grpc: int, base: Path, *extra: str) -> list[str]:
+    """The command line of TF Serving's image entrypoint (tf_serving_entrypoint.sh), on free ports."""
+    return tensorflow_model_server_command(
+        f"--port={grpc}", f"--rest_api_port={rest}", f"--model_name={base.name}", f"--model_base_path={base}", *extra
+    )
+
+
 def env(tmp_path: Path, grpc: int) -> dict[str, str]:
     return {"RTSERVE_CACHE_DIR": str(tmp_path / "cache"), "RTSERVE_GRPC_PORT": str(grpc)}
 
@@ -42,11 +49,10 @@ def env(tmp_path: Path, grpc: int) -> dict[str, str]:
 def test_one_model_by_name_and_base_path_serves_rest_and_grpc(demo_model_dir: Path, tmp_path: Path) -> None:
     base = model_base(tmp_path, "iris", demo_model_dir)
     rest, grpc = free_port(), free_port()
-    command = tensorflow_model_server_command(
-        f"--port={grpc}",
-        f"--rest_api_port={rest}",
-        "--model_name=iris",
-        f"--model_base_path={base}",
+    command = one_model(
+        rest,
+        grpc,
+        base,
         "--no_such_flag=1",
         "--enable_profiler=false",
     )
@@ -128,11 +134,10 @@ def test_batching_file_and_tf_threads_are_taken(demo_model_dir: Path, tmp_path: 
         "max_batch_size { value: 16 }\nbatch_timeout_micros { value: 200 }\nnum_batch_threads { value: 4 }\n"
     )
     rest, grpc = free_port(), free_port()
-    command = tensorflow_model_server_command(
-        f"--port={grpc}",
-        f"--rest_api_port={rest}",
-        "--model_name=iris",
-        f"--model_base_path={base}",
+    command = one_model(
+        rest,
+        grpc,
+        base,
         "--enable_batching",
         f"--batching_parameters_file={batching}",
         "--tensorflow_intra_op_parallelism=1",
