@@ -408,8 +408,9 @@ class Settings(BaseSettings):
     max_load_retries: int | None = Field(
         None,
         ge=0,
-        description="Retries of a failed version load before it is given up until the repository changes (TF "
-        "Serving's --max_num_load_retries); unset: retried for ever with back-off",
+        description="Retries of a failed version load before it is given up (TF Serving's --max_num_load_retries); "
+        "its status keeps the error until the process restarts or the model's base path changes; unset: retried "
+        "for ever with back-off",
     )
     model_warmup: bool = Field(
         True,
