@@ -143,3 +143,29 @@ def test_run_polls_at_the_interval_until_stopped(tmp_path: Path) -> None:
     assert waits == [30.0, 30.0, 30.0, 30.0]
     assert setup.served() == ["b"]
     assert len(setup.applied) == 1
+
+
+def test_create_app_reads_the_file_and_starts_the_watcher_with_the_components(tmp_path: Path) -> None:
+    from service.app import create_app
+
+    a, b = publish(tmp_path, "a"), publish(tmp_path, "b")
+    models = tmp_path / "models.config"
+    models.write_text(config_text(a=a))
+    base = {"repository": str(tmp_path / "repo"), "cache_dir": str(tmp_path / "cache"), "grpc_port": 0}
+    once = create_app(Settings(**base, model_config_file=str(models)), loader=FakeLoader())
+    assert list(once.components.manager.model_set_status().models) == ["a"]
+    assert once.components.config_file is None, "poll wait 0: read once"
+    app = create_app(
+        Settings(**base, model_config_file=str(models), model_config_file_poll_wait_s=30), loader=FakeLoader()
+    )
+    watcher = app.components.config_file
+    assert watcher is not None
+    assert watcher.interval_s == 30
+    models.write_text(config_text(a=a, b=b))
+    app.components.start()
+    try:
+        assert watcher.poll_once() is True
+        assert list(app.components.manager.model_set_status().models) == ["a", "b"]
+    finally:
+        app.components.stop()
+    assert watcher._thread is None, "stopped with the components"
