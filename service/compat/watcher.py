@@ -31,6 +31,7 @@ class ConfigFileWatcher:
     failed: Callable[[], None]
     interval_s: float
     current: ModelSet | None = None
+    _last_text: str | None = None  # the text of the last poll (a NUL-prefixed key when it could not be read)
     _last_refused: str | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -40,9 +41,10 @@ class ConfigFileWatcher:
         try:
             text = self.read()
         except OSError as error:
-            return self._refuse(f"<unreadable: {error}>", f"cannot read the model config file: {error}", True)
-        if text == self._last_refused:
-            return False  # already reported; wait for the file to change
+            return self._refuse(f"\0unreadable: {error}", f"cannot read the model config file: {error}", True)
+        if text == self._last_text:
+            return False  # unchanged since the last poll: applied, the same set, or already reported
+        self._last_text = text
         try:
             model_set = self.parse(text)
         except ValueError as error:
@@ -59,11 +61,12 @@ class ConfigFileWatcher:
         return True
 
     def _refuse(self, key: str, message: str, count: bool) -> bool:
-        if key != self._last_refused:
-            self._last_refused = key
-            if count:
-                self.failed()
-            log.error("model config file not applied, the current model set keeps serving: %s", message)
+        if key == self._last_refused:
+            return False
+        self._last_refused = self._last_text = key
+        if count:
+            self.failed()
+        log.error("model config file not applied, the current model set keeps serving: %s", message)
         return False
 
     def run(self, wait: Callable[[float], bool] | None = None) -> None:
