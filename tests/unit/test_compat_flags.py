@@ -348,3 +348,43 @@ def test_main_stops_on_three_parallelisms(capsys: pytest.CaptureFixture[str]) ->
 def test_main_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert compat_main.main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("TensorFlow ModelServer: rtserve-")
+
+
+@pytest.mark.parametrize(
+    ("argv", "grpc", "rest", "timeout", "name", "base"),
+    [
+        # KServe's kserve-tensorflow-serving ClusterServingRuntime (its placeholders filled in)
+        (
+            [
+                "--model_name=flowers",
+                "--port=9000",
+                "--rest_api_port=8080",
+                "--model_base_path=/mnt/models",
+                "--rest_api_timeout_in_ms=60000",
+            ],
+            9000,
+            8080,
+            60.0,
+            "flowers",
+            "/mnt/models",
+        ),
+        # TF Serving's image entrypoint (tf_serving_entrypoint.sh) with its default environment
+        (
+            ["--port=8500", "--rest_api_port=8501", "--model_name=model", "--model_base_path=/models/model"],
+            8500,
+            8501,
+            30.0,
+            "model",
+            "/models/model",
+        ),
+    ],
+)
+def test_command_lines_as_kserve_and_tf_servings_image_write_them(
+    argv: list[str], grpc: int, rest: int, timeout: float, name: str, base: str
+) -> None:
+    translation = settings_from_flags(parse_flags(argv))
+    chosen = translation.settings
+    assert (chosen.grpc_port, chosen.port, chosen.rest_enabled, chosen.request_timeout_s) == (grpc, rest, True, timeout)
+    (model,) = chosen.model_config_list.config  # type: ignore[union-attr]
+    assert (model.name, model.base_path) == (name, base)
+    assert translation.warnings == []
