@@ -388,3 +388,14 @@ def test_command_lines_as_kserve_and_tf_servings_image_write_them(
     (model,) = chosen.model_config_list.config  # type: ignore[union-attr]
     assert (model.name, model.base_path) == (name, base)
     assert translation.warnings == []
+
+
+def test_the_package_installs_the_command() -> None:
+    import importlib
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    target = pyproject["project"]["scripts"]["tensorflow_model_server"]
+    module, _, function = target.partition(":")
+    assert getattr(importlib.import_module(module), function) is compat_main.main
+    assert "compat/protos/*" in pyproject["tool"]["setuptools"]["package-data"]["service"]
