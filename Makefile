@@ -57,10 +57,11 @@ test: $(STAMP) lint tools
 test-unit: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider -rs tests/unit
 
-# The Open Inference Protocol's gRPC descriptor set, checked in (a unit test proves it matches the .proto).
+# The Open Inference Protocol's gRPC descriptor set and TF Serving's config messages, checked in (a unit test proves it matches the .proto).
 PROTOS := service/codecs/protos
 protos: $(STAMP)
-	cd $(PROTOS) && $(abspath $(PY)) -m grpc_tools.protoc -I. --descriptor_set_out=open_inference.binpb open_inference.proto
+	cd $(PROTOS) && $(abspath $(PY)) -m grpc_tools.protoc -I. --include_imports --descriptor_set_out=open_inference.binpb open_inference.proto
+	cd service/compat/protos && $(abspath $(PY)) -m grpc_tools.protoc -I. --include_imports --descriptor_set_out=tfserving_config.binpb tfserving_config.proto
 
 bench: $(STAMP)
 	$(PY) -m bench.run

@@ -7,6 +7,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -14,6 +15,8 @@ from prometheus_client import CollectorRegistry
 from service.api.grpc.app import build_grpc_app
 from service.api.grpc.server import GrpcDeps, GrpcFrontEnd
 from service.api.rest.app import RestApp, build_rest_app
+from service.compat.config_files import parse_model_server_config, read_model_server_config
+from service.compat.watcher import ConfigFileWatcher
 from service.dataplane import DataPlane
 from service.manager import ModelManager
 from service.observability.logs import RequestLog
@@ -60,14 +63,19 @@ class Components:
     manager: ModelManager
     dataplane: DataPlane
     lifecycle: Lifecycle
+    config_file: ConfigFileWatcher | None = None  # RTSERVE_MODEL_CONFIG_FILE re-read while serving
 
     def is_ready(self) -> bool:
         return not self.lifecycle.draining and self.manager.is_ready()
 
     def start(self) -> None:
         self.manager.start()
+        if self.config_file is not None:
+            self.config_file.start()
 
     def stop(self) -> None:
+        if self.config_file is not None:
+            self.config_file.stop()  # no new model set while the versions drain
         self.manager.stop()  # drains every version's batcher
 
 
@@ -113,6 +121,10 @@ def create_app(
     RTSERVE_OTEL__* describes (tests pass one with an in-memory span exporter).
     """
     metrics = Metrics(registry or CollectorRegistry())
+    if settings.model_config_file and settings.model_config_list is None:
+        settings = settings.model_copy(
+            update={"model_config_list": read_model_server_config(settings.model_config_file)}
+        )
     manager = ModelManager(
         settings,
         repository or open_repository(settings.repository, settings.s3),
@@ -120,7 +132,9 @@ def create_app(
         metrics,
     )
     dataplane = DataPlane(manager, settings.max_tensor_elements, settings.request_timeout_s)
-    components = Components(settings, metrics, manager, dataplane, Lifecycle())
+    components = Components(
+        settings, metrics, manager, dataplane, Lifecycle(), config_file_watcher(settings, manager, metrics)
+    )
     metrics.ready.set_function(lambda: float(components.is_ready()))
     metrics.drift.bind(lambda: drift_series(manager))
     telemetry = Telemetry(
@@ -133,6 +147,21 @@ def create_app(
         deps = GrpcDeps(settings, dataplane, metrics, telemetry, components.is_ready, components.lifecycle.on_draining)
         grpc = build_grpc_app(deps)
     return App(rest, components, grpc)
+
+
+def config_file_watcher(settings: Settings, manager: ModelManager, metrics: Metrics) -> ConfigFileWatcher | None:
+    """The re-reading of RTSERVE_MODEL_CONFIG_FILE, when it is to be re-read."""
+    path = settings.model_config_file
+    if not path or not settings.model_config_file_poll_wait_s:
+        return None
+    return ConfigFileWatcher(
+        read=lambda: Path(path).read_text(encoding="utf-8"),
+        parse=lambda text: parse_model_server_config(text, f"model config file {path!r}"),
+        apply=manager.apply_model_set,
+        failed=metrics.model_config_reloads.labels("failure").inc,
+        interval_s=settings.model_config_file_poll_wait_s,
+        current=settings.model_config_list,
+    )
 
 
 def drift_series(manager: ModelManager) -> Iterator[DriftSeries]:

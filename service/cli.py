@@ -152,9 +152,7 @@ def run(args: argparse.Namespace) -> int:
     # The server logs to stdout in RTSERVE_LOG_FORMAT; the other commands print their results on stdout, so their
     # log lines go to stderr.
     configure_logging(settings.log_level, settings.log_format, None if args.command == "serve" else sys.stderr)
-    # botocore narrates every credential lookup at INFO; only its warnings are news to an operator.
-    for noisy in ("botocore", "boto3", "s3transfer"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    quiet_libraries()
     if args.command == "serve":
         return serve(settings)
     if args.command == "push":
@@ -164,6 +162,12 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "fleet":
         return fleet_status(args)
     return list_repository(settings, args.model)
+
+
+def quiet_libraries() -> None:
+    # botocore narrates every credential lookup at INFO; only its warnings are news to an operator.
+    for noisy in ("botocore", "boto3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def serve(settings: Settings) -> int:

@@ -196,6 +196,25 @@ class GrpcSettings(BaseModel):
         description="Requests of one ModelStreamInfer stream in work at once; the stream is not read further until "
         "the oldest is answered, so a client cannot queue unbounded work on one stream",
     )
+    channel_arguments: dict[str, int | str] = Field(
+        default_factory=dict,
+        description='Extra gRPC server channel arguments as JSON, e.g. {"grpc.max_concurrent_streams": 100}, '
+        "applied after rtserve's own options (TF Serving's --grpc_channel_arguments)",
+    )
+    max_threads: int = Field(
+        0,
+        ge=0,
+        description="Threads for gRPC handlers that are not coroutines (TF Serving's --grpc_max_threads); rtserve's "
+        "handlers run on the event loop, so this bounds only the executor grpc.aio keeps; 0: grpc's default",
+    )
+    ssl_server_key: str = Field(
+        "", description="TLS on gRPC: the server's private key, PEM text (TF Serving's SSLConfig server_key)"
+    )
+    ssl_server_cert: str = Field("", description="TLS on gRPC: the server's certificate chain, PEM text")
+    ssl_custom_ca: str = Field("", description="TLS on gRPC: the CA certificates that sign client certificates, PEM")
+    ssl_client_verify: bool = Field(
+        False, description="TLS on gRPC: require a client certificate signed by RTSERVE_GRPC__SSL_CUSTOM_CA"
+    )
 
 
 def usable_cpus() -> int:
@@ -366,6 +385,45 @@ class Settings(BaseSettings):
         description="When a new model set is applied, let a label that is new for a model name a version that is "
         "not AVAILABLE yet (TF Serving's flag of that name); otherwise such a set is refused",
     )
+    rest_enabled: bool = Field(
+        True, description="Serve HTTP/REST on RTSERVE_PORT; false: gRPC only (TF Serving's --rest_api_port=0)"
+    )
+    prometheus_path: str = Field(
+        "",
+        description="Also serve /metrics at this path on the HTTP port, e.g. /monitoring/prometheus/metrics (TF "
+        "Serving's monitoring config); empty: /metrics only",
+    )
+    model_config_file: str = Field(
+        "",
+        description="A TF Serving ModelServerConfig text file (model_config_list) to serve instead of the "
+        "repository scan; read at start (a file that does not parse stops it) and, with "
+        "RTSERVE_MODEL_CONFIG_FILE_POLL_WAIT_S, re-read and applied while serving",
+    )
+    model_config_file_poll_wait_s: float = Field(
+        0.0,
+        ge=0,
+        description="Seconds between re-reads of RTSERVE_MODEL_CONFIG_FILE; a changed file is applied as the new "
+        "model set (a broken one leaves the current set serving); 0: read once",
+    )
+    max_load_retries: int | None = Field(
+        None,
+        ge=0,
+        description="Retries of a failed version load before it is given up (TF Serving's --max_num_load_retries); "
+        "its status keeps the error until the process restarts or the model's base path changes; unset: retried "
+        "for ever with back-off",
+    )
+    model_warmup: bool = Field(
+        True,
+        description="Warm a version up before it serves: its assets.extra/tf_serving_warmup_requests, or synthetic "
+        "requests (TF Serving's --enable_model_warmup)",
+    )
+
+    @field_validator("prometheus_path")
+    @classmethod
+    def _check_prometheus_path(cls, value: str) -> str:
+        if value and not value.startswith("/"):
+            raise ValueError("prometheus_path must start with '/'")
+        return value
 
     @field_validator("models", "allowed_file_ops", mode="before")
     @classmethod

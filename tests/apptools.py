@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -57,7 +57,7 @@ def running_app(settings: Settings, ready: bool = True, loader: Loader | None = 
 class ServerProcess:
     """`rtserve serve` as a real process on a loopback port."""
 
-    def __init__(self, env: Mapping[str, str], port: int, log_path: Path) -> None:
+    def __init__(self, env: Mapping[str, str], port: int, log_path: Path, command: Sequence[str] | None = None) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         # A free gRPC port of its own unless the test names one (0 turns gRPC off): never the shared default.
@@ -73,9 +73,10 @@ class ServerProcess:
             "RTSERVE_HOST": "127.0.0.1",
         }
         full_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        rtserve = shutil.which("rtserve", path=str(Path(sys.executable).parent))
-        command = [rtserve, "serve"] if rtserve else [sys.executable, "-m", "service", "serve"]
-        self.process = subprocess.Popen(command, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
+        if command is None:
+            rtserve = shutil.which("rtserve", path=str(Path(sys.executable).parent))
+            command = [rtserve, "serve"] if rtserve else [sys.executable, "-m", "service", "serve"]
+        self.process = subprocess.Popen(list(command), env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout_s: float = 90.0) -> None:
         def ready() -> bool:
@@ -107,6 +108,13 @@ class ServerProcess:
         self._log.close()
 
 
+def tensorflow_model_server_command(*args: str) -> list[str]:
+    """TF Serving's command line as rtserve installs it (the console script, or its module when the venv's scripts
+    predate it)."""
+    script = shutil.which("tensorflow_model_server", path=str(Path(sys.executable).parent))
+    return [script, *args] if script else [sys.executable, "-m", "service.compat.main", *args]
+
+
 @contextmanager
 def running_server(
     env: Mapping[str, str],
@@ -115,14 +123,17 @@ def running_server(
     traceback_allowed: bool = False,
     ready_timeout_s: float = 90.0,
     log_name: str = "server.log",
+    command: Sequence[str] | None = None,
+    port: int | None = None,
 ) -> Iterator[ServerProcess]:
     """`rtserve serve` with ``env`` on a free loopback port, logging to ``folder/log_name``, ready when yielded.
 
     On the way out it is stopped with SIGTERM and must exit 0 with no traceback in its log (unless
     ``traceback_allowed``: a test whose server is expected to log one says so). When the body raised, the server
-    is still stopped and the body's error is the one reported.
+    is still stopped and the body's error is the one reported. ``command`` replaces `rtserve serve` (e.g.
+    tensorflow_model_server_command), listening on ``port``.
     """
-    process = ServerProcess(env, free_port(), folder / log_name)
+    process = ServerProcess(env, port or free_port(), folder / log_name, command)
     try:
         process.wait_ready(ready_timeout_s)
         yield process

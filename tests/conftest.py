@@ -78,3 +78,12 @@ def batch_mixing_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from modelfactory import batch_mixing_module
 
     return batch_mixing_module(_version_dir(tmp_path_factory, "mixing"))
+
+
+@pytest.fixture(scope="session", params=["tf2", "tf1"])
+def half_plus_two_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """TF Serving's half_plus_two in each flavour (modelfactory.half_plus_two_tf2 / _tf1)."""
+    import modelfactory
+
+    build = getattr(modelfactory, f"half_plus_two_{request.param}")
+    return Path(build(_version_dir(tmp_path_factory, f"half_plus_two_{request.param}")))

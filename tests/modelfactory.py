@@ -103,11 +103,7 @@ def regress_classify_module(path: Path) -> Path:
             "classify": v1.saved_model.classification_signature_def(serialized, classes, scores),
             "regress": v1.saved_model.regression_signature_def(serialized, outputs),
         }
-        with v1.Session(graph=graph) as session:
-            session.run(v1.global_variables_initializer())
-            builder = v1.saved_model.Builder(str(path))
-            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map=signatures)
-            builder.save()
+        _save_tf1(graph, path, signatures)
     # The builder already writes these method names; setting them again checks the utility on a TF1 model.
     set_signature_methods(path, {"classify": CLASSIFY_METHOD, "regress": REGRESS_METHOD})
     return path
@@ -641,3 +637,81 @@ def slow_model(folder: Path, matmuls: int = 64) -> Path:
     module = Slow()
     tf.saved_model.save(module, str(folder), signatures={"serving_default": module.serve})
     return folder
+
+
+# -- TF Serving's classic test model ---------------------------------------------------------------------------
+# half_plus_two: y = a * x + b with the variables a = 0.5, b = 2.0, as TF Serving's own
+# servables/tensorflow/testdata/saved_model_half_plus_two.py writes it (written anew here, in both flavours).
+HALF_PLUS_TWO_A = 0.5
+HALF_PLUS_TWO_B = 2.0
+
+
+class _HalfPlusTwo(tf.Module):  # type: ignore[misc]
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = tf.Variable(HALF_PLUS_TWO_A, name="a")
+        self.b = tf.Variable(HALF_PLUS_TWO_B, name="b")
+
+    def compute(self, x: Any) -> Any:
+        return tf.add(tf.multiply(self.a, x), self.b)
+
+    def predict(self, x: Any) -> dict[str, Any]:
+        return {"y": self.compute(x)}
+
+    def _feature(self, inputs: Any) -> Any:
+        return tf.io.parse_example(inputs, {"x": tf.io.FixedLenFeature([1], tf.float32)})["x"]
+
+    def classify(self, inputs: Any) -> dict[str, Any]:
+        return {"scores": self.compute(self._feature(inputs))}
+
+    def regress(self, inputs: Any) -> dict[str, Any]:
+        return {"outputs": self.compute(self._feature(inputs))}
+
+
+def half_plus_two_tf2(path: Path) -> Path:
+    """TF2 flavour (tf.saved_model.save of a tf.Module): ``serving_default`` x float [-1] -> y;
+    ``classify_x_to_y`` inputs (serialized tf.Example, float feature "x" [1]) -> scores [-1, 1];
+    ``regress_x_to_y`` inputs -> outputs [-1, 1]."""
+    module = _HalfPlusTwo()
+    examples = [tf.TensorSpec([None], tf.string, name="inputs")]
+    signatures = {
+        "serving_default": tf.function(module.predict, input_signature=[tf.TensorSpec([None], tf.float32, name="x")]),
+        "classify_x_to_y": tf.function(module.classify, input_signature=examples),
+        "regress_x_to_y": tf.function(module.regress, input_signature=examples),
+    }
+    tf.saved_model.save(module, str(path), signatures=signatures)
+    set_signature_methods(path, {"classify_x_to_y": CLASSIFY_METHOD, "regress_x_to_y": REGRESS_METHOD})
+    return path
+
+
+def half_plus_two_tf1(path: Path) -> Path:
+    """TF1 flavour (SavedModelBuilder, graph nodes and a variables checkpoint), TF Serving's original graph:
+    "tf_example" (serialized tf.Example) is parsed for "x" [1]; x = identity(parsed x) [-1, 1]; y = a * x + b.
+    ``serving_default`` predicts y from x, ``classify_x_to_y`` scores y and ``regress_x_to_y`` regresses y from
+    the examples."""
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        a = v1.Variable(HALF_PLUS_TWO_A, name="a")
+        b = v1.Variable(HALF_PLUS_TWO_B, name="b")
+        serialized = v1.placeholder(tf.string, name="tf_example")
+        parsed = tf.io.parse_example(serialized, {"x": tf.io.FixedLenFeature([1], tf.float32)})
+        x = tf.identity(parsed["x"], name="x")
+        y = tf.add(tf.multiply(a, x), b, name="y")
+        signatures = {
+            "serving_default": v1.saved_model.predict_signature_def({"x": x}, {"y": y}),
+            "classify_x_to_y": v1.saved_model.classification_signature_def(serialized, None, y),
+            "regress_x_to_y": v1.saved_model.regression_signature_def(serialized, y),
+        }
+        _save_tf1(graph, path, signatures)
+    return path
+
+
+def _save_tf1(graph: Any, path: Path, signatures: dict[str, Any]) -> None:
+    """Initialize the graph's variables and write it with SavedModelBuilder, tag "serve"."""
+    v1 = tf.compat.v1
+    with v1.Session(graph=graph) as session:
+        session.run(v1.global_variables_initializer())
+        builder = v1.saved_model.Builder(str(path))
+        builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map=signatures)
+        builder.save()

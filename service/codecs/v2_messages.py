@@ -7,11 +7,11 @@ A private pool, not protobuf's default one: tritonclient, kserve and mlserver ea
 
 from __future__ import annotations
 
-from importlib import resources
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
+from google.protobuf.descriptor import ServiceDescriptor
+
+from service.codecs import proto_pool
 
 PACKAGE = "inference"
 SERVICE_NAME = "inference.GRPCInferenceService"
@@ -21,24 +21,16 @@ DESCRIPTOR_SET = "open_inference.binpb"
 
 def descriptor_set_bytes() -> bytes:
     """The serialized FileDescriptorSet as shipped in the package."""
-    return resources.files("service.codecs").joinpath("protos", DESCRIPTOR_SET).read_bytes()
-
-
-def _load() -> tuple[descriptor_pool.DescriptorPool, FileDescriptor]:
-    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set_bytes())
-    pool = descriptor_pool.DescriptorPool()
-    for file in files.file:
-        pool.Add(file)
-    return pool, pool.FindFileByName(PROTO_FILE)
+    return proto_pool.descriptor_set_bytes("service.codecs", DESCRIPTOR_SET)
 
 
 # Immutable protocol vocabulary (like a dtype table), not a service: built once when the module is imported.
-POOL, FILE = _load()
+POOL, FILE = proto_pool.load_pool("service.codecs", DESCRIPTOR_SET, PROTO_FILE)
 SERVICE: ServiceDescriptor = FILE.services_by_name["GRPCInferenceService"]
 
 
 def _message(name: str) -> Any:
-    return message_factory.GetMessageClass(POOL.FindMessageTypeByName(f"{PACKAGE}.{name}"))
+    return proto_pool.message_class(POOL, f"{PACKAGE}.{name}")
 
 
 # The message classes (typed as Any: they are made at run time, there are no generated stubs to check against).

@@ -133,12 +133,16 @@ class LoadAttempt:
 
 @dataclass(frozen=True)
 class Backoff:
-    """How long a version waits after its n-th failure in a row: doubling from ``initial_s`` up to ``max_s``."""
+    """How long a version waits after its n-th failure in a row: doubling from ``initial_s`` up to ``max_s``;
+    for ever (inf) once ``max_retries`` retries have failed too (TF Serving's --max_num_load_retries)."""
 
     initial_s: float
     max_s: float
+    max_retries: int | None = None
 
     def delay(self, failures: int) -> float:
+        if self.max_retries is not None and failures > self.max_retries:
+            return math.inf
         return float(min(self.initial_s * 2.0 ** max(failures - 1, 0), self.max_s))
 
 
@@ -249,7 +253,8 @@ class LoadSteps:
             with abortable_scope(servable):
                 batching = self.settings.batching.for_model(name)
                 # Every batch size the batcher will use, so that no request pays for a first run at a new shape.
-                servable.warm_up(batching.warm_up_sizes())
+                if self.settings.model_warmup:
+                    servable.warm_up(batching.warm_up_sizes())
                 where = f"model {name} version {version}"
                 drift = open_drift_monitor(path, servable.signatures, self.settings.drift, where)
                 batcher = Batcher(servable, batching, self.metrics, name, str(version), drift)

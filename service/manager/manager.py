@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import random
 import threading
 import time
@@ -163,7 +164,7 @@ class ModelManager:
         self._poll_failures = 0
         self._cache_dir = Path(settings.cache_dir)
         self._steps = LoadSteps(settings, loader, metrics, self._cache_dir, clock)
-        self._backoff = Backoff(settings.load_retry_initial_s, settings.load_retry_max_s)
+        self._backoff = Backoff(settings.load_retry_initial_s, settings.load_retry_max_s, settings.max_load_retries)
         # Which models, from where (service/manager/source.py); replaced whole by apply_model_set.
         self._source: ModelSource = (
             RepositoryScan(settings, repository)
@@ -675,7 +676,8 @@ class ModelManager:
         delay = entry.failed(code, message, self._clock(), self._backoff)
         version = entry.version
         self._metrics.model_loads.labels(name, str(version), "failure").inc()
-        log.error("model %s version %d failed to load (retry in %.0fs): %s", name, version, delay, message)
+        when = f"retry in {delay:.0f}s" if delay < math.inf else "given up: RTSERVE_MAX_LOAD_RETRIES reached"
+        log.error("model %s version %d failed to load (%s): %s", name, version, when, message)
 
     def _unwanted(self, name: str, record: _ModelRecord) -> list[int]:
         """Loaded versions to unload now: neither wanted nor routed, nor needed to fill a wanted one's gap."""

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +16,6 @@ from service.codecs.v2_json import binary_blob
 from service.errors import InvalidArgument
 from service.tensors import DTYPES, SignatureSpec, TensorSpec, dtype_from_v2_name
 
-REPO = Path(__file__).resolve().parents[2]
 LIMITS = Limits(10_000, 1_000)
 
 
@@ -226,25 +222,6 @@ def test_bytes_round_trips(items: list[bytes], raw: bool) -> None:
         assert response.raw_output_contents[0] == binary_blob(array, dtype("BYTES"))
     else:
         assert list(response.outputs[0].contents.bytes_contents) == items
-
-
-def test_descriptor_set_is_what_the_proto_generates(tmp_path: Path) -> None:
-    """`make protos` output is checked in: regenerating it from the .proto gives the same bytes."""
-    protos = REPO / "service" / "codecs" / "protos"
-    out = tmp_path / "regenerated.binpb"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "grpc_tools.protoc",
-            f"-I{protos}",
-            f"--descriptor_set_out={out}",
-            "open_inference.proto",
-        ],
-        check=True,
-        cwd=protos,
-    )
-    assert out.read_bytes() == v2_messages.descriptor_set_bytes()
 
 
 def test_private_pool_lives_beside_tritonclient() -> None:

@@ -17,8 +17,11 @@ PACKAGE = ROOT / "service"
 
 # Top to bottom: a module may import its own layer and the layers below it, never one above.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("entry points", ("service.cli", "service.__main__")),
+    ("entry points", ("service.cli", "service.__main__", "service.compat.main")),
     ("wiring", ("service.app",)),
+    # TF Serving's command line and config files -> settings and a model set; the watcher applies through an
+    # injected function, so nothing here needs the manager.
+    ("TF Serving compat", ("service.compat",)),
     ("operator tools", ("service.tools",)),
     ("front ends", ("service.api",)),
     ("data plane", ("service.dataplane",)),

@@ -630,3 +630,34 @@ def test_version_folders_with_leading_zeros_load_as_their_number(tmp_path: Path,
     )
     assert outputs["y"].tolist() == [[124.0]]
     manager.stop()
+
+
+def test_failed_loads_stop_after_max_load_retries(tmp_path: Path, repo_root: Path) -> None:
+    # TF Serving's --max_num_load_retries=1: the first attempt and one retry, then the version is given up.
+    clock = Clock()
+    push(repo_root, tmp_path, "m", 1, broken=True)
+    manager, loader, _ = make_manager(tmp_path, repo_root, clock, load_retry_initial_s=10.0, max_load_retries=1)
+    manager.poll_once()
+    assert loader.calls == 1
+    clock.now += 11
+    manager.poll_once()
+    assert loader.calls == 2
+    for _ in range(3):
+        clock.now += 10_000
+        manager.poll_once()
+    assert loader.calls == 2, "no attempt after the last retry"
+    (status,) = manager.snapshot()["m"].statuses
+    assert status.state == VersionState.END
+    assert "corrupt" in status.error_message
+
+
+def test_model_warmup_off_skips_the_warm_up(tmp_path: Path, repo_root: Path) -> None:
+    # TF Serving's --enable_model_warmup=false
+    push(repo_root, tmp_path, "m", 1)
+    manager, _, _ = make_manager(tmp_path, repo_root, model_warmup=False)
+    manager.poll_once()
+    assert manager.snapshot()["m"].available[1].servable.warmed == ()  # type: ignore[attr-defined]
+    push(repo_root, tmp_path, "w", 1)
+    warm, _, _ = make_manager(tmp_path / "warm", repo_root)
+    warm.poll_once()
+    assert warm.snapshot()["w"].available[1].servable.warmed != ()  # type: ignore[attr-defined]

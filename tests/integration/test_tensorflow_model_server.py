@@ -1,0 +1,197 @@
+"""`tensorflow_model_server` started exactly as TF Serving is started: the real process on free loopback ports,
+real TensorFlow models in TF Serving's layout (zero-padded version folders), REST clients. (gRPC clients against
+this command come with the gRPC front end's merge.)"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from apptools import free_port, running_server, tensorflow_model_server_command, wait_until
+
+pytestmark = pytest.mark.integration
+
+SETOSA = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
+
+
+def model_base(tmp_path: Path, name: str, saved_model: Path, version: str = "00000123") -> Path:
+    """A TF Serving base path: the version folders straight under it."""
+    base = tmp_path / "models" / name
+    shutil.copytree(saved_model, base / version)
+    return base
+
+
+def config_file(path: Path, **bases: Path) -> Path:
+    models = "".join(
+        f"  config {{\n    name: '{name}'\n    base_path: '{base}'\n    model_platform: 'tensorflow'\n  }}\n"
+        for name, base in bases.items()
+    )
+    path.write_text("model_config_list {\n" + models + "}\n")
+    return path
+
+
+def one_model(rest: int, grpc: int, base: Path, *extra: str) -> list[str]:
+    """The command line of TF Serving's image entrypoint (tf_serving_entrypoint.sh), on free ports."""
+    return tensorflow_model_server_command(
+        f"--port={grpc}", f"--rest_api_port={rest}", f"--model_name={base.name}", f"--model_base_path={base}", *extra
+    )
+
+
+def env(tmp_path: Path, grpc: int) -> dict[str, str]:
+    return {"RTSERVE_CACHE_DIR": str(tmp_path / "cache"), "RTSERVE_GRPC_PORT": str(grpc)}
+
+
+def test_one_model_by_name_and_base_path_serves_rest_and_grpc(demo_model_dir: Path, tmp_path: Path) -> None:
+    base = model_base(tmp_path, "iris", demo_model_dir)
+    rest, grpc = free_port(), free_port()
+    command = one_model(
+        rest,
+        grpc,
+        base,
+        "--no_such_flag=1",
+        "--enable_profiler=false",
+    )
+    with running_server(env(tmp_path, grpc), tmp_path, command=command, port=rest) as server:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            status = http.get("/v1/models/iris").json()
+            assert status["model_version_status"][0]["version"] == "123", "folder 00000123 is version 123"
+            answer = http.post("/v1/models/iris:predict", json=SETOSA)
+            assert answer.status_code == 200, answer.text
+            assert len(answer.json()["predictions"][0]) == 3
+            assert http.post("/v1/models/iris/versions/123:predict", json=SETOSA).status_code == 200
+        with socket.create_connection(("127.0.0.1", grpc), timeout=5):
+            pass  # --port is the gRPC port
+        log = server.log()
+    assert "unknown argument: --no_such_flag=1" in log, "reported as TF Serving does; the server started anyway"
+    assert "accepted but without effect in rtserve: --enable_profiler" in log
+
+
+def test_config_file_is_reread_and_models_added_and_removed(demo_model_dir: Path, tmp_path: Path) -> None:
+    a, b, c = (
+        model_base(tmp_path, name, demo_model_dir, version) for name, version in (("a", "1"), ("b", "2"), ("c", "3"))
+    )
+    models = config_file(tmp_path / "models.config", a=a, b=b)
+    rest, grpc = free_port(), free_port()
+    command = tensorflow_model_server_command(
+        f"--port={grpc}",
+        f"--rest_api_port={rest}",
+        f"--model_config_file={models}",
+        "--model_config_file_poll_wait_seconds=1",
+        "--file_system_poll_wait_seconds=1",
+    )
+    with (
+        running_server(env(tmp_path, grpc), tmp_path, command=command, port=rest) as server,
+        httpx.Client(base_url=server.url, timeout=30) as http,
+    ):
+        assert http.get("/v1/models/a").status_code == 200
+        assert http.get("/v1/models/b").json()["model_version_status"][0]["version"] == "2"
+        assert http.get("/v1/models/c").status_code == 404
+        config_file(models, a=a, c=c)  # b removed, c added
+
+        def changed() -> bool:
+            status = http.get("/v1/models/c")
+            return (
+                status.status_code == 200
+                and status.json()["model_version_status"][0]["state"] == "AVAILABLE"
+                and http.get("/v1/models/b").status_code == 404
+            )
+
+        wait_until(changed, 60, 0.2, "c served and b dropped after the file changed")
+        assert http.post("/v1/models/c:predict", json=SETOSA).status_code == 200
+        assert http.post("/v1/models/a:predict", json=SETOSA).status_code == 200, "a kept serving"
+
+        models.write_text("model_config_list { config { nme: 'x' } }")  # broken: the current set stays
+        wait_until(lambda: "model config file not applied" in server.log(), 30, 0.2, "the broken file logged")
+        assert http.post("/v1/models/c:predict", json=SETOSA).status_code == 200
+        metrics = http.get("/metrics").text
+        assert 'rtserve_model_config_reloads_total{outcome="failure"} 1.0' in metrics
+        assert 'rtserve_model_config_reloads_total{outcome="success"} 1.0' in metrics
+
+
+def test_a_config_file_that_does_not_parse_stops_the_start(tmp_path: Path) -> None:
+    models = tmp_path / "models.config"
+    models.write_text("model_config_list {\n  config {\n    name: 'a'\n    base_path: '/a'\n    policy: 1\n  }\n}\n")
+    command = tensorflow_model_server_command(
+        f"--port={free_port()}", f"--rest_api_port={free_port()}", f"--model_config_file={models}"
+    )
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert (
+        "Error parsing text-format tensorflow.serving.ModelServerConfig: 5:5: Message type "
+        '"tensorflow.serving.ModelConfig" has no field named "policy".'
+    ) in done.stderr
+
+
+def test_batching_file_and_tf_threads_are_taken(demo_model_dir: Path, tmp_path: Path) -> None:
+    base = model_base(tmp_path, "iris", demo_model_dir)
+    batching = tmp_path / "batching.config"
+    batching.write_text(
+        "max_batch_size { value: 16 }\nbatch_timeout_micros { value: 200 }\nnum_batch_threads { value: 4 }\n"
+    )
+    rest, grpc = free_port(), free_port()
+    command = one_model(
+        rest,
+        grpc,
+        base,
+        "--enable_batching",
+        f"--batching_parameters_file={batching}",
+        "--tensorflow_intra_op_parallelism=1",
+        "--tensorflow_inter_op_parallelism=1",
+        "--rest_api_timeout_in_ms=60000",
+    )
+    with running_server(env(tmp_path, grpc), tmp_path, command=command, port=rest) as server:
+        answer = httpx.post(server.url + "/v1/models/iris:predict", json=SETOSA, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert "without effect in rtserve: num_batch_threads" in server.log()
+
+
+def test_a_batching_file_without_enable_batching_stops_the_start(tmp_path: Path) -> None:
+    batching = tmp_path / "batching.config"
+    batching.write_text("max_batch_size { value: 16 }\n")
+    command = tensorflow_model_server_command(
+        f"--port={free_port()}", "--model_base_path=/models/m", f"--batching_parameters_file={batching}"
+    )
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "batching_parameters_file is set without setting server_options.enable_batching to true" in done.stderr
+
+
+# The two below need the REST front end to honour the settings this command sets (RTSERVE_PROMETHEUS_PATH,
+# RTSERVE_REST_ENABLED): service/api is wired at the merge. Strict, so that the wiring shows by failing them.
+@pytest.mark.xfail(strict=True, reason="RTSERVE_PROMETHEUS_PATH is not served by service/api/rest yet")
+def test_monitoring_config_serves_prometheus_at_its_path(demo_model_dir: Path, tmp_path: Path) -> None:
+    base = model_base(tmp_path, "iris", demo_model_dir)
+    monitoring = tmp_path / "monitoring.config"
+    monitoring.write_text('prometheus_config {\n  enable: true,\n  path: "/monitoring/prometheus/metrics"\n}\n')
+    rest, grpc = free_port(), free_port()
+    command = one_model(rest, grpc, base, f"--monitoring_config_file={monitoring}")
+    with running_server(env(tmp_path, grpc), tmp_path, command=command, port=rest) as server:
+        answer = httpx.get(server.url + "/monitoring/prometheus/metrics", timeout=10)
+        assert answer.status_code == 200
+        assert "rtserve_model_version_state" in answer.text
+
+
+@pytest.mark.xfail(strict=True, reason="RTSERVE_REST_ENABLED is not honoured by service/api/rest yet")
+def test_rest_api_port_zero_serves_grpc_only(demo_model_dir: Path, tmp_path: Path) -> None:
+    base = model_base(tmp_path, "iris", demo_model_dir)
+    rest, grpc = free_port(), free_port()
+    command = tensorflow_model_server_command(
+        f"--port={grpc}", "--rest_api_port=0", "--model_name=iris", f"--model_base_path={base}"
+    )
+    full_env = {**os.environ, **env(tmp_path, grpc), "RTSERVE_PORT": str(rest), "RTSERVE_HOST": "127.0.0.1"}
+    log = (tmp_path / "server.log").open("wb")
+    process = subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: "gRPC listening" in (tmp_path / "server.log").read_text(), 90, 0.2, "gRPC listening")
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", rest)) != 0, "nothing listens for REST"
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
