@@ -55,7 +55,7 @@ def message(protocol: str, count: int, model: str) -> bytes:
     features = rows(count)
     if protocol == "tfserving-grpc":
         import tensorflow as tf
-        from tensorflow_serving.apis import predict_pb2  # type: ignore[import-untyped]
+        from tensorflow_serving.apis import predict_pb2
 
         predict = predict_pb2.PredictRequest()
         predict.model_spec.name = model
