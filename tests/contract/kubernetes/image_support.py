@@ -9,13 +9,17 @@ import json
 import os
 import re
 import shlex
+import socket
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from apptools import tensorflow_model_server_command
+import httpx
+
+from apptools import ServerProcess, running_server, tensorflow_model_server_command
 from kube_support import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"
@@ -148,3 +152,56 @@ def container_env(image: Image, container: Mapping[str, Any], bin_folder: Path, 
     env["PATH"] = f"{bin_folder}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env["RTSERVE_CACHE_DIR"] = str(cache)
     return env
+
+
+def moved(text: str, mounts: Mapping[str, Path]) -> str:
+    """Container paths (a whole argument, or a flag's value) moved to the folders that stand for their mounts."""
+    for mount, folder in mounts.items():
+        pattern = rf"(^|=){re.escape(mount.rstrip('/'))}(?=/|$)"
+        replacement = str(folder)
+        text = re.sub(pattern, lambda match, new=replacement: match.group(1) + new, text)
+    return text
+
+
+@contextmanager
+def replayed_container(
+    container: Mapping[str, Any],
+    ports: Mapping[int, int],
+    mounts: Mapping[str, Path],
+    folder: Path,
+    *,
+    rest_port: int,
+    grpc_port: int,
+) -> Iterator[ServerProcess]:
+    """The container's process as the kubelet would start it in the image (command/args over ENTRYPOINT/CMD, the
+    image's ENV under the container's env), ports moved by ``ports`` and mount paths by ``mounts``, on loopback;
+    yielded once /v2/health/ready answers on ``rest_port`` (the moved REST port; ``grpc_port`` the moved gRPC one),
+    stopped with SIGTERM after."""
+    image = final_image()
+    folder.mkdir(parents=True, exist_ok=True)
+    argv = container_argv(image, container.get("command"), container.get("args"))
+    argv = [argv[0], *(moved(arg, mounts) for arg in argv[1:])]
+    env = container_env(image, container, shim_bin(folder / "bin"), folder / "cache")
+    env["MODEL_BASE_PATH"] = moved(env["MODEL_BASE_PATH"], mounts)
+    # Loopback only; ServerProcess also pins RTSERVE_PORT / RTSERVE_GRPC_PORT to the moved ports the flags name.
+    env |= {"RTSERVE_HOST": "127.0.0.1", "RTSERVE_GRPC_PORT": str(grpc_port)}
+    with running_server(env, folder, command=local_argv(image, argv, ports, folder), port=rest_port) as server:
+        yield server
+
+
+def run_probe(probe: Mapping[str, Any], container: Mapping[str, Any], ports: Mapping[int, int]) -> bool:
+    """A Kubernetes httpGet or tcpSocket probe against the moved ports: True when it succeeds (2xx/3xx, connected)."""
+
+    def port_of(value: int | str) -> int:
+        if isinstance(value, str):
+            value = next(int(p["containerPort"]) for p in container["ports"] if p["name"] == value)
+        return ports[value]
+
+    if "httpGet" in probe:
+        get = probe["httpGet"]
+        answer = httpx.get(f"http://127.0.0.1:{port_of(get['port'])}{get.get('path', '/')}", timeout=5)
+        return 200 <= answer.status_code < 400
+    if "tcpSocket" in probe:
+        with socket.create_connection(("127.0.0.1", port_of(probe["tcpSocket"]["port"])), timeout=5):
+            return True
+    raise AssertionError(f"probe kind not replayed here: {sorted(probe)}")
