@@ -163,6 +163,23 @@ def moved(text: str, mounts: Mapping[str, Path]) -> str:
     return text
 
 
+def replay(
+    container: Mapping[str, Any], ports: Mapping[int, int], mounts: Mapping[str, Path], folder: Path, grpc_port: int
+) -> tuple[dict[str, str], list[str]]:
+    """(environment, command line) of the container's process as the kubelet would start it in the image
+    (command/args over ENTRYPOINT/CMD, the image's ENV under the container's env), ports moved by ``ports`` and
+    mount paths by ``mounts``, on loopback."""
+    image = final_image()
+    folder.mkdir(parents=True, exist_ok=True)
+    argv = container_argv(image, container.get("command"), container.get("args"))
+    argv = [argv[0], *(moved(arg, mounts) for arg in argv[1:])]
+    env = container_env(image, container, shim_bin(folder / "bin"), folder / "cache")
+    env["MODEL_BASE_PATH"] = moved(env["MODEL_BASE_PATH"], mounts)
+    # Loopback only; ServerProcess also pins RTSERVE_PORT / RTSERVE_GRPC_PORT to the moved ports the flags name.
+    env |= {"RTSERVE_HOST": "127.0.0.1", "RTSERVE_GRPC_PORT": str(grpc_port)}
+    return env, local_argv(image, argv, ports, folder)
+
+
 @contextmanager
 def replayed_container(
     container: Mapping[str, Any],
@@ -173,19 +190,10 @@ def replayed_container(
     rest_port: int,
     grpc_port: int,
 ) -> Iterator[ServerProcess]:
-    """The container's process as the kubelet would start it in the image (command/args over ENTRYPOINT/CMD, the
-    image's ENV under the container's env), ports moved by ``ports`` and mount paths by ``mounts``, on loopback;
-    yielded once /v2/health/ready answers on ``rest_port`` (the moved REST port; ``grpc_port`` the moved gRPC one),
-    stopped with SIGTERM after."""
-    image = final_image()
-    folder.mkdir(parents=True, exist_ok=True)
-    argv = container_argv(image, container.get("command"), container.get("args"))
-    argv = [argv[0], *(moved(arg, mounts) for arg in argv[1:])]
-    env = container_env(image, container, shim_bin(folder / "bin"), folder / "cache")
-    env["MODEL_BASE_PATH"] = moved(env["MODEL_BASE_PATH"], mounts)
-    # Loopback only; ServerProcess also pins RTSERVE_PORT / RTSERVE_GRPC_PORT to the moved ports the flags name.
-    env |= {"RTSERVE_HOST": "127.0.0.1", "RTSERVE_GRPC_PORT": str(grpc_port)}
-    with running_server(env, folder, command=local_argv(image, argv, ports, folder), port=rest_port) as server:
+    """The container's process (``replay``), yielded once /v2/health/ready answers on ``rest_port`` (the moved
+    REST port; ``grpc_port`` the moved gRPC one), stopped with SIGTERM after."""
+    env, command = replay(container, ports, mounts, folder, grpc_port)
+    with running_server(env, folder, command=command, port=rest_port) as server:
         yield server
 
 

@@ -22,12 +22,12 @@ import pytest
 import test_manifests_valid
 import tritonclient.grpc as triton
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from image_support import final_image, replayed_container
+from image_support import final_image, replay, replayed_container
 from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from test_manifests_valid import crd_problems
 
-from apptools import ServerProcess, free_port
+from apptools import ServerProcess, free_port, wait_until
 from kube_support import K8S, Manifest, load_one, restricted_violations
 
 KSERVE = K8S / "kserve"
@@ -237,3 +237,35 @@ def test_metrics_where_the_annotations_point(kserve: tuple[ServerProcess, int, s
     assert answer.headers["content-type"].startswith("text/plain")
     names = {family.name for family in text_string_to_metric_families(answer.text)}
     assert any(name.startswith("rtserve_") for name in names), sorted(names)[:20]
+
+
+def test_a_bare_saved_model_in_the_mount_is_refused_as_tf_serving_refuses_it(tmp_path: Path) -> None:
+    """A storageUri that points at the SavedModel itself leaves /mnt/models/saved_model.pb without a version
+    folder. TF Serving's runtime then finds no version (its base path holds the version folders) and so does
+    rtserve: not ready, the model status says so, the server keeps running. The docs say to point storageUri at
+    the base path (or keep the version folder in the archive)."""
+    import modelfactory
+
+    mount = modelfactory.half_plus_two_tf2(tmp_path / "mnt" / "models")
+    metadata = inference_service()["metadata"]
+    ports = {9000: free_port(), 8080: free_port()}
+    env, command = replay(kserve_container(metadata), ports, {MOUNT: mount}, tmp_path / "run", ports[9000])
+    server = ServerProcess(env, ports[8080], tmp_path / "bare.log", command)
+    try:
+
+        def live() -> bool:
+            assert server.process.poll() is None, server.log()
+            try:
+                return httpx.get(f"{server.url}/v2/health/live", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(live, 90, 0.2, "the server to be live")
+        status = httpx.get(f"{server.url}/v1/models/{metadata['name']}", timeout=TIMEOUT_S)
+        assert status.status_code == 404
+        # The wording is TF Serving's ("Could not find any versions of model <name>"), quoting aside.
+        error = status.json()["error"]
+        assert error.startswith("Could not find any versions of model") and metadata["name"] in error
+        assert httpx.get(f"{server.url}/v2/health/ready", timeout=TIMEOUT_S).status_code != 200
+    finally:
+        assert server.terminate() == 0, server.log()
