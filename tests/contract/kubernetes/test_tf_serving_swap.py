@@ -11,6 +11,7 @@ import copy
 import os
 import shutil
 import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ from image_support import (
     remap_ports,
     replayed_container,
     run_probe,
+    stages,
 )
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from test_manifests_valid import validation_problems
@@ -239,3 +241,28 @@ def test_replay_runs_the_repository_script_with_the_ports_moved(tmp_path: Path) 
     assert argv == ["/bin/sh", str(tmp_path / "tf_serving_entrypoint.sh"), "serve"]
     script = (tmp_path / "tf_serving_entrypoint.sh").read_text(encoding="utf-8")
     assert "--port=1 --rest_api_port=2" in script and "8500" not in script.split("set -eu")[1]
+
+
+def healthcheck_command() -> list[str]:
+    """The Dockerfile's HEALTHCHECK CMD (exec form)."""
+    import json
+
+    (args,) = [args for instruction, args in stages()[-1] if instruction == "HEALTHCHECK"]
+    command: list[str] = json.loads(args.split(" CMD ", 1)[1])
+    return command
+
+
+def test_healthcheck_finds_the_tf_serving_rest_port(deployment_server: tuple[ServerProcess, dict[int, int]]) -> None:
+    """`docker run` as TF Serving: the image's HEALTHCHECK finds the server live on TF Serving's REST port (moved
+    here, as the server's), and reports a dead one."""
+    server, ports = deployment_server
+    python, *rest = healthcheck_command()
+    assert python == "python"
+
+    def healthcheck(port: int) -> int:
+        code = [part.replace("'8501'", f"'{port}'") for part in rest]
+        env = {k: v for k, v in os.environ.items() if k != "RTSERVE_PORT"}
+        return subprocess.run([sys.executable, *code], env=env, timeout=30, check=False).returncode
+
+    assert healthcheck(ports[8501]) == 0, server.log()[-2000:]
+    assert healthcheck(free_port()) == 1
