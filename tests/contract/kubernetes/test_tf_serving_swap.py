@@ -266,3 +266,13 @@ def test_healthcheck_finds_the_tf_serving_rest_port(deployment_server: tuple[Ser
 
     assert healthcheck(ports[8501]) == 0, server.log()[-2000:]
     assert healthcheck(free_port()) == 1
+
+
+def test_appended_flags_win_over_the_entrypoints() -> None:
+    """As in TF Serving (each flag parsed in order): `args: [--port=9000, --model_name=m]` after the entrypoint's
+    own flags moves gRPC and renames the model."""
+    from service.compat.flags import parse_flags
+
+    parsed = parse_flags([*TF_SERVING[1:], "--model_name=model", "--port=9000", "--model_name=m"])
+    assert (parsed.given["port"], parsed.given["rest_api_port"], parsed.given["model_name"]) == (9000, 8501, "m")
+    assert parsed.unknown == [] and parsed.errors == []
