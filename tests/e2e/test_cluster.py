@@ -7,7 +7,8 @@ into a cluster someone merely has a kubeconfig for:
 * the current kubectl context must be `kind-rtserve`, or be named by RTSERVE_E2E_CONTEXT;
 * the rtserve image must be in the cluster: RTSERVE_E2E_IMAGE (default `rtserve:dev`, which the docs build and
   `kind load`);
-* namespace RTSERVE_E2E_NAMESPACE (default `rtserve`) gets k8s/ applied when MinIO is not there yet.
+* namespace RTSERVE_E2E_NAMESPACE (default `rtserve`) gets k8s/ applied when MinIO is not there yet;
+* the KServe case runs only where KServe's CRDs are installed (it is skipped with the reason elsewhere).
 
 Without a reachable cluster (no kubeconfig, API down) the module is skipped with the reason. The test uses a
 model and a release of its own (`e2e<random>`), so it runs beside a developer's own `rtserve` release.
@@ -208,9 +209,11 @@ def run_job(manifest: dict[str, Any], timeout: float = 600) -> None:
         pytest.fail(f"job {name} failed:\n" + "\n---\n".join(logs), pytrace=False)
 
 
-def request(pod: str, method: str, path: str, body: Any = None, port: int = 8080) -> tuple[int, dict[str, str], Any]:
+def request(
+    pod: str, method: str, path: str, body: Any = None, port: int = 8080, namespace: str = NAMESPACE
+) -> tuple[int, dict[str, str], Any]:
     """One HTTP request to a pod through the API server's port-forward."""
-    forward = portforward(client.CoreV1Api().connect_get_namespaced_pod_portforward, pod, NAMESPACE, ports=str(port))
+    forward = portforward(client.CoreV1Api().connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port))
     try:
         connection = http.client.HTTPConnection("localhost", port, timeout=30)
         connection.sock = forward.socket(port)  # type: ignore[assignment]
@@ -219,6 +222,8 @@ def request(pod: str, method: str, path: str, body: Any = None, port: int = 8080
         answer = connection.getresponse()
         data = answer.read()
         headers = {key.lower(): value for key, value in answer.getheaders()}
+        if not headers.get("content-type", "").startswith("application/json"):
+            return answer.status, headers, data.decode(errors="replace")
         return answer.status, headers, json.loads(data) if data else None
     finally:
         forward.close()
@@ -295,3 +300,121 @@ def test_rollout_predict_publish_and_helm_test(release: tuple[str, str]) -> None
     assert server_pods(name) == pods, "publishing a version must not restart pods"
 
     sh(tool("helm"), "test", name, "--namespace", NAMESPACE, "--timeout", "5m")
+
+
+# --- KServe ---------------------------------------------------------------------------------------------------
+
+KSERVE = ROOT / "k8s" / "kserve"
+KSERVE_CRD = "inferenceservices.serving.kserve.io"
+KSERVE_GROUP, RUNTIME_VERSION, ISVC_VERSION = "serving.kserve.io", "v1alpha1", "v1beta1"
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    document: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return document
+
+
+@pytest.fixture(scope="module")
+def kserve_installed(core: client.CoreV1Api, dev_cluster: None) -> None:
+    try:
+        client.ApiextensionsV1Api().read_custom_resource_definition(KSERVE_CRD)
+    except ApiException as error:
+        if error.status != 404:
+            raise
+        reason = f"KServe is not installed in this cluster (no CRD {KSERVE_CRD}); the KServe case needs it"
+        print(reason)
+        pytest.skip(reason)
+
+
+def test_kserve_runtime_serves_an_inference_service(core: client.CoreV1Api, kserve_installed: None) -> None:
+    """k8s/kserve's runtime (its image replaced by RTSERVE_E2E_IMAGE, its name made unique) and InferenceService
+    (RawDeployment, so no Knative is needed; storageUri on the dev cluster's MinIO, credentials as KServe reads
+    them from a ServiceAccount's Secret) in a namespace of their own: the ISVC gets Ready, and its pod predicts over
+    V1 and V2 REST and serves /metrics on the port the runtime's annotations name."""
+    suffix = secrets.token_hex(3)
+    model, namespace = f"e2e{suffix}", f"rtserve-e2e-kserve-{suffix}"
+    run_job(publish_job(f"rtserve-e2e-kserve-{suffix}", model, 1))
+    custom = client.CustomObjectsApi()
+    runtime = load_yaml(KSERVE / "cluster-serving-runtime.yaml")
+    runtime["metadata"]["name"] = f"kserve-rtserve-e2e{suffix}"
+    runtime["spec"]["containers"][0]["image"] = IMAGE
+    runtime["spec"]["containers"][0]["imagePullPolicy"] = "IfNotPresent"
+    runtime["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "250m", "memory": "1Gi"}}
+    for entry in runtime["spec"]["supportedModelFormats"]:
+        entry["autoSelect"] = False  # only this test's ISVC, which names it, may use it
+    isvc = load_yaml(KSERVE / "inferenceservice.yaml")
+    name = isvc["metadata"]["name"] = f"half-plus-two-{suffix}"
+    isvc["metadata"]["namespace"] = namespace
+    isvc["metadata"]["annotations"] = {"serving.kserve.io/deploymentMode": "RawDeployment"}
+    predictor = isvc["spec"]["predictor"]
+    predictor["serviceAccountName"] = "models"
+    predictor["model"]["runtime"] = runtime["metadata"]["name"]
+    predictor["model"]["storageUri"] = f"s3://models/{model}"
+    credentials = core.read_namespaced_secret("minio-credentials", NAMESPACE)
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": "models-s3",
+            "annotations": {
+                "serving.kserve.io/s3-endpoint": f"minio.{NAMESPACE}.svc:9000",
+                "serving.kserve.io/s3-usehttps": "0",
+                "serving.kserve.io/s3-region": "us-east-1",
+            },
+        },
+        "type": "Opaque",
+        "data": {key: credentials.data[key] for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")},
+    }
+    account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": "models"},
+        "secrets": [{"name": "models-s3"}],
+    }
+    core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    try:
+        core.create_namespaced_secret(namespace, secret)
+        core.create_namespaced_service_account(namespace, account)
+        custom.create_cluster_custom_object(KSERVE_GROUP, RUNTIME_VERSION, "clusterservingruntimes", runtime)
+        custom.create_namespaced_custom_object(KSERVE_GROUP, ISVC_VERSION, namespace, "inferenceservices", isvc)
+
+        def ready() -> bool:
+            found = custom.get_namespaced_custom_object(
+                KSERVE_GROUP, ISVC_VERSION, namespace, "inferenceservices", name
+            )
+            conditions = found.get("status", {}).get("conditions", [])
+            return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+        wait_for(f"InferenceService {name} to be Ready", ready, timeout=900, interval=5)
+        pods = core.list_namespaced_pod(namespace, label_selector=f"serving.kserve.io/inferenceservice={name}").items
+        running = [pod.metadata.name for pod in pods if pod.status.phase == "Running"]
+        assert running, [pod.status.phase for pod in pods]
+        pod = running[0]
+        status, headers, body = request(
+            pod, "POST", f"/v1/models/{name}:predict", {"instances": [ROW]}, namespace=namespace
+        )
+        assert status == 200, body
+        assert headers["x-model-version"] == "1" and len(body["predictions"][0]) == 3
+        status, _, body = request(pod, "GET", f"/v2/models/{name}/ready", namespace=namespace)
+        assert status == 200, body
+        annotations = runtime["spec"]["annotations"]
+        port, path = int(annotations["prometheus.kserve.io/port"]), annotations["prometheus.kserve.io/path"]
+        status, _, text = request(pod, "GET", path, port=port, namespace=namespace)
+        assert status == 200 and "rtserve_" in str(text)
+    finally:
+        for delete in (
+            lambda: custom.delete_namespaced_custom_object(
+                KSERVE_GROUP, ISVC_VERSION, namespace, "inferenceservices", name
+            ),
+            lambda: custom.delete_cluster_custom_object(
+                KSERVE_GROUP, RUNTIME_VERSION, "clusterservingruntimes", runtime["metadata"]["name"]
+            ),
+            lambda: core.delete_namespace(namespace),
+        ):
+            try:
+                delete()
+            except ApiException as error:
+                if error.status != 404:
+                    raise

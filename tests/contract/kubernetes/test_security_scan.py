@@ -9,8 +9,10 @@ import re
 from typing import Any
 
 import pytest
+from image_support import DOCKERFILE, final_image, instructions, stages
 
 from kube_support import CHART, ROOT, Rendering, find_tool, load_one, run
+from service.settings import Settings
 
 # Checks skipped for every rendered object. Each is justified here and in docs/kubernetes.md ("Security scan");
 # keep the two in step (test_skips_are_documented).
@@ -93,34 +95,6 @@ def test_skips_are_documented() -> None:
 
 # --- Dockerfile -----------------------------------------------------------------------------------------------
 
-DOCKERFILE = ROOT / "Dockerfile"
-
-
-def instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined, comments dropped."""
-    joined: list[str] = []
-    pending = ""
-    for line in DOCKERFILE.read_text(encoding="utf-8").splitlines():
-        stripped = line.strip()
-        if not pending and (not stripped or stripped.startswith("#")):
-            continue
-        if stripped.endswith("\\"):
-            pending += stripped[:-1] + " "
-            continue
-        joined.append(pending + stripped)
-        pending = ""
-    return [(text.split(None, 1)[0].upper(), text.split(None, 1)[1] if " " in text else "") for text in joined]
-
-
-def stages() -> list[list[tuple[str, str]]]:
-    out: list[list[tuple[str, str]]] = []
-    for instruction in instructions():
-        if instruction[0] == "FROM":
-            out.append([])
-        if out:
-            out[-1].append(instruction)
-    return out
-
 
 def test_hadolint_is_clean() -> None:
     hadolint = find_tool("hadolint")
@@ -156,13 +130,20 @@ def test_final_stage_runs_rtserve_as_a_numeric_user() -> None:
     assert uid >= 10000
     values = load_one(CHART / "values.yaml")
     assert uid == values["runAsUser"], "the chart's runAsUser must be the image's user"
-    assert ("ENTRYPOINT", '["rtserve"]') in final
-    assert ("CMD", '["serve"]') in final
-    exposed = [args for instruction, args in final if instruction == "EXPOSE"]
-    assert exposed == [f"{values['server']['port']} {values['grpc']['port']}"], "REST and gRPC, as the chart"
-    env = " ".join(args for instruction, args in final if instruction == "ENV")
-    assert "RTSERVE_CACHE_DIR=/var/cache/rtserve" in env
-    assert f"RTSERVE_GRPC_PORT={values['grpc']['port']}" in env
+    image = final_image()
+    assert image.entrypoint == ["/usr/bin/tf_serving_entrypoint.sh"] and image.cmd == ["serve"]
+    assert image.exposed == [values["server"]["port"], values["grpc"]["port"], 8500, 8501], (
+        "REST and gRPC as the chart, then TF Serving's gRPC and REST"
+    )
+    assert image.env["RTSERVE_CACHE_DIR"] == "/var/cache/rtserve"
+    # The chart's ports are rtserve's defaults, so the image needs no RTSERVE_PORT / RTSERVE_GRPC_PORT (which
+    # would override TF Serving's defaults under tensorflow_model_server).
+    defaults = Settings.model_fields
+    assert (defaults["port"].default, defaults["grpc_port"].default) == (
+        values["server"]["port"],
+        values["grpc"]["port"],
+    )
+    assert not {"RTSERVE_HOST", "RTSERVE_PORT", "RTSERVE_GRPC_PORT"} & set(image.env)
 
 
 def test_dockerignore_sends_only_what_the_build_copies() -> None:
