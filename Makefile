@@ -15,7 +15,7 @@ help:
 	@echo "make lint    - ruff and mypy --strict"
 	@echo "make format  - ruff format"
 	@echo "make tools   - helm, kubectl, hadolint, checkov into .tools/ (the chart tests use them)"
-	@echo "make bench  - the load benchmark against KServe, MLServer, the seed and the floors (~16 min, docs/benchmarks.md)"
+	@echo "make bench  - the load benchmark against KServe, MLServer, the seed and the floors (~30 min with the gRPC lanes, docs/benchmarks.md)"
 	@echo "make bench-quick - a smoke run of the benchmark (c=32 only, results in bench/results/)"
 
 $(STAMP): pyproject.toml Makefile
