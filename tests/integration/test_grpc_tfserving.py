@@ -76,6 +76,15 @@ def server(
         "RTSERVE_MAX_TENSOR_ELEMENTS": str(MAX_ELEMENTS),
     }
     with running_server(env, tmp_path_factory.mktemp("server")) as process:
+        # Ready means one AVAILABLE version per model; with the "all" policy the second may still be loading.
+        def all_available() -> bool:
+            for model in ("iris", *ROUTED):
+                statuses = httpx.get(f"{process.url}/v1/models/{model}", timeout=10).json()["model_version_status"]
+                if sorted(s["version"] for s in statuses if s["state"] == "AVAILABLE") != ["1", "2"]:
+                    return False
+            return True
+
+        wait_until(all_available, 120, what="both versions of every two-version model to be AVAILABLE")
         yield process
 
 
