@@ -62,10 +62,11 @@ def decode_predict(
     """
     document = parse_object(body, as_limits(max_elements).json_values)
     has_rows, has_columns = "instances" in document, "inputs" in document
+    # json_tensor.cc FillPredictRequestFromJson's words (without the body it quotes before the first).
     if has_rows and has_columns:
-        raise InvalidArgument("the request has both 'instances' and 'inputs'; send exactly one")
+        raise InvalidArgument("Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist")
     if not has_rows and not has_columns:
-        raise InvalidArgument("the request has neither 'instances' (row format) nor 'inputs' (columnar format)")
+        raise InvalidArgument("Missing 'inputs' or 'instances' key")
     signature = signature_for(_signature_name(document))
     if has_rows:
         inputs = _decode_rows(document["instances"], signature, max_elements)
@@ -103,7 +104,7 @@ def _decode_rows(instances: object, signature: SignatureSpec, max_elements: int 
         for i, instance in enumerate(instances):
             if not _is_named(instance):
                 raise InvalidArgument(f"instances[{i}] is not an object naming inputs, but instances[0] is")
-            check_names(instance.keys(), specs.keys(), kind="input", where=f"instances[{i}]", owner=_owner(signature))
+            _check_instance_names(i, instance, signature)
         return {
             name: stack(
                 [instance[name] for instance in instances],
@@ -124,6 +125,22 @@ def _decode_rows(instances: object, signature: SignatureSpec, max_elements: int 
     return {name: stack(instances, spec.dtype, "instances", lambda i: f"instances[{i}]", max_elements)}
 
 
+def _check_instance_names(i: int, instance: Mapping[str, object], signature: SignatureSpec) -> None:
+    """json_tensor.cc FillTensorMapFromInstancesList's words: an unknown key first, then the keys' set (sorted,
+    as its std::set; the object it quotes is left out)."""
+    for name in instance:
+        if name not in signature.inputs:
+            raise InvalidArgument(
+                f"Failed to process element: {i} key: {name} of 'instances' list. Error: INVALID_ARGUMENT: "
+                f"JSON object: does not have named input: {name}"
+            )
+    if len(instance) != len(signature.inputs):
+        raise InvalidArgument(
+            f"Failed to process element: {i} of 'instances' list. JSON object keys must be equal to: "
+            + ",".join(sorted(signature.inputs))
+        )
+
+
 def _instance_key(name: str) -> Callable[[int], str]:
     return lambda i: f"instances[{i}][{quote(name)}]"
 
@@ -133,6 +150,10 @@ def _decode_columns(value: object, signature: SignatureSpec, max_elements: int |
     specs = signature.inputs
     if _is_named(value):
         assert isinstance(value, dict)
+        for name in specs:
+            if name not in value:  # json_tensor.cc FillTensorMapFromInputsMap
+                raise InvalidArgument(f"Missing named input: {name} in 'inputs' object.")
+        # TF Serving ignores names the signature lacks; refused here, in rtserve's words.
         check_names(value.keys(), specs.keys(), kind="input", where="'inputs'", owner=_owner(signature))
         return {
             name: to_array(value[name], spec.dtype, f"inputs[{quote(name)}]", max_elements)
@@ -205,7 +226,8 @@ def decode_examples(body: bytes, max_elements: int | Limits) -> ExamplesRequest:
     document = parse_object(body, limits.json_values)
     signature_name = _signature_name(document)
     if "examples" not in document:
-        raise InvalidArgument("the request has no 'examples' list")
+        # json_tensor.cc FillClassifyRegressRequestFromJson, word for word ("classify" for regress too).
+        raise InvalidArgument("When method is classify, key 'examples' is expected and was not found")
     examples = document["examples"]
     if not isinstance(examples, list):
         raise InvalidArgument(f"'examples' must be a list of objects, got {json_type(examples)}")

@@ -230,7 +230,7 @@ CORPUS: dict[str, Case] = {
         PREDICT,
         json.dumps({"instances": [{f"in{i}" + "y" * 50: 1 for i in range(2000)}]}).encode(),
         400,
-        "unknown input",
+        "does not have named input",
     ),
     # -- V2 binary extension: lengths that lie --
     "binary header length past the body": binary_case(16, FOUR_FLOATS, 400, "Inference-Header-Content-Length", 10_000),
