@@ -19,6 +19,7 @@ from service.codecs.arrays import (
     as_limits,
     check_names,
     decode_b64,
+    echo,
     is_b64_object,
     quote,
     stack,
@@ -131,8 +132,8 @@ def _check_instance_names(i: int, instance: Mapping[str, object], signature: Sig
     for name in instance:
         if name not in signature.inputs:
             raise InvalidArgument(
-                f"Failed to process element: {i} key: {name} of 'instances' list. Error: INVALID_ARGUMENT: "
-                f"JSON object: does not have named input: {name}"
+                f"Failed to process element: {i} key: {echo(name)} of 'instances' list. Error: INVALID_ARGUMENT: "
+                f"JSON object: does not have named input: {echo(name)}"
             )
     if len(instance) != len(signature.inputs):
         raise InvalidArgument(

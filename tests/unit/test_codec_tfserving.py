@@ -109,7 +109,10 @@ def test_signature_name_must_be_a_string() -> None:
 
 
 def test_both_instances_and_inputs_are_refused() -> None:
-    refused({"instances": [[1, 2, 3, 4]], "inputs": [[1, 2, 3, 4]]}, "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist")
+    refused(
+        {"instances": [[1, 2, 3, 4]], "inputs": [[1, 2, 3, 4]]},
+        "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist",
+    )
 
 
 def test_neither_instances_nor_inputs_is_refused() -> None:

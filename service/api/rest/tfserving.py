@@ -24,7 +24,7 @@ from service.api.rest.offload import Offload, answer_size, inline_only
 from service.api.rest.responses import json_response
 from service.api.tfserving_errors import tf_serving_error
 from service.codecs import tfserving_json, tfserving_proto
-from service.codecs.arrays import Limits
+from service.codecs.arrays import Limits, echo
 from service.codecs.tfserving import examples_input
 from service.dataplane import DataPlane, ModelMetadata, ModelStatus, Target
 from service.errors import InvalidArgument, ServingError
@@ -48,10 +48,11 @@ def target_of(params: Mapping[str, str], request_line: str) -> Target:
     version = None
     if text is not None:
         if not (text.isascii() and text.isdigit()):
-            raise InvalidArgument(f"Malformed request: {request_line}")  # http_rest_api_handler.cc ProcessRequest
-        if int(text) > _INT64_MAX:
-            raise InvalidArgument(f"Failed to convert version: {text} to numeric.")
-        version = int(text)
+            raise InvalidArgument(f"Malformed request: {echo(request_line)}")  # http_rest_api_handler.cc
+        digits = text.lstrip("0") or "0"  # 00000123 is 123, as absl::SimpleAtoi reads it
+        if len(digits) > len(str(_INT64_MAX)) or int(digits) > _INT64_MAX:
+            raise InvalidArgument(f"Failed to convert version: {echo(text)} to numeric.")
+        version = int(digits)
     return Target(model=params["model_name"], version=version, label=params.get("label"))
 
 
