@@ -87,14 +87,22 @@ def status_document(status: ModelStatus) -> dict[str, Any]:
     }
 
 
-# The key order of TF Serving's documents (protobuf's C++ JSON printer, as its REST answers show them): a
-# TensorInfo's oneof ``name`` comes after dtype and tensor_shape; anything else in field-number order.
-_SIGNATURE_KEYS = ("inputs", "outputs", "method_name")
+# The key order of TF Serving's documents (protobuf's C++ JSON printer, as its REST answers show them): fields
+# in field-number order, set or not (Python's printer puts the set ones first), a TensorInfo's oneof ``name``
+# after dtype and tensor_shape, map entries sorted by key.
+_SIGNATURE_KEYS = ("inputs", "outputs", "method_name", "defaults")
 _TENSOR_INFO_KEYS = ("dtype", "tensor_shape", "name")
+_SHAPE_KEYS = ("dim", "unknown_rank")
 
 
 def _ordered(document: dict[str, Any], first: tuple[str, ...]) -> dict[str, Any]:
     return {**{key: document[key] for key in first if key in document}, **document}
+
+
+def _tensor_info(info: dict[str, Any]) -> dict[str, Any]:
+    if "tensor_shape" in info:
+        info = {**info, "tensor_shape": _ordered(info["tensor_shape"], _SHAPE_KEYS)}
+    return _ordered(info, _TENSOR_INFO_KEYS)
 
 
 def signature_defs(metadata: ModelMetadata) -> dict[str, Any]:
@@ -104,11 +112,13 @@ def signature_defs(metadata: ModelMetadata) -> dict[str, Any]:
     document: dict[str, Any] = json_format.MessageToDict(
         signature_map, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
-    for name, signature in document["signature_def"].items():
+    # Maps by key, sorted as TF Serving prints them (a Python protobuf map keeps no order).
+    signatures = {}
+    for name, signature in sorted(document["signature_def"].items()):
         for side in ("inputs", "outputs"):
-            signature[side] = {alias: _ordered(info, _TENSOR_INFO_KEYS) for alias, info in signature[side].items()}
-        document["signature_def"][name] = _ordered(signature, _SIGNATURE_KEYS)
-    return document
+            signature[side] = {alias: _tensor_info(info) for alias, info in sorted(signature[side].items())}
+        signatures[name] = _ordered(signature, _SIGNATURE_KEYS)
+    return {**document, "signature_def": signatures}
 
 
 def metadata_document(metadata: ModelMetadata) -> dict[str, Any]:
