@@ -157,6 +157,7 @@ ERRORS: dict[str, tuple[str, str, bytes | None, int, str]] = {
                                "Servable not found for request: Latest(nope)"),
     # get_model_status_impl.cc
     "unknown model status": ("GET", "/v1/models/nope", None, 404, "Could not find any versions of model nope"),
+    "no model name": ("GET", "/v1/models", None, 400, "Missing model name in request."),  # ProcessModelStatusRequest
     "unknown version status": ("GET", M + "/versions/7", None, 404, "Could not find version 7 of model half_plus_two"),
     # server_core.cc GetModelVersionForLabel
     "unknown label": ("POST", M + "/labels/gold:predict", b'{"instances": [1.0]}', 400,

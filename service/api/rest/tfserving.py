@@ -208,6 +208,17 @@ def build_router(
 
         return handler
 
+    async def no_model_name(request: Request) -> Response:
+        """TF Serving's status path without a model: refused as TF Serving refuses it."""
+        raise InvalidArgument("Missing model name in request.")  # http_rest_api_handler.cc ProcessModelStatusRequest
+
+    router.add_api_route(
+        "/v1/models",
+        no_model_name,
+        methods=["GET"],
+        summary="Model status (a name is required)",
+        response_class=Response,
+    )
     classify = examples_handler(CLASSIFY_METHOD, "classify", tfserving_json.encode_classify_outputs)
     regress = examples_handler(REGRESS_METHOD, "regress", tfserving_json.encode_regress_outputs)
     inference: list[InferenceRoute] = []
