@@ -97,9 +97,9 @@ def _owner(signature: SignatureSpec) -> str:
 def _decode_rows(instances: object, signature: SignatureSpec, max_elements: int | Limits) -> dict[str, np.ndarray]:
     """Row format: a list of instances stacked along a new batch axis."""
     if not isinstance(instances, list):
-        raise InvalidArgument(f"'instances' must be a list, got {json_type(instances)}")
+        raise InvalidArgument("Excepting 'instances' to be an list/array")  # json_tensor.cc, its spelling
     if not instances:
-        raise InvalidArgument("'instances' is an empty list")
+        raise InvalidArgument("No values in 'instances' array")  # json_tensor.cc
     specs = signature.inputs
     if _is_named(instances[0]):
         for i, instance in enumerate(instances):
@@ -231,7 +231,7 @@ def decode_examples(body: bytes, max_elements: int | Limits) -> ExamplesRequest:
         raise InvalidArgument("When method is classify, key 'examples' is expected and was not found")
     examples = document["examples"]
     if not isinstance(examples, list):
-        raise InvalidArgument(f"'examples' must be a list of objects, got {json_type(examples)}")
+        raise InvalidArgument("Expecting 'examples' value to be an list/array")  # json_tensor.cc
     tfserving.check_example_count(len(examples), limits)
     context, context_cost = b"", 0
     if "context" in document:

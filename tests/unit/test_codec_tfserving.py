@@ -120,8 +120,8 @@ def test_neither_instances_nor_inputs_is_refused() -> None:
 
 
 def test_instances_must_be_a_non_empty_list() -> None:
-    refused({"instances": {"features": [1, 2, 3, 4]}}, "'instances' must be a list, got an object")
-    refused({"instances": []}, "'instances' is an empty list")
+    refused({"instances": {"features": [1, 2, 3, 4]}}, "Excepting 'instances' to be an list/array")
+    refused({"instances": []}, "No values in 'instances' array")
 
 
 def test_ragged_instances_are_refused() -> None:
@@ -369,7 +369,7 @@ def test_signature_name_defaults_for_examples() -> None:
     ("document", "message"),
     [
         ({"instances": []}, "When method is classify, key 'examples' is expected and was not found"),
-        ({"examples": {"x": 1}}, "'examples' must be a list of objects, got an object"),
+        ({"examples": {"x": 1}}, "Expecting 'examples' value to be an list/array"),
         ({"examples": []}, "'examples' is an empty list"),
         ({"examples": [[1, 2]]}, "examples[0] must be an object of features, got a list"),
         ({"examples": [{"x": 1}], "context": [1]}, "context must be an object of features, got a list"),
