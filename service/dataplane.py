@@ -114,7 +114,7 @@ class LabelNotFound(NotFound):
 class StatusNotFound(NotFound):
     """A status request names a model or version with no status (``target.version`` None: no version at all).
 
-    Its message is REST's; the gRPC front end words it as TF Serving (get_model_status_impl.cc)."""
+    Its message is the V2 APIs'; TF Serving's front ends word it as TF Serving (get_model_status_impl.cc)."""
 
     def __init__(self, message: str, target: Target) -> None:
         super().__init__(message)

@@ -55,6 +55,11 @@ def quote(name: str) -> str:
     return repr(name if len(name) <= _MAX_ECHO else name[:_MAX_ECHO] + "...")
 
 
+def echo(name: str) -> str:
+    """A request-supplied name cut short but bare, as TF Serving's messages name things (``quote`` quotes)."""
+    return name if len(name) <= _MAX_ECHO else name[:_MAX_ECHO] + "..."
+
+
 def format_shape(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 

@@ -36,6 +36,23 @@ MAX_ERROR_BODY = 1000
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in _BRACKETS)
 
 
+class MalformedJson(InvalidArgument):
+    """A body that does not parse as JSON. The message (``malformed JSON: <detail>``) is the V2 APIs'; TF Serving's
+    front ends word it from ``reason`` (the parser's words, without a position), ``offset`` (where it stopped, None
+    when not known) and ``empty`` (a body with nothing in it): ``service.api.tfserving_errors``."""
+
+    def __init__(self, detail: str, reason: str | None = None, offset: int | None = None, empty: bool = False) -> None:
+        super().__init__(f"malformed JSON: {detail}")
+        self.detail = detail
+        self.reason = detail if reason is None else reason
+        self.offset = offset
+        self.empty = empty
+
+    def __reduce__(self) -> tuple[type[MalformedJson], tuple[str, str, int | None, bool]]:
+        # Raised in decoding worker processes too: it must cross back whole.
+        return (type(self), (self.detail, self.reason, self.offset, self.empty))
+
+
 def parse_object(body: bytes, max_values: int | None = None) -> dict[str, Any]:
     """Parse a request body that must be a JSON object; InvalidArgument("malformed JSON: ...") otherwise.
 
@@ -61,17 +78,19 @@ def parse_object(body: bytes, max_values: int | None = None) -> dict[str, Any]:
 def _parse_fallback(body: bytes, error: orjson.JSONDecodeError) -> Any:
     """The error path: accept NaN/Infinity tokens like TF Serving does, refuse everything else."""
     if "depth limit" in str(error):
-        raise InvalidArgument(f"malformed JSON: nested deeper than {MAX_DEPTH} levels") from None
+        raise MalformedJson(f"nested deeper than {MAX_DEPTH} levels") from None
     if b"NaN" not in body and b"Infinity" not in body:
-        raise InvalidArgument(f"malformed JSON: {error}") from None
+        raise MalformedJson(str(error), error.msg, error.pos, empty=not body.strip()) from None
     if nesting_depth(body) > MAX_DEPTH:
-        raise InvalidArgument(f"malformed JSON: nested deeper than {MAX_DEPTH} levels") from None
+        raise MalformedJson(f"nested deeper than {MAX_DEPTH} levels") from None
     try:
         return json.loads(body.decode("utf-8"))
     except RecursionError:
-        raise InvalidArgument("malformed JSON: nested too deeply") from None
+        raise MalformedJson("nested too deeply") from None
+    except json.JSONDecodeError as stdlib_error:
+        raise MalformedJson(str(stdlib_error), stdlib_error.msg, stdlib_error.pos) from None
     except (ValueError, UnicodeDecodeError) as stdlib_error:
-        raise InvalidArgument(f"malformed JSON: {stdlib_error}") from None
+        raise MalformedJson(str(stdlib_error)) from None
 
 
 def values_bound(body: bytes) -> int:

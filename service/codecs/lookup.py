@@ -7,22 +7,24 @@ from dataclasses import dataclass
 
 from service.codecs.arrays import quote
 from service.errors import FailedPrecondition, InvalidArgument
-from service.tensors import DEFAULT_SIGNATURE, SignatureSpec
+from service.tensors import CLASSIFY_METHOD, DEFAULT_SIGNATURE, SignatureSpec
 
 
 class UnknownSignature(FailedPrecondition):
     """A request names a signature the version does not have; ``key`` is the name it asked for.
 
     FAILED_PRECONDITION as in TF Serving (predict_util.cc); REST answers 400 for it as for INVALID_ARGUMENT. Each
-    front end words it its own way from ``key`` (the message is REST's)."""
+    front end words it its own way from ``key`` and ``method`` (the method the request needed, None for predict;
+    the message is the V2 APIs')."""
 
-    def __init__(self, message: str, key: str) -> None:
+    def __init__(self, message: str, key: str, method: str | None = None) -> None:
         super().__init__(message)
         self.key = key
+        self.method = method
 
-    def __reduce__(self) -> tuple[type[UnknownSignature], tuple[str, str]]:
+    def __reduce__(self) -> tuple[type[UnknownSignature], tuple[str, str, str | None]]:
         # Raised in decoding worker processes too: it must cross back whole.
-        return (type(self), (self.message, self.key))
+        return (type(self), (self.message, self.key, self.method))
 
 
 def find_signature(
@@ -34,12 +36,12 @@ def find_signature(
     if spec is None:
         known = ", ".join(sorted(signatures)) or "none"
         raise UnknownSignature(
-            f"serving signature name {quote(wanted)} not found in signature def (has: {known})", wanted
+            f"serving signature name {quote(wanted)} not found in signature def (has: {known})", wanted, method
         )
     if method is not None and spec.method_name != method:
-        raise InvalidArgument(
-            f"signature {quote(wanted)} has method_name {spec.method_name}, the request needs {method}"
-        )
+        # Only TF Serving's classify and regress ask for a method: its words (classifier.cc, regressor.cc).
+        kind = "classification" if method == CLASSIFY_METHOD else "regression"
+        raise InvalidArgument(f"Expected {kind} signature method_name to be {method}. Was: {spec.method_name}")
     return spec
 
 

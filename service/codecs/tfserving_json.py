@@ -19,6 +19,7 @@ from service.codecs.arrays import (
     as_limits,
     check_names,
     decode_b64,
+    echo,
     is_b64_object,
     quote,
     stack,
@@ -62,10 +63,11 @@ def decode_predict(
     """
     document = parse_object(body, as_limits(max_elements).json_values)
     has_rows, has_columns = "instances" in document, "inputs" in document
+    # json_tensor.cc FillPredictRequestFromJson's words (without the body it quotes before the first).
     if has_rows and has_columns:
-        raise InvalidArgument("the request has both 'instances' and 'inputs'; send exactly one")
+        raise InvalidArgument("Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist")
     if not has_rows and not has_columns:
-        raise InvalidArgument("the request has neither 'instances' (row format) nor 'inputs' (columnar format)")
+        raise InvalidArgument("Missing 'inputs' or 'instances' key")
     signature = signature_for(_signature_name(document))
     if has_rows:
         inputs = _decode_rows(document["instances"], signature, max_elements)
@@ -95,15 +97,15 @@ def _owner(signature: SignatureSpec) -> str:
 def _decode_rows(instances: object, signature: SignatureSpec, max_elements: int | Limits) -> dict[str, np.ndarray]:
     """Row format: a list of instances stacked along a new batch axis."""
     if not isinstance(instances, list):
-        raise InvalidArgument(f"'instances' must be a list, got {json_type(instances)}")
+        raise InvalidArgument("Excepting 'instances' to be an list/array")  # json_tensor.cc, its spelling
     if not instances:
-        raise InvalidArgument("'instances' is an empty list")
+        raise InvalidArgument("No values in 'instances' array")  # json_tensor.cc
     specs = signature.inputs
     if _is_named(instances[0]):
         for i, instance in enumerate(instances):
             if not _is_named(instance):
                 raise InvalidArgument(f"instances[{i}] is not an object naming inputs, but instances[0] is")
-            check_names(instance.keys(), specs.keys(), kind="input", where=f"instances[{i}]", owner=_owner(signature))
+            _check_instance_names(i, instance, signature)
         return {
             name: stack(
                 [instance[name] for instance in instances],
@@ -124,6 +126,22 @@ def _decode_rows(instances: object, signature: SignatureSpec, max_elements: int 
     return {name: stack(instances, spec.dtype, "instances", lambda i: f"instances[{i}]", max_elements)}
 
 
+def _check_instance_names(i: int, instance: Mapping[str, object], signature: SignatureSpec) -> None:
+    """json_tensor.cc FillTensorMapFromInstancesList's words: an unknown key first, then the keys' set (sorted,
+    as its std::set; the object it quotes is left out)."""
+    for name in instance:
+        if name not in signature.inputs:
+            raise InvalidArgument(
+                f"Failed to process element: {i} key: {echo(name)} of 'instances' list. Error: INVALID_ARGUMENT: "
+                f"JSON object: does not have named input: {echo(name)}"
+            )
+    if len(instance) != len(signature.inputs):
+        raise InvalidArgument(
+            f"Failed to process element: {i} of 'instances' list. JSON object keys must be equal to: "
+            + ",".join(sorted(signature.inputs))
+        )
+
+
 def _instance_key(name: str) -> Callable[[int], str]:
     return lambda i: f"instances[{i}][{quote(name)}]"
 
@@ -133,6 +151,10 @@ def _decode_columns(value: object, signature: SignatureSpec, max_elements: int |
     specs = signature.inputs
     if _is_named(value):
         assert isinstance(value, dict)
+        for name in specs:
+            if name not in value:  # json_tensor.cc FillTensorMapFromInputsMap
+                raise InvalidArgument(f"Missing named input: {name} in 'inputs' object.")
+        # TF Serving ignores names the signature lacks; refused here, in rtserve's words.
         check_names(value.keys(), specs.keys(), kind="input", where="'inputs'", owner=_owner(signature))
         return {
             name: to_array(value[name], spec.dtype, f"inputs[{quote(name)}]", max_elements)
@@ -205,10 +227,11 @@ def decode_examples(body: bytes, max_elements: int | Limits) -> ExamplesRequest:
     document = parse_object(body, limits.json_values)
     signature_name = _signature_name(document)
     if "examples" not in document:
-        raise InvalidArgument("the request has no 'examples' list")
+        # json_tensor.cc FillClassifyRegressRequestFromJson, word for word ("classify" for regress too).
+        raise InvalidArgument("When method is classify, key 'examples' is expected and was not found")
     examples = document["examples"]
     if not isinstance(examples, list):
-        raise InvalidArgument(f"'examples' must be a list of objects, got {json_type(examples)}")
+        raise InvalidArgument("Expecting 'examples' value to be an list/array")  # json_tensor.cc
     tfserving.check_example_count(len(examples), limits)
     context, context_cost = b"", 0
     if "context" in document:

@@ -530,8 +530,8 @@ BAD_OTHERS: list[tuple[str, str, Callable[[], Any], grpc.StatusCode, str]] = [
         "unknown regress signature",
         "Regress",
         lambda: _regress(tf_example(x=1.0), signature="ghost"),
-        grpc.StatusCode.FAILED_PRECONDITION,
-        'Serving signature key "ghost" not found.',
+        grpc.StatusCode.INVALID_ARGUMENT,  # regressor.cc GetRegressionSignature
+        "No signature was found with the name: ghost",
     ),
     (
         "multi-inference bad method",

@@ -230,7 +230,7 @@ CORPUS: dict[str, Case] = {
         PREDICT,
         json.dumps({"instances": [{f"in{i}" + "y" * 50: 1 for i in range(2000)}]}).encode(),
         400,
-        "unknown input",
+        "does not have named input",
     ),
     # -- V2 binary extension: lengths that lie --
     "binary header length past the body": binary_case(16, FOUR_FLOATS, 400, "Inference-Header-Content-Length", 10_000),
@@ -264,11 +264,11 @@ CORPUS: dict[str, Case] = {
     # The test client decodes the path twice (no route: "Not Found"), uvicorn once (an unknown model).
     "double-encoded traversal": Case("/v1/models/%252e%252e%252fetc%252fpasswd:predict", GOOD, 404, "not"),
     "encoded traversal V2": Case("/v2/models/..%2F..%2Fetc%2Fpasswd/infer", GOOD, 404, ""),
-    "NUL in model name": Case("/v1/models/iris%00:predict", GOOD, 404, "not served"),
+    "NUL in model name": Case("/v1/models/iris%00:predict", GOOD, 404, "Servable not found for request: Latest(iris"),
     "NUL in V2 model name": Case("/v2/models/iris%00.json/infer", GOOD, 404, "not served"),
-    "overlong UTF-8 dot": Case("/v1/models/%C0%AE%C0%AE:predict", GOOD, 404, "not served"),
+    "overlong UTF-8 dot": Case("/v1/models/%C0%AE%C0%AE:predict", GOOD, 404, "Servable not found for request"),
     "invalid UTF-8 name": Case("/v2/models/%FF%FE/infer", GOOD, 404, "not served"),
-    "very long model name": Case("/v1/models/" + "m" * 8000 + ":predict", GOOD, 404, "not served"),
+    "very long model name": Case("/v1/models/" + "m" * 8000 + ":predict", GOOD, 404, "Servable not found for request"),
     "very long unicode name": Case("/v2/models/" + "%E2%98%83" * 2000 + "/infer", GOOD, 404, "not served"),
     "NUL version": Case("/v1/models/iris/versions/%00:predict", GOOD, 400, "version"),
     "full-width digit version": Case("/v1/models/iris/versions/%EF%BC%91:predict", GOOD, 400, "version"),
@@ -279,10 +279,14 @@ CORPUS: dict[str, Case] = {
     "signed version": Case("/v2/models/iris/versions/+1/ready", None, 400, "version"),
     "version beyond int64": Case("/v1/models/iris/versions/99999999999999999999999:predict", GOOD, 400, "version"),
     "very long version": Case("/v1/models/iris/versions/" + "9" * 5000 + "/metadata", None, 400, "version"),
-    "NUL label": Case("/v1/models/iris/labels/%00:predict", GOOD, 404, "label"),
-    "traversal label": Case("/v1/models/iris/labels/..%2F..%2F:predict", GOOD, 404, ""),
-    "very long label": Case("/v1/models/iris/labels/" + "%E2%98%83" * 2000 + "/metadata", None, 404, "label"),
-    "status of a NUL name": Case("/v1/models/%00", None, 404, "not served"),
+    "NUL label": Case("/v1/models/iris/labels/%00:predict", GOOD, 400, "Unrecognized servable version label"),
+    "traversal label": Case(
+        "/v1/models/iris/labels/..%2F..%2F:predict", GOOD, 400, "Unrecognized servable version label: ..%2F..%2F"
+    ),
+    "very long label": Case(
+        "/v1/models/iris/labels/" + "%E2%98%83" * 2000 + "/metadata", None, 400, "Unrecognized servable version label"
+    ),
+    "status of a NUL name": Case("/v1/models/%00", None, 404, "Could not find any versions of model"),
     "metadata of a long name": Case("/v2/models/" + "x" * 8000, None, 404, "not served"),
     # -- NaN and Infinity: valid float values, as in TF Serving --
     "NaN row": Case(PREDICT, b'{"instances": [[NaN, Infinity, -Infinity, 1.0]]}', 200),

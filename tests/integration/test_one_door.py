@@ -35,12 +35,25 @@ def test_a_missing_signature_is_400_on_every_route_that_names_one(demo_model_dir
     publish(LocalRepository(root), "iris", 1, demo_model_dir)
     settings = Settings(repository=str(root), cache_dir=str(tmp_path / "cache"))
     with running_app(settings) as client:
-        for verb, body in (
-            ("predict", {"signature_name": "ghost", "instances": [[5.1, 3.5, 1.4, 0.2]]}),
-            ("classify", {"signature_name": "ghost", "examples": [{"x": 1.0}]}),
-            ("regress", {"signature_name": "ghost", "examples": [{"x": 1.0}]}),
+        # TF Serving's words (http_rest_api_handler.cc GetInfoMap; classifier.cc, regressor.cc).
+        for verb, body, text in (
+            (
+                "predict",
+                {"signature_name": "ghost", "instances": [[5.1, 3.5, 1.4, 0.2]]},
+                'Serving signature name: "ghost" not found in signature def',
+            ),
+            (
+                "classify",
+                {"signature_name": "ghost", "examples": [{"x": 1.0}]},
+                "No signature was found with the name: ghost",
+            ),
+            (
+                "regress",
+                {"signature_name": "ghost", "examples": [{"x": 1.0}]},
+                "No signature was found with the name: ghost",
+            ),
         ):
             answer = client.post(f"/v1/models/iris:{verb}", json=body)
             assert answer.status_code == 400, (verb, answer.text)
-            assert "'ghost' not found" in answer.json()["error"]
+            assert answer.json()["error"] == text
             assert str(tmp_path) not in answer.text

@@ -100,7 +100,9 @@ def test_predict_columnar_format_and_version_and_label_addressing(client: TestCl
     labelled = client.post("/v1/models/iris/labels/canary:predict", json={"instances": [SETOSA]})
     assert labelled.status_code == 200
     assert labelled.headers["X-Model-Version"] == "2"
-    assert client.post("/v1/models/iris/labels/nope:predict", json={"instances": [SETOSA]}).status_code == 404
+    unknown_label = client.post("/v1/models/iris/labels/nope:predict", json={"instances": [SETOSA]})
+    assert unknown_label.status_code == 400  # INVALID_ARGUMENT in TF Serving (server_core.cc)
+    assert unknown_label.json() == {"error": "Unrecognized servable version label: nope"}
 
 
 def test_keras_model_predicts(client: TestClient) -> None:

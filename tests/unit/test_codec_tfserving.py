@@ -109,16 +109,19 @@ def test_signature_name_must_be_a_string() -> None:
 
 
 def test_both_instances_and_inputs_are_refused() -> None:
-    refused({"instances": [[1, 2, 3, 4]], "inputs": [[1, 2, 3, 4]]}, "has both 'instances' and 'inputs'")
+    refused(
+        {"instances": [[1, 2, 3, 4]], "inputs": [[1, 2, 3, 4]]},
+        "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist",
+    )
 
 
 def test_neither_instances_nor_inputs_is_refused() -> None:
-    refused({"signature_name": "serving_default"}, "has neither 'instances' (row format) nor 'inputs'")
+    refused({"signature_name": "serving_default"}, "Missing 'inputs' or 'instances' key")
 
 
 def test_instances_must_be_a_non_empty_list() -> None:
-    refused({"instances": {"features": [1, 2, 3, 4]}}, "'instances' must be a list, got an object")
-    refused({"instances": []}, "'instances' is an empty list")
+    refused({"instances": {"features": [1, 2, 3, 4]}}, "Excepting 'instances' to be an list/array")
+    refused({"instances": []}, "No values in 'instances' array")
 
 
 def test_ragged_instances_are_refused() -> None:
@@ -139,7 +142,8 @@ def test_ragged_named_instances_are_refused() -> None:
 def test_unknown_input_name_in_an_instance() -> None:
     refused(
         {"instances": [{"a": [1, 2], "b": 1}, {"a": [1, 2], "b": 1, "c": 3}]},
-        "instances[1] names unknown input 'c'; signature 'serving_default' has inputs 'a', 'b'",
+        "Failed to process element: 1 key: c of 'instances' list. Error: INVALID_ARGUMENT: JSON object: does not "
+        "have named input: c",
         TWO_INPUTS,
     )
 
@@ -147,7 +151,7 @@ def test_unknown_input_name_in_an_instance() -> None:
 def test_missing_input_name_in_an_instance() -> None:
     refused(
         {"instances": [{"a": [1, 2]}]},
-        "instances[0] is missing input 'b'; signature 'serving_default' has inputs 'a', 'b'",
+        "Failed to process element: 0 of 'instances' list. JSON object keys must be equal to: a,b",
         TWO_INPUTS,
     )
 
@@ -225,7 +229,9 @@ def test_columnar_unknown_and_missing_names() -> None:
         "'inputs' names unknown input 'zz'; signature 'serving_default' has inputs 'a', 'b'",
         TWO_INPUTS,
     )
-    refused({"inputs": {"a": [[1, 2]]}}, "'inputs' is missing input 'b'", TWO_INPUTS)
+    refused({"inputs": {"a": [[1, 2]]}}, "Missing named input: b in 'inputs' object.", TWO_INPUTS)
+    # A misspelt name: TF Serving's words for the missing one come first.
+    refused({"inputs": {"a": [[1, 2]], "B": [1]}}, "Missing named input: b in 'inputs' object.", TWO_INPUTS)
 
 
 def test_columnar_bare_value_for_several_inputs_is_refused() -> None:
@@ -362,8 +368,8 @@ def test_signature_name_defaults_for_examples() -> None:
 @pytest.mark.parametrize(
     ("document", "message"),
     [
-        ({"instances": []}, "the request has no 'examples' list"),
-        ({"examples": {"x": 1}}, "'examples' must be a list of objects, got an object"),
+        ({"instances": []}, "When method is classify, key 'examples' is expected and was not found"),
+        ({"examples": {"x": 1}}, "Expecting 'examples' value to be an list/array"),
         ({"examples": []}, "'examples' is an empty list"),
         ({"examples": [[1, 2]]}, "examples[0] must be an object of features, got a list"),
         ({"examples": [{"x": 1}], "context": [1]}, "context must be an object of features, got a list"),

@@ -33,52 +33,17 @@ from tensorflow_serving.apis import (
 
 from service.api.grpc.observe import Context, RpcCall, RpcObserver, Served
 from service.api.grpc.server import GrpcDeps
+from service.api.tfserving_errors import tf_serving_error
 from service.codecs import tfserving_proto
 from service.codecs.arrays import Limits
-from service.codecs.lookup import UnknownSignature
 from service.codecs.tfserving import examples_input
-from service.dataplane import (
-    DataPlane,
-    LabelNotFound,
-    ModelNotServed,
-    StatusNotFound,
-    Target,
-    VersionNotAvailable,
-)
-from service.errors import Code, FailedPrecondition, InvalidArgument, NotFound, ServingError, Unimplemented
+from service.dataplane import DataPlane, Target
+from service.errors import Code, InvalidArgument, ServingError, Unimplemented
 from service.tensors import CLASSIFY_METHOD, REGRESS_METHOD, SignatureSpec
 
 PROTOCOL = "grpc-tfserving"
 
 Response = TypeVar("Response")
-
-
-# -- TF Serving's words for the data plane's errors -----------------------------------------------------------
-
-
-def _servable_request(target: Target, version: int | None) -> str:
-    """How TF Serving prints a ServableRequest (core/manager.h): Latest(m) or Specific(m, 3)."""
-    if version is None:
-        return f"Latest({target.model})"
-    return f"Specific({target.model}, {version})"
-
-
-def tf_serving_error(error: ServingError) -> ServingError:
-    """The error TF Serving reports for the same failure, with its code and text (clients match them)."""
-    if isinstance(error, LabelNotFound) or (isinstance(error, ModelNotServed) and error.target.label is not None):
-        # server_core.cc GetModelVersionForLabel; INVALID_ARGUMENT there.
-        return InvalidArgument(f"Unrecognized servable version label: {error.target.label}")
-    if isinstance(error, ModelNotServed):
-        return NotFound(f"Servable not found for request: {_servable_request(error.target, error.target.version)}")
-    if isinstance(error, VersionNotAvailable):
-        return NotFound(f"Servable not found for request: {_servable_request(error.target, error.version)}")
-    if isinstance(error, StatusNotFound):
-        if error.target.version is None:
-            return NotFound(f"Could not find any versions of model {error.target.model}")
-        return NotFound(f"Could not find version {error.target.version} of model {error.target.model}")
-    if isinstance(error, UnknownSignature):
-        return FailedPrecondition(f'Serving signature key "{error.key}" not found.')  # predict_util.cc
-    return error
 
 
 def target_of(spec: model_pb2.ModelSpec) -> Target:
@@ -110,7 +75,7 @@ class _Rpcs:
             try:
                 return await work(call)
             except ServingError as error:
-                raise tf_serving_error(error) from None
+                raise tf_serving_error(error, "grpc") from None
 
         return await self.observer.answer(context, self.dataplane.metric_label(model_name), worded)
 

@@ -1,5 +1,6 @@
-"""The data plane's structured errors worded as TF Serving words them on its gRPC services (the texts clients
-match), while their REST messages stay; and the ModelSpec and MultiInference checks of TF Serving."""
+"""The data plane's structured errors worded as TF Serving words them on its gRPC services and its REST API (the
+texts and codes clients match), while the V2 APIs' messages stay; and the ModelSpec and MultiInference checks of
+TF Serving."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from google.protobuf import wrappers_pb2
 from tensorflow_serving.apis import inference_pb2, model_pb2
 
 from service.api.grpc.observe import status_code
-from service.api.grpc.tfserving import check_tasks, target_of, tf_serving_error
+from service.api.grpc.tfserving import check_tasks, target_of
+from service.api.tfserving_errors import Front, tf_serving_error
+from service.codecs.json_io import MalformedJson, parse_object
 from service.codecs.lookup import UnknownSignature, find_signature
 from service.dataplane import LabelNotFound, ModelNotServed, StatusNotFound, Target, VersionNotAvailable
 from service.errors import Code, InvalidArgument, NotFound, Overloaded, ServingError, Unavailable, Unimplemented
@@ -33,18 +36,55 @@ CASES: list[tuple[ServingError, Code, str]] = [
     (StatusNotFound("rest", Target(M)), Code.NOT_FOUND, "Could not find any versions of model m"),
     (StatusNotFound("rest", Target(M, 9)), Code.NOT_FOUND, "Could not find version 9 of model m"),
     (UnknownSignature("rest", "x"), Code.FAILED_PRECONDITION, 'Serving signature key "x" not found.'),
+    (
+        UnknownSignature("rest", "x", "tensorflow/serving/classify"),
+        Code.INVALID_ARGUMENT,
+        "No signature was found with the name: x",
+    ),
+    (
+        UnknownSignature("rest", "x", "tensorflow/serving/regress"),
+        Code.INVALID_ARGUMENT,
+        "No signature was found with the name: x",
+    ),
 ]  # fmt: skip
+# Where TF Serving's REST API words a failure otherwise than its gRPC services (http_rest_api_handler.cc,
+# json_tensor.cc); every other case is worded the same on both.
+REST_ONLY: list[tuple[ServingError, Code, str]] = [
+    (UnknownSignature("rest", "x"), Code.INVALID_ARGUMENT, 'Serving signature name: "x" not found in signature def'),
+    (MalformedJson("rest", "unexpected end of data", 6), Code.INVALID_ARGUMENT,
+     "JSON Parse error: unexpected end of data at offset: 6"),
+    (MalformedJson("rest", empty=True), Code.INVALID_ARGUMENT, "JSON Parse error: The document is empty"),
+    (MalformedJson("rest nesting"), Code.INVALID_ARGUMENT, "JSON Parse error: rest nesting"),
+]  # fmt: skip
+REST_CASES = [c for c in CASES if not (isinstance(c[0], UnknownSignature) and c[0].method is None)] + REST_ONLY
+FRONTS = [("grpc", *case) for case in CASES] + [("rest", *case) for case in REST_CASES]
 
 
-@pytest.mark.parametrize(("error", "code", "text"), CASES, ids=[type(c[0]).__name__ + c[2][-12:] for c in CASES])
-def test_tf_serving_words_the_data_planes_errors(error: ServingError, code: Code, text: str) -> None:
-    assert error.message == "rest"  # REST keeps its own message; only the gRPC front end rewords
-    worded = tf_serving_error(error)
+@pytest.mark.parametrize(
+    ("front", "error", "code", "text"), FRONTS, ids=[f"{c[0]}-{type(c[1]).__name__}-{c[3][-12:]}" for c in FRONTS]
+)
+def test_tf_serving_words_the_data_planes_errors(front: Front, error: ServingError, code: Code, text: str) -> None:
+    assert "rest" in error.message  # the V2 APIs keep the error's own message; TF Serving's front ends reword
+    worded = tf_serving_error(error, front)
     assert (worded.code, worded.message) == (code, text)
     assert status_code(worded.code).name == code.name
 
 
-@pytest.mark.parametrize("error", [c[0] for c in CASES], ids=[type(c[0]).__name__ + c[2][-12:] for c in CASES])
+def test_a_body_that_does_not_parse_keeps_its_v2_message_and_tells_tf_serving_where() -> None:
+    with pytest.raises(MalformedJson) as caught:
+        parse_object(b'{"instances": [1, 2')
+    assert caught.value.message.startswith("malformed JSON: ")  # the V2 APIs' words, as before
+    assert tf_serving_error(caught.value, "grpc") is caught.value  # gRPC bodies are protobuf: never JSON
+    assert tf_serving_error(caught.value, "rest").message == "JSON Parse error: unexpected end of data at offset: 19"
+    with pytest.raises(MalformedJson) as empty:
+        parse_object(b"")
+    assert tf_serving_error(empty.value, "rest").message == "JSON Parse error: The document is empty"
+
+
+ALL_ERRORS = [c[0] for c in CASES + REST_ONLY]
+
+
+@pytest.mark.parametrize("error", ALL_ERRORS, ids=[f"{type(e).__name__}-{i}" for i, e in enumerate(ALL_ERRORS)])
 def test_structured_errors_cross_process_boundaries_whole(error: ServingError) -> None:
     # Decoders run in worker processes (service/api/rest/offload.py): what they raise comes back pickled.
     copy = pickle.loads(pickle.dumps(error))
@@ -53,12 +93,14 @@ def test_structured_errors_cross_process_boundaries_whole(error: ServingError) -
 
 def test_other_errors_pass_through_unchanged() -> None:
     for error in (InvalidArgument("x"), NotFound("y"), Unavailable("queue full")):
-        assert tf_serving_error(error) is error
+        assert tf_serving_error(error, "grpc") is error
+        assert tf_serving_error(error, "rest") is error
 
 
 def test_a_full_queue_is_unavailable_at_once() -> None:
     full = Overloaded("model 'm' version 1 has 64 requests queued", retry_after_s=1)
-    assert tf_serving_error(full) is full
+    assert tf_serving_error(full, "grpc") is full
+    assert tf_serving_error(full, "rest") is full
     assert status_code(full.code) is grpc.StatusCode.UNAVAILABLE
 
 
