@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 from google.protobuf import any_pb2, json_format, wrappers_pb2
+from google.protobuf.message import DecodeError
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
@@ -18,11 +19,12 @@ from tensorflow_serving.apis import (
     get_model_status_pb2,
     input_pb2,
     model_pb2,
+    predict_pb2,
     regression_pb2,
     status_pb2,
 )
 
-from service.codecs import tensorproto, tfserving
+from service.codecs import heads, tensorproto, tfserving
 from service.codecs.arrays import Limits
 from service.errors import Code, InvalidArgument
 from service.model_set import ModelSet, parse_model_set
@@ -103,6 +105,53 @@ def model_spec(name: str, version: int, signature_name: str | None) -> model_pb2
     if signature_name is not None:
         spec.signature_name = signature_name or DEFAULT_SIGNATURE
     return spec
+
+
+def predict_target(data: bytes) -> model_pb2.ModelSpec:
+    """A serialized PredictRequest's ModelSpec, read without parsing its inputs (``heads``)."""
+    head = heads.parse(heads.PredictRequestHead, data, predict_pb2.PredictRequest.DESCRIPTOR.full_name)
+    spec = model_pb2.ModelSpec()
+    for part in head.model_spec:  # a sub-message sent in parts merges, as protobuf reads it
+        try:
+            spec.MergeFromString(part)
+        except DecodeError as error:
+            raise heads.not_valid(predict_pb2.PredictRequest.DESCRIPTOR.full_name, str(error)) from None
+    return spec
+
+
+def decode_predict(data: bytes, signature: SignatureSpec, limits: Limits) -> tuple[dict[str, np.ndarray], list[str]]:
+    """A serialized PredictRequest's inputs and wanted outputs (a codec worker's job: parse and decode)."""
+    request = heads.parse(predict_pb2.PredictRequest, data)
+    wanted = check_output_filter(request.output_filter, signature)
+    return decode_inputs(request.inputs, signature, limits), wanted
+
+
+def predict_response(
+    model_name: str,
+    version: int,
+    signature_name: str,
+    outputs: Mapping[str, np.ndarray],
+    wanted: Sequence[str],
+    tensor_content: bool,
+) -> predict_pb2.PredictResponse:
+    response = predict_pb2.PredictResponse(model_spec=model_spec(model_name, version, signature_name))
+    for alias, tensor in encode_outputs(outputs, wanted, tensor_content).items():
+        response.outputs[alias].CopyFrom(tensor)
+    return response
+
+
+def encode_predict(
+    model_name: str,
+    version: int,
+    signature_name: str,
+    outputs: Mapping[str, np.ndarray],
+    wanted: Sequence[str],
+    tensor_content: bool,
+) -> bytes:
+    """``predict_response`` serialized (a codec worker's job: build and serialize)."""
+    return bytes(
+        predict_response(model_name, version, signature_name, outputs, wanted, tensor_content).SerializeToString()
+    )
 
 
 # -- classify and regress --

@@ -46,7 +46,7 @@ def test_tf_serving_words_the_data_planes_errors(error: ServingError, code: Code
 
 @pytest.mark.parametrize("error", [c[0] for c in CASES], ids=[type(c[0]).__name__ + c[2][-12:] for c in CASES])
 def test_structured_errors_cross_process_boundaries_whole(error: ServingError) -> None:
-    # Decoders run in worker processes (service/api/rest/offload.py): what they raise comes back pickled.
+    # Decoders run in worker processes (service/api/offload.py): what they raise comes back pickled.
     copy = pickle.loads(pickle.dumps(error))
     assert (type(copy), copy.message, vars(copy)) == (type(error), error.message, vars(error))
 

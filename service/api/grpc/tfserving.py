@@ -25,15 +25,15 @@ from tensorflow_serving.apis import (
     model_pb2,
     model_service_pb2,
     model_service_pb2_grpc,
-    predict_pb2,
     prediction_service_pb2,
     prediction_service_pb2_grpc,
     regression_pb2,
 )
 
 from service.api.grpc.observe import Context, RpcCall, RpcObserver, Served
-from service.api.grpc.server import GrpcDeps
-from service.codecs import tfserving_proto
+from service.api.grpc.server import GrpcDeps, serialized
+from service.api.offload import answer_size
+from service.codecs import heads, tfserving_proto
 from service.codecs.arrays import Limits
 from service.codecs.lookup import UnknownSignature
 from service.codecs.tfserving import examples_input
@@ -101,6 +101,7 @@ class _Rpcs:
         settings = deps.settings
         self.limits = Limits(settings.max_tensor_elements, settings.max_string_elements)
         self.tensor_content = settings.grpc.tensor_content
+        self.codec = deps.codec()  # where large Predict messages are parsed and their answers built
         self.observer = RpcObserver(deps.metrics, PROTOCOL, deps.telemetry)
 
     async def answer(
@@ -121,18 +122,18 @@ class _Rpcs:
         dataplane = self.dataplane
         with dataplane.lease(target) as loaded:
             signature = dataplane.signature(loaded, signature_name or None, method)
-            inputs, respond = build(signature)
+            inputs, respond = await build(signature)
             dataplane.check_shapes(signature, inputs)
             deadline = dataplane.deadline(call.arrived, call.timeout_s)
             outputs = await dataplane.run(loaded, signature, inputs, deadline)
-            return Served(respond(outputs, loaded.version, signature.name), loaded.model, loaded.version_label)
+            answer = await respond(outputs, loaded.version, signature.name)
+            return Served(answer, loaded.model, loaded.version_label)
 
 
-# A request's inputs for a signature, and how to answer from its outputs (the outputs, the version, the signature).
-_Build = Callable[
-    [SignatureSpec],
-    tuple[dict[str, np.ndarray], Callable[[dict[str, np.ndarray], int, str], Any]],
-]
+# How to answer from a request's outputs (the outputs, the version, the signature's name).
+_Respond = Callable[[dict[str, np.ndarray], int, str], Awaitable[Any]]
+# A request's inputs for a signature, and how to answer from its outputs.
+_Build = Callable[[SignatureSpec], Awaitable[tuple[dict[str, np.ndarray], _Respond]]]
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
@@ -141,37 +142,55 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
     def __init__(self, rpcs: _Rpcs) -> None:
         self._rpcs = rpcs
 
-    async def Predict(  # noqa: N802 (the RPC's name)
-        self, request: predict_pb2.PredictRequest, context: Context
-    ) -> predict_pb2.PredictResponse:
+    async def Predict(self, data: bytes, context: Context) -> bytes:  # noqa: N802 (the RPC's name)
+        """Predict on a serialized PredictRequest (registered with bytes in and out, ``BYTES_RPCS``): its model
+        spec is read first; parsing with decoding, and building the answer with serializing, run where the
+        codec pool says by their size: inline when small, else in a codec worker, off the event loop."""
         rpcs = self._rpcs
+        try:
+            spec = tfserving_proto.predict_target(data)
+        except ServingError as error:  # bytes that are no PredictRequest
+            refusal = error
 
-        def build(signature: SignatureSpec) -> tuple[dict[str, np.ndarray], Callable[..., Any]]:
-            wanted = tfserving_proto.check_output_filter(request.output_filter, signature)
-            inputs = tfserving_proto.decode_inputs(request.inputs, signature, rpcs.limits)
+            async def refuse(call: RpcCall) -> Served[bytes]:
+                raise refusal
 
-            def respond(outputs: dict[str, np.ndarray], version: int, name: str) -> predict_pb2.PredictResponse:
-                response = predict_pb2.PredictResponse(
-                    model_spec=tfserving_proto.model_spec(request.model_spec.name, version, name)
+            return await rpcs.answer(context, "", refuse)
+
+        async def build(signature: SignatureSpec) -> tuple[dict[str, np.ndarray], _Respond]:
+            inputs, wanted = await rpcs.codec.call(
+                len(data), tfserving_proto.decode_predict, data, signature, rpcs.limits
+            )
+
+            async def respond(outputs: dict[str, np.ndarray], version: int, name: str) -> bytes:
+                return await rpcs.codec.call(
+                    answer_size(outputs),
+                    tfserving_proto.encode_predict,
+                    spec.name,
+                    version,
+                    name,
+                    outputs,
+                    wanted,
+                    rpcs.tensor_content,
                 )
-                for alias, tensor in tfserving_proto.encode_outputs(outputs, wanted, rpcs.tensor_content).items():
-                    response.outputs[alias].CopyFrom(tensor)
-                return response
 
             return inputs, respond
 
-        async def work(call: RpcCall) -> Served[predict_pb2.PredictResponse]:
-            target = target_of(request.model_spec)
-            return await rpcs.run(call, target, request.model_spec.signature_name, None, build)
+        async def work(call: RpcCall) -> Served[bytes]:
+            return await rpcs.run(call, target_of(spec), spec.signature_name, None, build)
 
-        return await rpcs.answer(context, request.model_spec.name, work)
+        return await rpcs.answer(context, spec.name, work)
 
     def _examples(self, request_input: Any, method: str, result: Callable[[dict[str, np.ndarray]], Any]) -> _Build:
         rpcs = self._rpcs
 
-        def build(signature: SignatureSpec) -> tuple[dict[str, np.ndarray], Callable[..., Any]]:
+        async def build(signature: SignatureSpec) -> tuple[dict[str, np.ndarray], _Respond]:
             inputs = {examples_input(signature): tfserving_proto.serialized_examples(request_input, rpcs.limits)}
-            return inputs, lambda outputs, version, name: (result(outputs), version, name)
+
+            async def respond(outputs: dict[str, np.ndarray], version: int, name: str) -> Any:
+                return result(outputs), version, name
+
+            return inputs, respond
 
         return build
 
@@ -348,7 +367,7 @@ def _checked(method: Callable[[Any, Context], Awaitable[Any]], observer: RpcObse
             malformed = request
 
             async def refuse(call: RpcCall) -> Served[Any]:
-                raise InvalidArgument(f"the request is not a valid {malformed.message_type}: {malformed.reason}")
+                raise heads.not_valid(malformed.message_type, malformed.reason)
 
             return await observer.answer(context, "", refuse)
         return await method(request, context)
@@ -356,17 +375,26 @@ def _checked(method: Callable[[Any, Context], Awaitable[Any]], observer: RpcObse
     return handler
 
 
+# RPCs registered with bytes in and out: their servicer methods parse and build messages where their size says.
+BYTES_RPCS = frozenset(("Predict",))
+
+
+def _handler(servicer: object, method: Any, observer: RpcObserver) -> grpc.RpcMethodHandler[Any, Any]:
+    response = message_factory.GetMessageClass(method.output_type)
+    if method.name in BYTES_RPCS:
+        behaviour = getattr(servicer, method.name)
+        return grpc.unary_unary_rpc_method_handler(behaviour, response_serializer=serialized(response))
+    return grpc.unary_unary_rpc_method_handler(
+        _checked(getattr(servicer, method.name), observer),
+        request_deserializer=_lenient(message_factory.GetMessageClass(method.input_type)),
+        response_serializer=response.SerializeToString,
+    )
+
+
 def service_handler(service: Any, servicer: object, observer: RpcObserver) -> grpc.GenericRpcHandler:
     """What the generated ``add_*Servicer_to_server`` registers, with requests that do not parse refused as
     INVALID_ARGUMENT; built from the service's descriptor, so every RPC of it is there."""
-    handlers = {
-        method.name: grpc.unary_unary_rpc_method_handler(
-            _checked(getattr(servicer, method.name), observer),
-            request_deserializer=_lenient(message_factory.GetMessageClass(method.input_type)),
-            response_serializer=message_factory.GetMessageClass(method.output_type).SerializeToString,
-        )
-        for method in service.methods
-    }
+    handlers = {method.name: _handler(servicer, method, observer) for method in service.methods}
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 
