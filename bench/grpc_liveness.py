@@ -50,6 +50,7 @@ class Case:
     name: str
     method: str
     body: bytes
+    rows: int  # the first dimension of every answer tensor
 
 
 def _varint(value: int) -> bytes:
@@ -114,11 +115,12 @@ def worst_cases(limits: Limits) -> list[Case]:
     ids_varints = b"\x01" * strings  # int64 1 as a varint, packed
     float_tensor = _tensor(types_pb2.DT_FLOAT, [rows, 4], _packed(FLOAT_VAL, features))
     return [
-        Case(f"TF Serving Predict float_val, {rows} x 4", PREDICT, _predict("iris", {"features": float_tensor})),
+        Case(f"TF Serving Predict float_val, {rows} x 4", PREDICT, _predict("iris", {"features": float_tensor}), rows),
         Case(
             f"TF Serving Predict tensor_content, {rows} x 4",
             PREDICT,
             _predict("iris", {"features": _tensor(types_pb2.DT_FLOAT, [rows, 4], tensor_content=features)}),
+            rows,
         ),
         Case(
             f"TF Serving Predict string_val, {strings} x {token} bytes",
@@ -130,14 +132,20 @@ def worst_cases(limits: Limits) -> list[Case]:
                     "tokens": _tensor(types_pb2.DT_STRING, [strings], string_val=tokens),
                 },
             ),
+            strings,
         ),
         Case(
             f"V2 ModelInfer fp32_contents, {rows} x 4",
             INFER,
             _infer("iris", [("features", "FP32", [rows, 4], _packed(FP32_CONTENTS, features), [])], []),
+            rows,
         ),
-        Case(f"V2 ModelInfer raw FP32, {rows} x 4", INFER, _infer("iris", [("features", "FP32", [rows, 4], b"", [])],
-                                                                     [features])),
+        Case(
+            f"V2 ModelInfer raw FP32, {rows} x 4",
+            INFER,
+            _infer("iris", [("features", "FP32", [rows, 4], b"", [])], [features]),
+            rows,
+        ),
         Case(
             f"V2 ModelInfer bytes_contents, {strings} x {token} bytes",
             INFER,
@@ -149,6 +157,7 @@ def worst_cases(limits: Limits) -> list[Case]:
                 ],
                 [],
             ),
+            strings,
         ),
         Case(
             f"V2 ModelInfer raw BYTES, {strings} x {token} bytes",
@@ -158,8 +167,9 @@ def worst_cases(limits: Limits) -> list[Case]:
                 [("ids", "INT64", [strings, 1], b"", []), ("tokens", "BYTES", [strings], b"", [])],
                 [ids.tobytes(), b"".join(len(t).to_bytes(4, "little") + t for t in tokens)],
             ),
+            strings,
         ),
-    ]  # fmt: skip
+    ]
 
 
 def channel_options(limits: Limits) -> list[tuple[str, int]]:
@@ -187,15 +197,15 @@ def health_probe(port: int) -> Callable[[], float]:
     return probe
 
 
-def call(port: int, case: Case, limits: Limits, timeout_s: float) -> tuple[str, str, int]:
-    """Send the case's bytes: (status code name, its message, the answer's size)."""
+def call(port: int, case: Case, limits: Limits, timeout_s: float) -> tuple[str, str, bytes]:
+    """Send the case's bytes: (status code name, its message, the answer)."""
     with grpc.insecure_channel(f"127.0.0.1:{port}", options=channel_options(limits)) as channel:
         method: Any = channel.unary_unary(case.method)  # bytes both ways
         try:
             answer: bytes = method(case.body, timeout=timeout_s)
         except grpc.RpcError as error:
-            return error.code().name, str(error.details())[:160], 0
-        return "OK", "", len(answer)
+            return error.code().name, str(error.details())[:160], b""
+        return "OK", "", answer
 
 
 def measure(
@@ -207,7 +217,7 @@ def measure(
     health.start()
     started = time.perf_counter()
     try:
-        status, message, answer_bytes = call(grpc_port, case, limits, timeout_s)
+        status, message, answer = call(grpc_port, case, limits, timeout_s)
     finally:
         seconds = time.perf_counter() - started
         for watcher in (live, health):
@@ -218,7 +228,8 @@ def measure(
         "body_mib": len(case.body) / 2**20,
         "status": status,
         "error": message,
-        "answer_mib": answer_bytes / 2**20,
+        "answer_mib": len(answer) / 2**20,
+        "answer": answer,
         "request_s": seconds,
         "live_worst_s": max(live.values, default=float("nan")),
         "live_answers": sum(1 for v in live.values if v != float("inf")),
@@ -231,6 +242,18 @@ HEADER = (
     "| gRPC request | message MiB | status | answer MiB | call s | worst /v2/health/live s | answers | "
     "worst health Check s | answers |\n|---|---|---|---|---|---|---|---|---|"
 )
+
+
+def answer_rows(case: Case, answer: bytes) -> set[int]:
+    """The first dimension of each of the answer's tensors (a correct answer has the request's rows in each)."""
+    if case.method == PREDICT:
+        from tensorflow_serving.apis import predict_pb2
+
+        outputs = predict_pb2.PredictResponse.FromString(answer).outputs.values()
+        return {tensor.tensor_shape.dim[0].size for tensor in outputs}
+    from service.codecs import v2_messages
+
+    return {tensor.shape[0] for tensor in v2_messages.ModelInferResponse.FromString(answer).outputs}
 
 
 def row(r: dict[str, Any]) -> str:

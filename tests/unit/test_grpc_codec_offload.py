@@ -1,0 +1,130 @@
+"""The gRPC codec path in real worker processes: a serialized PredictRequest or ModelInferRequest is parsed and
+decoded in a worker, an answer built and serialized there, and what a worker refuses comes back with its type and
+message; the heads read a message's model as protobuf reads the whole message."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2
+
+from service.api.offload import Offload
+from service.codecs import tfserving_proto, v2_messages, v2_proto
+from service.codecs.arrays import Limits
+from service.errors import InvalidArgument
+from service.tensors import PREDICT_METHOD, SignatureSpec, TensorSpec, dtype_from_tf_name
+
+FLOAT = dtype_from_tf_name("DT_FLOAT")
+SIGNATURE = SignatureSpec(
+    "serving_default",
+    PREDICT_METHOD,
+    {"x": TensorSpec("x", FLOAT, (-1, 2), "x:0")},
+    {"y": TensorSpec("y", FLOAT, (-1, 2), "Identity:0")},
+)
+LIMITS = Limits(10_000, 1_000)
+ROWS = np.arange(8, dtype=np.float32).reshape(4, 2)
+
+
+@pytest.fixture(scope="module")
+def offload() -> Iterator[Offload]:
+    pool = Offload(LIMITS, 0, workers=1, wait_s=30.0, retry_after_s=1)  # everything goes to the worker
+    asyncio.run(pool.warm_up())
+    yield pool
+    pool.close()
+
+
+def _run(offload: Offload, function: object, *args: object) -> object:
+    async def call() -> object:
+        return await offload.call(1, function, *args)  # type: ignore[arg-type]
+
+    return asyncio.run(call())
+
+
+def _predict(model: str = "m", tensor: object = None) -> bytes:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.model_spec.signature_name = "serving_default"
+    request.inputs["x"].CopyFrom(tensor if tensor is not None else tf.make_tensor_proto(ROWS))
+    request.output_filter.append("y")
+    return bytes(request.SerializeToString())
+
+
+def test_the_pool_really_is_another_process(offload: Offload) -> None:
+    assert _run(offload, os.getpid) != os.getpid()
+
+
+def test_a_predict_request_is_parsed_and_decoded_in_a_worker(offload: Offload) -> None:
+    inputs, wanted = _run(offload, tfserving_proto.decode_predict, _predict(), SIGNATURE, LIMITS)  # type: ignore[misc]
+    assert wanted == ["y"]
+    np.testing.assert_array_equal(inputs["x"], ROWS)
+    assert inputs["x"].dtype == np.float32
+
+
+def test_a_predict_answer_built_in_a_worker_is_the_inline_one_serialized(offload: Offload) -> None:
+    outputs = {"y": ROWS * 2}
+    encoded = _run(offload, tfserving_proto.encode_predict, "m", 3, "serving_default", outputs, ["y"], False)
+    inline = tfserving_proto.predict_response("m", 3, "serving_default", outputs, ["y"], False)
+    assert predict_pb2.PredictResponse.FromString(encoded) == inline
+    assert list(inline.outputs["y"].float_val) == list((ROWS * 2).reshape(-1))
+
+
+def test_a_refusal_in_a_worker_comes_back_with_its_type_and_tf_servings_text(offload: Offload) -> None:
+    wrong = _predict(tensor=tf.make_tensor_proto(ROWS.astype(np.int32)))
+    with pytest.raises(InvalidArgument, match="DT_INT32") as refused:
+        _run(offload, tfserving_proto.decode_predict, wrong, SIGNATURE, LIMITS)
+    with pytest.raises(InvalidArgument) as inline:
+        tfserving_proto.decode_predict(wrong, SIGNATURE, LIMITS)
+    assert refused.value.message == inline.value.message
+
+
+def test_bytes_that_are_no_message_are_invalid_argument_from_a_worker(offload: Offload) -> None:
+    with pytest.raises(InvalidArgument, match=r"not a valid tensorflow\.serving\.PredictRequest"):
+        _run(offload, tfserving_proto.decode_predict, b"\xff\xff\xff", SIGNATURE, LIMITS)
+    with pytest.raises(InvalidArgument, match=r"not a valid inference\.ModelInferRequest"):
+        _run(offload, v2_proto.decode_request_bytes, b"\x0a\x05ab", SIGNATURE, LIMITS)
+
+
+def _infer(raw: bool) -> bytes:
+    request = v2_messages.ModelInferRequest(model_name="m", model_version="1", id="r7")
+    tensor = request.inputs.add(name="x", datatype="FP32", shape=[4, 2])
+    if raw:
+        request.raw_input_contents.append(ROWS.tobytes())
+    else:
+        tensor.contents.fp32_contents.extend(ROWS.reshape(-1).tolist())
+    return bytes(request.SerializeToString())
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["typed", "raw"])
+def test_a_model_infer_round_trip_through_a_worker(offload: Offload, raw: bool) -> None:
+    decoded = _run(offload, v2_proto.decode_request_bytes, _infer(raw), SIGNATURE, LIMITS)
+    assert isinstance(decoded, v2_proto.ProtoInferRequest)
+    assert (decoded.id, decoded.raw) == ("r7", raw)
+    np.testing.assert_array_equal(decoded.inputs["x"], ROWS)
+    args = ("m", "1", decoded.id, {"y": ROWS}, {"y": FLOAT}, decoded.raw)
+    encoded = _run(offload, v2_proto.encode_response_bytes, *args)
+    assert v2_messages.ModelInferResponse.FromString(encoded) == v2_proto.encode_response(*args)
+    stream = v2_messages.ModelStreamInferResponse.FromString(v2_proto.stream_response_bytes(encoded))
+    assert stream.infer_response == v2_proto.encode_response(*args)
+
+
+def test_heads_read_the_model_as_the_whole_message_does() -> None:
+    # A ModelSpec sent in two parts merges; the last scalar wins: the head agrees with the full parse.
+    data = _predict("first") + b"\x0a\x06\x0a\x04last"
+    whole = predict_pb2.PredictRequest.FromString(data).model_spec
+    assert tfserving_proto.predict_target(data) == whole
+    assert (whole.name, whole.signature_name) == ("last", "serving_default")
+    infer = _infer(raw=True) + b"\x0a\x01n"
+    head = v2_proto.infer_head(infer)
+    assert (head.model_name, head.model_version, head.id) == ("n", "1", "r7")
+
+
+def test_a_head_of_bytes_that_are_no_message_is_invalid_argument() -> None:
+    with pytest.raises(InvalidArgument, match=r"not a valid tensorflow\.serving\.PredictRequest"):
+        tfserving_proto.predict_target(b"\x0a\x05ab")
+    with pytest.raises(InvalidArgument, match=r"not a valid inference\.ModelInferRequest"):
+        v2_proto.infer_head(b"\x0a\x02\xff\xfe")  # model_name that is no UTF-8
