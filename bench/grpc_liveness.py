@@ -40,6 +40,7 @@ from bench.liveness import (
 REQUEST_TIMEOUT_S = 600.0
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
 INFER = "/inference.GRPCInferenceService/ModelInfer"
+CLASSIFY = "/tensorflow.serving.PredictionService/Classify"
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 # TensorProto's and InferTensorContents' field numbers of the typed values filled below.
 FLOAT_VAL, INT64_VAL, FP32_CONTENTS, INT64_CONTENTS = 5, 10, 6, 3
@@ -100,6 +101,21 @@ def _infer(model: str, inputs: list[tuple[str, str, list[int], bytes, list[bytes
     return bytes(request.SerializeToString())
 
 
+def _classify(examples: int) -> bytes:
+    """A ClassificationRequest for the ``classify`` signature of ``examples`` with that many tf.Examples."""
+    from tensorflow_serving.apis import classification_pb2
+
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name, request.model_spec.signature_name = "examples", "classify"
+    listed = request.input.example_list.examples
+    one = listed.add()
+    one.features.feature["x"].float_list.value.append(1.0)
+    each = one.SerializeToString()
+    for _ in range(examples - 1):
+        listed.add().MergeFromString(each)
+    return bytes(request.SerializeToString())
+
+
 def worst_cases(limits: Limits) -> list[Case]:
     """The largest gRPC request of each kind the limits allow; their answers are as large as the model makes
     them (iris: 3 floats a row, typed or raw as asked; multi: every token upper-cased back)."""
@@ -114,7 +130,9 @@ def worst_cases(limits: Limits) -> list[Case]:
     ids = np.ones(strings, dtype="<i8")
     ids_varints = b"\x01" * strings  # int64 1 as a varint, packed
     float_tensor = _tensor(types_pb2.DT_FLOAT, [rows, 4], _packed(FLOAT_VAL, features))
+    examples = min(limits.strings, (limits.body - SLACK) // 24)
     return [
+        Case(f"TF Serving Classify, {examples} tf.Examples", CLASSIFY, _classify(examples), examples),
         Case(f"TF Serving Predict float_val, {rows} x 4", PREDICT, _predict("iris", {"features": float_tensor}), rows),
         Case(
             f"TF Serving Predict tensor_content, {rows} x 4",
@@ -246,6 +264,10 @@ HEADER = (
 
 def answer_rows(case: Case, answer: bytes) -> set[int]:
     """The first dimension of each of the answer's tensors (a correct answer has the request's rows in each)."""
+    if case.method == CLASSIFY:
+        from tensorflow_serving.apis import classification_pb2
+
+        return {len(classification_pb2.ClassificationResponse.FromString(answer).result.classifications)}
     if case.method == PREDICT:
         from tensorflow_serving.apis import predict_pb2
 

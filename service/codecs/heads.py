@@ -25,10 +25,9 @@ _OPTIONAL = descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
 
 def _heads() -> dict[str, Any]:
     file = descriptor_pb2.FileDescriptorProto(name="rtserve_heads.proto", package=_PACKAGE, syntax="proto3")
-    # tensorflow.serving.PredictRequest: model_spec = 1 (a ModelSpec; every occurrence kept, merged by the reader).
-    file.message_type.add(name="PredictRequestHead").field.add(
-        name="model_spec", number=1, type=_BYTES, label=_REPEATED
-    )
+    # tensorflow.serving.PredictRequest, ClassificationRequest, RegressionRequest: model_spec = 1 (a ModelSpec;
+    # every occurrence kept, merged by the reader).
+    file.message_type.add(name="ModelSpecHead").field.add(name="model_spec", number=1, type=_BYTES, label=_REPEATED)
     # inference.ModelInferRequest: model_name = 1, model_version = 2, id = 3 (a stream's error echoes them).
     infer = file.message_type.add(name="ModelInferRequestHead")
     for number, name in enumerate(("model_name", "model_version", "id"), start=1):
@@ -43,7 +42,7 @@ def _heads() -> dict[str, Any]:
 
 # Immutable vocabulary, like the message classes of the protocols: built once when the module is imported.
 _HEADS = _heads()
-PredictRequestHead = _HEADS["PredictRequestHead"]
+ModelSpecHead = _HEADS["ModelSpecHead"]
 ModelInferRequestHead = _HEADS["ModelInferRequestHead"]
 
 
@@ -59,6 +58,11 @@ def parse(message_class: Any, data: bytes, message_type: str = "") -> Any:
         return message_class.FromString(data)
     except DecodeError as error:
         raise not_valid(message_type or message_class.DESCRIPTOR.full_name, str(error)) from None
+
+
+def check(message_class: Any, data: bytes) -> None:
+    """Raise ``parse``'s InvalidArgument when ``data`` is no such message (a codec worker's job when large)."""
+    parse(message_class, data)
 
 
 def field_bytes(number: int, data: bytes) -> bytes:

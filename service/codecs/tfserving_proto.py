@@ -28,7 +28,7 @@ from service.codecs import heads, tensorproto, tfserving
 from service.codecs.arrays import Limits
 from service.errors import Code, InvalidArgument
 from service.model_set import ModelSet, parse_model_set
-from service.tensors import DEFAULT_SIGNATURE, SignatureSpec, TensorSpec
+from service.tensors import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD, SignatureSpec, TensorSpec
 
 SIGNATURE_DEF_FIELD = "signature_def"  # the one metadata field TF Serving knows (get_model_metadata_impl.cc)
 _STATES = get_model_status_pb2.ModelVersionStatus.State
@@ -107,15 +107,17 @@ def model_spec(name: str, version: int, signature_name: str | None) -> model_pb2
     return spec
 
 
-def predict_target(data: bytes) -> model_pb2.ModelSpec:
-    """A serialized PredictRequest's ModelSpec, read without parsing its inputs (``heads``)."""
-    head = heads.parse(heads.PredictRequestHead, data, predict_pb2.PredictRequest.DESCRIPTOR.full_name)
+def request_target(data: bytes, request_type: Any = predict_pb2.PredictRequest) -> model_pb2.ModelSpec:
+    """The ModelSpec of a serialized PredictRequest, ClassificationRequest or RegressionRequest (field 1 in
+    each), read without parsing the rest (``heads``)."""
+    message_type = request_type.DESCRIPTOR.full_name
+    head = heads.parse(heads.ModelSpecHead, data, message_type)
     spec = model_pb2.ModelSpec()
     for part in head.model_spec:  # a sub-message sent in parts merges, as protobuf reads it
         try:
             spec.MergeFromString(part)
         except DecodeError as error:
-            raise heads.not_valid(predict_pb2.PredictRequest.DESCRIPTOR.full_name, str(error)) from None
+            raise heads.not_valid(message_type, str(error)) from None
     return spec
 
 
@@ -155,6 +157,33 @@ def encode_predict(
 
 
 # -- classify and regress --
+
+# The request message of each examples method (a signature's method_name).
+EXAMPLE_REQUESTS: Mapping[str, Any] = {
+    CLASSIFY_METHOD: classification_pb2.ClassificationRequest,
+    REGRESS_METHOD: regression_pb2.RegressionRequest,
+}
+
+
+def decode_examples(data: bytes, signature: SignatureSpec, limits: Limits) -> tuple[dict[str, np.ndarray], str]:
+    """A serialized ClassificationRequest or RegressionRequest (which one: the signature's method) as the
+    signature's inputs, and that method (a codec worker's job: parse and serialize each example)."""
+    request = heads.parse(EXAMPLE_REQUESTS[signature.method_name], data)
+    return {tfserving.examples_input(signature): serialized_examples(request.input, limits)}, signature.method_name
+
+
+def encode_examples(
+    model_name: str, version: int, signature_name: str, outputs: Mapping[str, np.ndarray], method: str
+) -> bytes:
+    """A ClassificationResponse or RegressionResponse (by ``method``), serialized (a codec worker's job)."""
+    spec = model_spec(model_name, version, signature_name)
+    if method == CLASSIFY_METHOD:
+        response: Any = classification_pb2.ClassificationResponse(
+            model_spec=spec, result=classification_result(outputs)
+        )
+    else:
+        response = regression_pb2.RegressionResponse(model_spec=spec, result=regression_result(outputs))
+    return bytes(response.SerializeToString())
 
 
 def serialized_examples(request_input: input_pb2.Input, limits: Limits) -> np.ndarray:

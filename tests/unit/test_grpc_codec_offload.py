@@ -116,7 +116,7 @@ def test_heads_read_the_model_as_the_whole_message_does() -> None:
     # A ModelSpec sent in two parts merges; the last scalar wins: the head agrees with the full parse.
     data = _predict("first") + b"\x0a\x06\x0a\x04last"
     whole = predict_pb2.PredictRequest.FromString(data).model_spec
-    assert tfserving_proto.predict_target(data) == whole
+    assert tfserving_proto.request_target(data) == whole
     assert (whole.name, whole.signature_name) == ("last", "serving_default")
     infer = _infer(raw=True) + b"\x0a\x01n"
     head = v2_proto.infer_head(infer)
@@ -125,6 +125,38 @@ def test_heads_read_the_model_as_the_whole_message_does() -> None:
 
 def test_a_head_of_bytes_that_are_no_message_is_invalid_argument() -> None:
     with pytest.raises(InvalidArgument, match=r"not a valid tensorflow\.serving\.PredictRequest"):
-        tfserving_proto.predict_target(b"\x0a\x05ab")
+        tfserving_proto.request_target(b"\x0a\x05ab")
     with pytest.raises(InvalidArgument, match=r"not a valid inference\.ModelInferRequest"):
         v2_proto.infer_head(b"\x0a\x02\xff\xfe")  # model_name that is no UTF-8
+
+
+EXAMPLES = SignatureSpec(
+    "classify",
+    "tensorflow/serving/classify",
+    {"inputs": TensorSpec("inputs", dtype_from_tf_name("DT_STRING"), (-1,), "tf_example:0")},
+    {
+        "classes": TensorSpec("classes", dtype_from_tf_name("DT_STRING"), (-1, 2), "c:0"),
+        "scores": TensorSpec("scores", FLOAT, (-1, 2), "s:0"),
+    },
+)
+
+
+def test_a_classification_request_is_serialized_to_examples_and_answered_in_a_worker(offload: Offload) -> None:
+    from tensorflow_serving.apis import classification_pb2
+
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name = "m"
+    for value in (1.0, 2.0):
+        request.input.example_list.examples.add().features.feature["x"].float_list.value.append(value)
+    data = request.SerializeToString()
+    inputs, method = _run(offload, tfserving_proto.decode_examples, data, EXAMPLES, LIMITS)  # type: ignore[misc]
+    assert method == EXAMPLES.method_name
+    assert [tf.train.Example.FromString(e).features.feature["x"].float_list.value[0] for e in inputs["inputs"]] == [
+        1.0,
+        2.0,
+    ]
+    outputs = {"classes": np.array([[b"a", b"b"]] * 2, dtype=object), "scores": np.full((2, 2), 0.5, np.float32)}
+    encoded = _run(offload, tfserving_proto.encode_examples, "m", 1, "classify", outputs, method)
+    answer = classification_pb2.ClassificationResponse.FromString(encoded)
+    assert [[c.label for c in row.classes] for row in answer.result.classifications] == [["a", "b"], ["a", "b"]]
+    assert answer.model_spec.signature_name == "classify"

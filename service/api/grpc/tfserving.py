@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import grpc
@@ -25,6 +26,7 @@ from tensorflow_serving.apis import (
     model_pb2,
     model_service_pb2,
     model_service_pb2_grpc,
+    predict_pb2,
     prediction_service_pb2,
     prediction_service_pb2_grpc,
     regression_pb2,
@@ -143,13 +145,48 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
         self._rpcs = rpcs
 
     async def Predict(self, data: bytes, context: Context) -> bytes:  # noqa: N802 (the RPC's name)
-        """Predict on a serialized PredictRequest (registered with bytes in and out, ``BYTES_RPCS``): its model
-        spec is read first; parsing with decoding, and building the answer with serializing, run where the
-        codec pool says by their size: inline when small, else in a codec worker, off the event loop."""
+        encode = partial(tfserving_proto.encode_predict, tensor_content=self._rpcs.tensor_content)
+        return await self._serve_bytes(
+            data, context, predict_pb2.PredictRequest, None, tfserving_proto.decode_predict, encode
+        )
+
+    async def Classify(self, data: bytes, context: Context) -> bytes:  # noqa: N802
+        return await self._serve_bytes(
+            data,
+            context,
+            classification_pb2.ClassificationRequest,
+            CLASSIFY_METHOD,
+            tfserving_proto.decode_examples,
+            tfserving_proto.encode_examples,
+        )
+
+    async def Regress(self, data: bytes, context: Context) -> bytes:  # noqa: N802
+        return await self._serve_bytes(
+            data,
+            context,
+            regression_pb2.RegressionRequest,
+            REGRESS_METHOD,
+            tfserving_proto.decode_examples,
+            tfserving_proto.encode_examples,
+        )
+
+    async def _serve_bytes(
+        self,
+        data: bytes,
+        context: Context,
+        request_type: Any,
+        method: str | None,
+        decode: Callable[[bytes, SignatureSpec, Limits], tuple[dict[str, np.ndarray], Any]],
+        encode: Callable[..., bytes],
+    ) -> bytes:
+        """One RPC on a serialized request (registered with bytes in and out, ``BYTES_RPCS``): its ModelSpec is
+        read first; ``decode`` (parse, and the signature's inputs with what the answer needs) and ``encode``
+        (model, version, signature, outputs and that -> the serialized answer) run where the codec pool says by
+        their size: inline when small, else in a codec worker, off the event loop. Both must be picklable."""
         rpcs = self._rpcs
         try:
-            spec = tfserving_proto.predict_target(data)
-        except ServingError as error:  # bytes that are no PredictRequest
+            spec = tfserving_proto.request_target(data, request_type)
+        except ServingError as error:  # bytes that are no such request
             refusal = error
 
             async def refuse(call: RpcCall) -> Served[bytes]:
@@ -158,30 +195,25 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
             return await rpcs.answer(context, "", refuse)
 
         async def build(signature: SignatureSpec) -> tuple[dict[str, np.ndarray], _Respond]:
-            inputs, wanted = await rpcs.codec.call(
-                len(data), tfserving_proto.decode_predict, data, signature, rpcs.limits
-            )
+            inputs, extra = await rpcs.codec.call(len(data), decode, data, signature, rpcs.limits)
 
             async def respond(outputs: dict[str, np.ndarray], version: int, name: str) -> bytes:
-                return await rpcs.codec.call(
-                    answer_size(outputs),
-                    tfserving_proto.encode_predict,
-                    spec.name,
-                    version,
-                    name,
-                    outputs,
-                    wanted,
-                    rpcs.tensor_content,
-                )
+                return await rpcs.codec.call(answer_size(outputs), encode, spec.name, version, name, outputs, extra)
 
             return inputs, respond
 
         async def work(call: RpcCall) -> Served[bytes]:
-            return await rpcs.run(call, target_of(spec), spec.signature_name, None, build)
+            try:
+                target = target_of(spec)
+            except InvalidArgument:
+                # TF Serving parses the whole message first: bytes that are no such message say so, not this.
+                await rpcs.codec.call(len(data), heads.check, request_type, data)
+                raise
+            return await rpcs.run(call, target, spec.signature_name, method, build)
 
         return await rpcs.answer(context, spec.name, work)
 
-    def _examples(self, request_input: Any, method: str, result: Callable[[dict[str, np.ndarray]], Any]) -> _Build:
+    def _examples(self, request_input: Any, result: Callable[[dict[str, np.ndarray]], Any]) -> _Build:
         rpcs = self._rpcs
 
         async def build(signature: SignatureSpec) -> tuple[dict[str, np.ndarray], _Respond]:
@@ -193,46 +225,6 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
             return inputs, respond
 
         return build
-
-    async def Classify(  # noqa: N802
-        self, request: classification_pb2.ClassificationRequest, context: Context
-    ) -> classification_pb2.ClassificationResponse:
-        rpcs = self._rpcs
-
-        async def work(call: RpcCall) -> Served[classification_pb2.ClassificationResponse]:
-            target = target_of(request.model_spec)
-            build = self._examples(request.input, CLASSIFY_METHOD, tfserving_proto.classification_result)
-            served: Served[Any] = await rpcs.run(
-                call, target, request.model_spec.signature_name, CLASSIFY_METHOD, build
-            )
-            result, version, name = served.response
-            spec = tfserving_proto.model_spec(request.model_spec.name, version, name)
-            return Served(
-                classification_pb2.ClassificationResponse(model_spec=spec, result=result),
-                served.model_name,
-                served.model_version,
-            )
-
-        return await rpcs.answer(context, request.model_spec.name, work)
-
-    async def Regress(  # noqa: N802
-        self, request: regression_pb2.RegressionRequest, context: Context
-    ) -> regression_pb2.RegressionResponse:
-        rpcs = self._rpcs
-
-        async def work(call: RpcCall) -> Served[regression_pb2.RegressionResponse]:
-            target = target_of(request.model_spec)
-            build = self._examples(request.input, REGRESS_METHOD, tfserving_proto.regression_result)
-            served: Served[Any] = await rpcs.run(call, target, request.model_spec.signature_name, REGRESS_METHOD, build)
-            result, version, name = served.response
-            spec = tfserving_proto.model_spec(request.model_spec.name, version, name)
-            return Served(
-                regression_pb2.RegressionResponse(model_spec=spec, result=result),
-                served.model_name,
-                served.model_version,
-            )
-
-        return await rpcs.answer(context, request.model_spec.name, work)
 
     async def MultiInference(  # noqa: N802
         self, request: inference_pb2.MultiInferenceRequest, context: Context
@@ -252,7 +244,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
                     if method == CLASSIFY_METHOD
                     else tfserving_proto.regression_result
                 )
-                build = self._examples(request.input, method, result_of)
+                build = self._examples(request.input, result_of)
                 served: Served[Any] = await rpcs.run(call, target, task.model_spec.signature_name, method, build)
                 result, version, name = served.response
                 entry = response.results.add(model_spec=tfserving_proto.model_spec(target.model, version, name))
@@ -376,7 +368,7 @@ def _checked(method: Callable[[Any, Context], Awaitable[Any]], observer: RpcObse
 
 
 # RPCs registered with bytes in and out: their servicer methods parse and build messages where their size says.
-BYTES_RPCS = frozenset(("Predict",))
+BYTES_RPCS = frozenset(("Predict", "Classify", "Regress"))
 
 
 def _handler(servicer: object, method: Any, observer: RpcObserver) -> grpc.RpcMethodHandler[Any, Any]:
