@@ -41,6 +41,7 @@ REQUEST_TIMEOUT_S = 600.0
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 CLASSIFY = "/tensorflow.serving.PredictionService/Classify"
+MULTI = "/tensorflow.serving.PredictionService/MultiInference"
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 # TensorProto's and InferTensorContents' field numbers of the typed values filled below.
 FLOAT_VAL, INT64_VAL, FP32_CONTENTS, INT64_CONTENTS = 5, 10, 6, 3
@@ -101,12 +102,23 @@ def _infer(model: str, inputs: list[tuple[str, str, list[int], bytes, list[bytes
     return bytes(request.SerializeToString())
 
 
-def _classify(examples: int) -> bytes:
-    """A ClassificationRequest for the ``classify`` signature of ``examples`` with that many tf.Examples."""
-    from tensorflow_serving.apis import classification_pb2
+def _classify(examples: int, multi: bool = False) -> bytes:
+    """A ClassificationRequest for the ``classify`` signature of ``examples`` with that many tf.Examples, or
+    (``multi``) a MultiInferenceRequest with a classify and a regress task on them."""
+    from tensorflow_serving.apis import classification_pb2, inference_pb2
 
-    request = classification_pb2.ClassificationRequest()
-    request.model_spec.name, request.model_spec.signature_name = "examples", "classify"
+    request: Any
+    if multi:
+        request = inference_pb2.MultiInferenceRequest()
+        for signature, method in (
+            ("classify", "tensorflow/serving/classify"),
+            ("regress", "tensorflow/serving/regress"),
+        ):
+            task = request.tasks.add(method_name=method)
+            task.model_spec.name, task.model_spec.signature_name = "examples", signature
+    else:
+        request = classification_pb2.ClassificationRequest()
+        request.model_spec.name, request.model_spec.signature_name = "examples", "classify"
     listed = request.input.example_list.examples
     one = listed.add()
     one.features.feature["x"].float_list.value.append(1.0)
@@ -133,6 +145,9 @@ def worst_cases(limits: Limits) -> list[Case]:
     examples = min(limits.strings, (limits.body - SLACK) // 24)
     return [
         Case(f"TF Serving Classify, {examples} tf.Examples", CLASSIFY, _classify(examples), examples),
+        Case(
+            f"TF Serving MultiInference, 2 tasks on {examples} tf.Examples", MULTI, _classify(examples, True), examples
+        ),
         Case(f"TF Serving Predict float_val, {rows} x 4", PREDICT, _predict("iris", {"features": float_tensor}), rows),
         Case(
             f"TF Serving Predict tensor_content, {rows} x 4",
@@ -264,6 +279,11 @@ HEADER = (
 
 def answer_rows(case: Case, answer: bytes) -> set[int]:
     """The first dimension of each of the answer's tensors (a correct answer has the request's rows in each)."""
+    if case.method == MULTI:
+        from tensorflow_serving.apis import inference_pb2
+
+        results = inference_pb2.MultiInferenceResponse.FromString(answer).results
+        return {len(r.classification_result.classifications) or len(r.regression_result.regressions) for r in results}
     if case.method == CLASSIFY:
         from tensorflow_serving.apis import classification_pb2
 

@@ -25,9 +25,9 @@ _OPTIONAL = descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
 
 def _heads() -> dict[str, Any]:
     file = descriptor_pb2.FileDescriptorProto(name="rtserve_heads.proto", package=_PACKAGE, syntax="proto3")
-    # tensorflow.serving.PredictRequest, ClassificationRequest, RegressionRequest: model_spec = 1 (a ModelSpec;
-    # every occurrence kept, merged by the reader).
-    file.message_type.add(name="ModelSpecHead").field.add(name="model_spec", number=1, type=_BYTES, label=_REPEATED)
+    # Every occurrence of field 1, as bytes: the model_spec of tensorflow.serving's Predict, Classification and
+    # RegressionRequest (the reader merges the parts, as protobuf does), the tasks of its MultiInferenceRequest.
+    file.message_type.add(name="FirstFieldHead").field.add(name="first", number=1, type=_BYTES, label=_REPEATED)
     # inference.ModelInferRequest: model_name = 1, model_version = 2, id = 3 (a stream's error echoes them).
     infer = file.message_type.add(name="ModelInferRequestHead")
     for number, name in enumerate(("model_name", "model_version", "id"), start=1):
@@ -42,7 +42,7 @@ def _heads() -> dict[str, Any]:
 
 # Immutable vocabulary, like the message classes of the protocols: built once when the module is imported.
 _HEADS = _heads()
-ModelSpecHead = _HEADS["ModelSpecHead"]
+FirstFieldHead = _HEADS["FirstFieldHead"]
 ModelInferRequestHead = _HEADS["ModelInferRequestHead"]
 
 

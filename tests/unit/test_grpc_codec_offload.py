@@ -160,3 +160,21 @@ def test_a_classification_request_is_serialized_to_examples_and_answered_in_a_wo
     answer = classification_pb2.ClassificationResponse.FromString(encoded)
     assert [[c.label for c in row.classes] for row in answer.result.classifications] == [["a", "b"], ["a", "b"]]
     assert answer.model_spec.signature_name == "classify"
+
+
+def test_a_multi_inference_request_is_checked_and_decoded_in_a_worker(offload: Offload) -> None:
+    from tensorflow_serving.apis import inference_pb2
+
+    request = inference_pb2.MultiInferenceRequest()
+    for signature in ("classify", "classify"):
+        task = request.tasks.add(method_name="tensorflow/serving/classify")
+        task.model_spec.name, task.model_spec.signature_name = "m", signature
+    request.input.example_list.examples.add().features.feature["x"].float_list.value.append(1.0)
+    data = request.SerializeToString()
+    assert tfserving_proto.first_task_model(data) == "m"
+    with pytest.raises(InvalidArgument, match="Duplicate evaluation of signature: classify"):
+        _run(offload, tfserving_proto.decode_multi, data, LIMITS)
+    request.tasks[1].model_spec.signature_name = "other"
+    tasks, examples = _run(offload, tfserving_proto.decode_multi, request.SerializeToString(), LIMITS)  # type: ignore[misc]
+    assert [task.model_spec.signature_name for task in tasks] == ["classify", "other"]
+    assert len(examples) == 1

@@ -11,8 +11,9 @@ from google.protobuf import wrappers_pb2
 from tensorflow_serving.apis import inference_pb2, model_pb2
 
 from service.api.grpc.observe import status_code
-from service.api.grpc.tfserving import check_tasks, target_of, tf_serving_error
+from service.api.grpc.tfserving import target_of, tf_serving_error
 from service.codecs.lookup import UnknownSignature, find_signature
+from service.codecs.tfserving_proto import check_tasks
 from service.dataplane import LabelNotFound, ModelNotServed, StatusNotFound, Target, VersionNotAvailable
 from service.errors import Code, InvalidArgument, NotFound, Overloaded, ServingError, Unavailable, Unimplemented
 

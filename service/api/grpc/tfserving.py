@@ -18,10 +18,8 @@ import numpy as np
 from google.protobuf import message_factory
 from google.protobuf.message import DecodeError
 from tensorflow_serving.apis import (
-    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
-    inference_pb2,
     model_management_pb2,
     model_pb2,
     model_service_pb2,
@@ -29,7 +27,6 @@ from tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2,
     prediction_service_pb2_grpc,
-    regression_pb2,
 )
 
 from service.api.grpc.observe import Context, RpcCall, RpcObserver, Served
@@ -47,7 +44,7 @@ from service.dataplane import (
     Target,
     VersionNotAvailable,
 )
-from service.errors import Code, FailedPrecondition, InvalidArgument, NotFound, ServingError, Unimplemented
+from service.errors import Code, FailedPrecondition, InvalidArgument, NotFound, ServingError
 from service.tensors import CLASSIFY_METHOD, REGRESS_METHOD, SignatureSpec
 
 PROTOCOL = "grpc-tfserving"
@@ -138,6 +135,25 @@ _Respond = Callable[[dict[str, np.ndarray], int, str], Awaitable[Any]]
 _Build = Callable[[SignatureSpec], Awaitable[tuple[dict[str, np.ndarray], _Respond]]]
 
 
+# MultiInferenceResponse.results' field number: each task's result, serialized where it was built, is wrapped.
+MULTI_RESULTS_FIELD = 1
+
+
+def _examples(rpcs: _Rpcs, examples: np.ndarray, task: Any) -> _Build:
+    """A MultiInference task's inputs (the request's examples, decoded once) and its answer, a serialized
+    InferenceResult built where the codec pool says."""
+
+    async def build(signature: SignatureSpec) -> tuple[dict[str, np.ndarray], _Respond]:
+        async def respond(outputs: dict[str, np.ndarray], version: int, name: str) -> bytes:
+            encode = tfserving_proto.encode_inference_result
+            model = task.model_spec.name
+            return await rpcs.codec.call(answer_size(outputs), encode, model, version, name, outputs, task.method_name)
+
+        return {examples_input(signature): examples}, respond
+
+    return build
+
+
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
     """Predict, Classify, Regress, MultiInference and GetModelMetadata over the data plane."""
 
@@ -151,24 +167,15 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
         )
 
     async def Classify(self, data: bytes, context: Context) -> bytes:  # noqa: N802
-        return await self._serve_bytes(
-            data,
-            context,
-            classification_pb2.ClassificationRequest,
-            CLASSIFY_METHOD,
-            tfserving_proto.decode_examples,
-            tfserving_proto.encode_examples,
-        )
+        return await self._serve_examples(data, context, CLASSIFY_METHOD)
 
     async def Regress(self, data: bytes, context: Context) -> bytes:  # noqa: N802
-        return await self._serve_bytes(
-            data,
-            context,
-            regression_pb2.RegressionRequest,
-            REGRESS_METHOD,
-            tfserving_proto.decode_examples,
-            tfserving_proto.encode_examples,
-        )
+        return await self._serve_examples(data, context, REGRESS_METHOD)
+
+    async def _serve_examples(self, data: bytes, context: Context, method: str) -> bytes:
+        request_type = tfserving_proto.EXAMPLE_REQUESTS[method]
+        decode, encode = tfserving_proto.decode_examples, tfserving_proto.encode_examples
+        return await self._serve_bytes(data, context, request_type, method, decode, encode)
 
     async def _serve_bytes(
         self,
@@ -187,12 +194,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
         try:
             spec = tfserving_proto.request_target(data, request_type)
         except ServingError as error:  # bytes that are no such request
-            refusal = error
-
-            async def refuse(call: RpcCall) -> Served[bytes]:
-                raise refusal
-
-            return await rpcs.answer(context, "", refuse)
+            return await self._refuse(context, error)
 
         async def build(signature: SignatureSpec) -> tuple[dict[str, np.ndarray], _Respond]:
             inputs, extra = await rpcs.codec.call(len(data), decode, data, signature, rpcs.limits)
@@ -213,49 +215,35 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
 
         return await rpcs.answer(context, spec.name, work)
 
-    def _examples(self, request_input: Any, result: Callable[[dict[str, np.ndarray]], Any]) -> _Build:
+    async def MultiInference(self, data: bytes, context: Context) -> bytes:  # noqa: N802
+        """Every task on one input; the request parsed and its examples serialized, and each task's result built,
+        where the codec pool says by their size (as ``_serve_bytes``)."""
         rpcs = self._rpcs
+        try:
+            first = tfserving_proto.first_task_model(data)
+        except ServingError as error:  # bytes that are no MultiInferenceRequest
+            return await self._refuse(context, error)
 
-        async def build(signature: SignatureSpec) -> tuple[dict[str, np.ndarray], _Respond]:
-            inputs = {examples_input(signature): tfserving_proto.serialized_examples(request_input, rpcs.limits)}
-
-            async def respond(outputs: dict[str, np.ndarray], version: int, name: str) -> Any:
-                return result(outputs), version, name
-
-            return inputs, respond
-
-        return build
-
-    async def MultiInference(  # noqa: N802
-        self, request: inference_pb2.MultiInferenceRequest, context: Context
-    ) -> inference_pb2.MultiInferenceResponse:
-        rpcs = self._rpcs
-        first = request.tasks[0].model_spec.name if request.tasks else ""
-
-        async def work(call: RpcCall) -> Served[inference_pb2.MultiInferenceResponse]:
-            tasks = check_tasks(request.tasks)
+        async def work(call: RpcCall) -> Served[bytes]:
+            tasks, examples = await rpcs.codec.call(len(data), tfserving_proto.decode_multi, data, rpcs.limits)
             target = target_of(tasks[0].model_spec)  # every task names the same model; the first one's version
-            response = inference_pb2.MultiInferenceResponse()
+            results: list[bytes] = []
             model, version_label = target.model, ""
             for task in tasks:
-                method = task.method_name
-                result_of = (
-                    tfserving_proto.classification_result
-                    if method == CLASSIFY_METHOD
-                    else tfserving_proto.regression_result
+                served = await rpcs.run(
+                    call, target, task.model_spec.signature_name, task.method_name, _examples(rpcs, examples, task)
                 )
-                build = self._examples(request.input, result_of)
-                served: Served[Any] = await rpcs.run(call, target, task.model_spec.signature_name, method, build)
-                result, version, name = served.response
-                entry = response.results.add(model_spec=tfserving_proto.model_spec(target.model, version, name))
-                if method == CLASSIFY_METHOD:
-                    entry.classification_result.CopyFrom(result)
-                else:
-                    entry.regression_result.CopyFrom(result)
+                results.append(heads.field_bytes(MULTI_RESULTS_FIELD, served.response))
                 model, version_label = served.model_name, served.model_version
-            return Served(response, model, version_label)
+            return Served(b"".join(results), model, version_label)
 
         return await rpcs.answer(context, first, work)
+
+    async def _refuse(self, context: Context, error: ServingError) -> bytes:
+        async def refuse(call: RpcCall) -> Served[bytes]:
+            raise error
+
+        return await self._rpcs.answer(context, "", refuse)
 
     async def GetModelMetadata(  # noqa: N802
         self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: Context
@@ -270,25 +258,6 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
             return Served(response, metadata.model, metadata.version_label)
 
         return await rpcs.answer(context, request.model_spec.name, work)
-
-
-def check_tasks(tasks: Sequence[inference_pb2.InferenceTask]) -> Sequence[inference_pb2.InferenceTask]:
-    """multi_inference.cc's checks, with its texts: tasks present, one model, each signature once, known methods."""
-    if not tasks:
-        raise InvalidArgument("Tasks field is empty.")
-    names: set[str] = set()
-    for task in tasks:
-        if not task.model_spec.name:
-            raise InvalidArgument("Found ModelSpec with an empty model name.")
-        if task.model_spec.name != tasks[0].model_spec.name:
-            raise InvalidArgument("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
-        signature = task.model_spec.signature_name or "serving_default"
-        if signature in names:
-            raise InvalidArgument(f"Duplicate evaluation of signature: {signature}")
-        names.add(signature)
-        if task.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):
-            raise Unimplemented(f"Unsupported signature method_name: {task.method_name}")
-    return tasks
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore[misc]
@@ -368,7 +337,7 @@ def _checked(method: Callable[[Any, Context], Awaitable[Any]], observer: RpcObse
 
 
 # RPCs registered with bytes in and out: their servicer methods parse and build messages where their size says.
-BYTES_RPCS = frozenset(("Predict", "Classify", "Regress"))
+BYTES_RPCS = frozenset(("Predict", "Classify", "Regress", "MultiInference"))
 
 
 def _handler(servicer: object, method: Any, observer: RpcObserver) -> grpc.RpcMethodHandler[Any, Any]:
