@@ -5,7 +5,10 @@ each worst case below sent alone as serialized bytes, while one thread asks REST
 and another asks gRPC ``grpc.health.v1.Health/Check`` every 20 ms on its own channel. Per case: the status code,
 the call's own time, the worst answer of each probe and the number of their answers during it.
 
-usage: python -m bench.grpc_liveness [--env NAME=VALUE ...] [--only TEXT]
+``--small SECONDS`` measures the other end instead: one-row Predict (typed) and ModelInfer (typed, raw) calls,
+one at a time on one channel for SECONDS each (at most 30), the path every small message takes.
+
+usage: python -m bench.grpc_liveness [--env NAME=VALUE ...] [--only TEXT] [--small SECONDS]
 """
 
 from __future__ import annotations
@@ -306,7 +309,41 @@ def row(r: dict[str, Any]) -> str:
     )
 
 
-def run(overrides: dict[str, str], only: str = "") -> list[dict[str, Any]]:
+def small_cases() -> list[Case]:
+    """One row of the demo model's features: the messages that stay on the event loop."""
+    from tensorflow.core.framework import types_pb2
+
+    features = np.array([5.1, 3.5, 1.4, 0.2], dtype="<f4").tobytes()
+    typed = _tensor(types_pb2.DT_FLOAT, [1, 4], _packed(FLOAT_VAL, features))
+    v2_typed = [("features", "FP32", [1, 4], _packed(FP32_CONTENTS, features), [])]
+    v2_raw = [("features", "FP32", [1, 4], b"", [])]
+    return [
+        Case("TF Serving Predict float_val, 1 x 4", PREDICT, _predict("iris", {"features": typed}), 1),
+        Case("V2 ModelInfer fp32_contents, 1 x 4", INFER, _infer("iris", v2_typed, []), 1),
+        Case("V2 ModelInfer raw FP32, 1 x 4", INFER, _infer("iris", v2_raw, [features]), 1),
+    ]
+
+
+def closed_loop(grpc_port: int, case: Case, seconds: float) -> dict[str, Any]:
+    """Calls one at a time for ``seconds``: calls per second and the median latency."""
+    latencies: list[float] = []
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        method: Any = channel.unary_unary(case.method)
+        for _ in range(50):  # warm the channel and the model's batch sizes
+            method(case.body, timeout=10)
+        end = time.perf_counter() + min(seconds, 30.0)
+        while (started := time.perf_counter()) < end:
+            method(case.body, timeout=10)
+            latencies.append(time.perf_counter() - started)
+    latencies.sort()
+    return {
+        "case": case.name,
+        "calls_s": len(latencies) / sum(latencies),
+        "p50_ms": latencies[len(latencies) // 2] * 1e3,
+    }
+
+
+def run(overrides: dict[str, str], only: str = "", small_s: float = 0.0) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="rtserve-grpc-liveness-") as folder:
         root = Path(folder)
         build_repository(root / "models")
@@ -320,6 +357,11 @@ def run(overrides: dict[str, str], only: str = "") -> list[dict[str, Any]]:
             process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             _wait_ready(port, process)
+            if small_s:
+                for case in small_cases():
+                    result = closed_loop(grpc_port, case, small_s)
+                    print(f"| {result['case']} | {result['calls_s']:.0f} calls/s | p50 {result['p50_ms']:.2f} ms |")
+                return []
             limits = limits_of(overrides)
             results = []
             for case in worst_cases(limits):
@@ -336,9 +378,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", action="append", default=[], help="a server setting, e.g. RTSERVE_CODEC_WORKERS=2")
     parser.add_argument("--only", default="", help="run the cases whose name holds this text")
+    parser.add_argument("--small", type=float, default=0.0, help="seconds per one-row lane instead (at most 30)")
     options = parser.parse_args()
-    print(HEADER, flush=True)
-    run(dict(item.split("=", 1) for item in options.env), options.only)
+    print(HEADER if not options.small else "| one-row call | calls/s, one at a time | median |", flush=True)
+    run(dict(item.split("=", 1) for item in options.env), options.only, options.small)
     return 0
 
 
