@@ -315,8 +315,10 @@ def small_cases() -> list[Case]:
 
     features = np.array([5.1, 3.5, 1.4, 0.2], dtype="<f4").tobytes()
     typed = _tensor(types_pb2.DT_FLOAT, [1, 4], _packed(FLOAT_VAL, features))
-    v2_typed = [("features", "FP32", [1, 4], _packed(FP32_CONTENTS, features), [])]
-    v2_raw = [("features", "FP32", [1, 4], b"", [])]
+    v2_typed: list[tuple[str, str, list[int], bytes, list[bytes]]] = [
+        ("features", "FP32", [1, 4], _packed(FP32_CONTENTS, features), [])
+    ]
+    v2_raw: list[tuple[str, str, list[int], bytes, list[bytes]]] = [("features", "FP32", [1, 4], b"", [])]
     return [
         Case("TF Serving Predict float_val, 1 x 4", PREDICT, _predict("iris", {"features": typed}), 1),
         Case("V2 ModelInfer fp32_contents, 1 x 4", INFER, _infer("iris", v2_typed, []), 1),
