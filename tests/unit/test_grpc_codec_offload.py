@@ -14,7 +14,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
 from service.api.offload import Offload
-from service.codecs import tfserving_proto, v2_messages, v2_proto
+from service.codecs import tf_protos, tfserving_proto, v2_messages, v2_proto
 from service.codecs.arrays import Limits
 from service.errors import InvalidArgument
 from service.tensors import PREDICT_METHOD, SignatureSpec, TensorSpec, dtype_from_tf_name
@@ -178,3 +178,9 @@ def test_a_multi_inference_request_is_checked_and_decoded_in_a_worker(offload: O
     tasks, examples = _run(offload, tfserving_proto.decode_multi, request.SerializeToString(), LIMITS)  # type: ignore[misc]
     assert [task.model_spec.signature_name for task in tasks] == ["classify", "other"]
     assert len(examples) == 1
+
+
+def test_a_worker_reads_tensorflows_messages_without_loading_its_runtime(offload: Offload) -> None:
+    _run(offload, tfserving_proto.decode_predict, _predict(), SIGNATURE, LIMITS)  # the TF Serving codecs loaded
+    assert _run(offload, tf_protos.runtime_loaded) is False
+    assert tf_protos.runtime_loaded()  # this process has it (the test builds its tensors with tf)
