@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from service.api.grpc.app import build_grpc_app
 from service.api.grpc.server import GrpcDeps, GrpcFrontEnd
+from service.api.offload import Offload
 from service.api.rest.app import RestApp, build_rest_app
 from service.compat.config_files import parse_model_server_config, read_model_server_config
 from service.compat.watcher import ConfigFileWatcher
@@ -141,10 +142,14 @@ def create_app(
         RequestLog(settings.log_requests, settings.log_payload_sample_rate, settings.log_payload_max_bytes),
         tracing or build_tracing(settings.otel),
     )
-    rest = build_rest_app(components, telemetry)
+    # One codec worker pool for both front ends: RTSERVE_CODEC_WORKERS bounds large bodies of either protocol.
+    offload = Offload.from_settings(settings)
+    rest = build_rest_app(components, telemetry, offload)
     grpc = None
     if settings.grpc_port:
-        deps = GrpcDeps(settings, dataplane, metrics, telemetry, components.is_ready, components.lifecycle.on_draining)
+        deps = GrpcDeps(
+            settings, dataplane, metrics, telemetry, components.is_ready, components.lifecycle.on_draining, offload
+        )
         grpc = build_grpc_app(deps)
     return App(rest, components, grpc)
 

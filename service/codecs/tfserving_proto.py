@@ -11,22 +11,25 @@ from typing import Any
 
 import numpy as np
 from google.protobuf import any_pb2, json_format, wrappers_pb2
+from google.protobuf.message import DecodeError
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    inference_pb2,
     input_pb2,
     model_pb2,
+    predict_pb2,
     regression_pb2,
     status_pb2,
 )
 
-from service.codecs import tensorproto, tfserving
+from service.codecs import heads, tensorproto, tfserving
 from service.codecs.arrays import Limits
-from service.errors import Code, InvalidArgument
+from service.errors import Code, InvalidArgument, Unimplemented
 from service.model_set import ModelSet, parse_model_set
-from service.tensors import DEFAULT_SIGNATURE, SignatureSpec, TensorSpec
+from service.tensors import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD, SignatureSpec, TensorSpec
 
 SIGNATURE_DEF_FIELD = "signature_def"  # the one metadata field TF Serving knows (get_model_metadata_impl.cc)
 _STATES = get_model_status_pb2.ModelVersionStatus.State
@@ -105,7 +108,130 @@ def model_spec(name: str, version: int, signature_name: str | None) -> model_pb2
     return spec
 
 
+def request_target(data: bytes, request_type: Any = predict_pb2.PredictRequest) -> model_pb2.ModelSpec:
+    """The ModelSpec of a serialized PredictRequest, ClassificationRequest or RegressionRequest (field 1 in
+    each), read without parsing the rest (``heads``)."""
+    message_type = request_type.DESCRIPTOR.full_name
+    head = heads.parse(heads.FirstFieldHead, data, message_type)
+    spec = model_pb2.ModelSpec()
+    for part in head.first:  # a sub-message sent in parts merges, as protobuf reads it
+        try:
+            spec.MergeFromString(part)
+        except DecodeError as error:
+            raise heads.not_valid(message_type, str(error)) from None
+    return spec
+
+
+def decode_predict(data: bytes, signature: SignatureSpec, limits: Limits) -> tuple[dict[str, np.ndarray], list[str]]:
+    """A serialized PredictRequest's inputs and wanted outputs (a codec worker's job: parse and decode)."""
+    request = heads.parse(predict_pb2.PredictRequest, data)
+    wanted = check_output_filter(request.output_filter, signature)
+    return decode_inputs(request.inputs, signature, limits), wanted
+
+
+def predict_response(
+    model_name: str,
+    version: int,
+    signature_name: str,
+    outputs: Mapping[str, np.ndarray],
+    wanted: Sequence[str],
+    tensor_content: bool,
+) -> predict_pb2.PredictResponse:
+    response = predict_pb2.PredictResponse(model_spec=model_spec(model_name, version, signature_name))
+    for alias, tensor in encode_outputs(outputs, wanted, tensor_content).items():
+        response.outputs[alias].CopyFrom(tensor)
+    return response
+
+
+def encode_predict(
+    model_name: str,
+    version: int,
+    signature_name: str,
+    outputs: Mapping[str, np.ndarray],
+    wanted: Sequence[str],
+    tensor_content: bool,
+) -> bytes:
+    """``predict_response`` serialized (a codec worker's job: build and serialize)."""
+    return bytes(
+        predict_response(model_name, version, signature_name, outputs, wanted, tensor_content).SerializeToString()
+    )
+
+
 # -- classify and regress --
+
+# The request message of each examples method (a signature's method_name).
+EXAMPLE_REQUESTS: Mapping[str, Any] = {
+    CLASSIFY_METHOD: classification_pb2.ClassificationRequest,
+    REGRESS_METHOD: regression_pb2.RegressionRequest,
+}
+
+
+def decode_examples(data: bytes, signature: SignatureSpec, limits: Limits) -> tuple[dict[str, np.ndarray], str]:
+    """A serialized ClassificationRequest or RegressionRequest (which one: the signature's method) as the
+    signature's inputs, and that method (a codec worker's job: parse and serialize each example)."""
+    request = heads.parse(EXAMPLE_REQUESTS[signature.method_name], data)
+    return {tfserving.examples_input(signature): serialized_examples(request.input, limits)}, signature.method_name
+
+
+def encode_examples(
+    model_name: str, version: int, signature_name: str, outputs: Mapping[str, np.ndarray], method: str
+) -> bytes:
+    """A ClassificationResponse or RegressionResponse (by ``method``), serialized (a codec worker's job)."""
+    spec = model_spec(model_name, version, signature_name)
+    if method == CLASSIFY_METHOD:
+        response: Any = classification_pb2.ClassificationResponse(
+            model_spec=spec, result=classification_result(outputs)
+        )
+    else:
+        response = regression_pb2.RegressionResponse(model_spec=spec, result=regression_result(outputs))
+    return bytes(response.SerializeToString())
+
+
+def first_task_model(data: bytes) -> str:
+    """The model the first task of a serialized MultiInferenceRequest names ("" without tasks), read without
+    parsing the rest (``heads``)."""
+    message_type = inference_pb2.MultiInferenceRequest.DESCRIPTOR.full_name
+    tasks = heads.parse(heads.FirstFieldHead, data, message_type).first
+    if not tasks:
+        return ""
+    return str(heads.parse(inference_pb2.InferenceTask, tasks[0], message_type).model_spec.name)
+
+
+def check_tasks(tasks: Sequence[inference_pb2.InferenceTask]) -> Sequence[inference_pb2.InferenceTask]:
+    """multi_inference.cc's checks, with its texts: tasks present, one model, each signature once, known methods."""
+    if not tasks:
+        raise InvalidArgument("Tasks field is empty.")
+    names: set[str] = set()
+    for task in tasks:
+        if not task.model_spec.name:
+            raise InvalidArgument("Found ModelSpec with an empty model name.")
+        if task.model_spec.name != tasks[0].model_spec.name:
+            raise InvalidArgument("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+        signature = task.model_spec.signature_name or "serving_default"
+        if signature in names:
+            raise InvalidArgument(f"Duplicate evaluation of signature: {signature}")
+        names.add(signature)
+        if task.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):
+            raise Unimplemented(f"Unsupported signature method_name: {task.method_name}")
+    return tasks
+
+
+def decode_multi(data: bytes, limits: Limits) -> tuple[list[inference_pb2.InferenceTask], np.ndarray]:
+    """A serialized MultiInferenceRequest's checked tasks and its examples, serialized (a codec worker's job)."""
+    request = heads.parse(inference_pb2.MultiInferenceRequest, data)
+    return list(check_tasks(request.tasks)), serialized_examples(request.input, limits)
+
+
+def encode_inference_result(
+    model_name: str, version: int, signature_name: str, outputs: Mapping[str, np.ndarray], method: str
+) -> bytes:
+    """One task's InferenceResult of a MultiInferenceResponse, serialized (a codec worker's job)."""
+    result = inference_pb2.InferenceResult(model_spec=model_spec(model_name, version, signature_name))
+    if method == CLASSIFY_METHOD:
+        result.classification_result.CopyFrom(classification_result(outputs))
+    else:
+        result.regression_result.CopyFrom(regression_result(outputs))
+    return bytes(result.SerializeToString())
 
 
 def serialized_examples(request_input: input_pb2.Input, limits: Limits) -> np.ndarray:

@@ -19,9 +19,10 @@ from typing import Any, cast
 
 import numpy as np
 
+from service.codecs import heads
 from service.codecs.arrays import Limits, check_cost, check_names, format_shape, quote
 from service.codecs.v2_json import binary_array, binary_blob, check_datatype, check_shape_list, dtype_of
-from service.codecs.v2_messages import ModelInferResponse
+from service.codecs.v2_messages import ModelInferRequest, ModelInferResponse
 from service.errors import InvalidArgument
 from service.tensors import DType, SignatureSpec
 
@@ -106,6 +107,17 @@ def decode_request(request: Any, signature: SignatureSpec, limits: Limits) -> Pr
         requested_outputs=_requested_outputs(request.outputs, signature),
         raw=bool(raw),
     )
+
+
+def infer_head(data: bytes) -> Any:
+    """A serialized ModelInferRequest's model_name, model_version and id, read without parsing its tensors
+    (``heads``)."""
+    return heads.parse(heads.ModelInferRequestHead, data, ModelInferRequest.DESCRIPTOR.full_name)
+
+
+def decode_request_bytes(data: bytes, signature: SignatureSpec, limits: Limits) -> ProtoInferRequest:
+    """``decode_request`` of a serialized ModelInferRequest (a codec worker's job: parse and decode)."""
+    return decode_request(heads.parse(ModelInferRequest, data), signature, limits)
 
 
 def _typed_array(contents: Any, dtype: DType, shape: tuple[int, ...], where: str) -> np.ndarray:
@@ -193,3 +205,25 @@ def encode_response(
             values = array.astype(dtype.numpy, copy=False).reshape(-1).tolist()
         getattr(tensor.contents, field).extend(values)
     return response
+
+
+def encode_response_bytes(
+    model_name: str,
+    model_version: str,
+    request_id: str,
+    outputs: Mapping[str, np.ndarray],
+    datatypes: Mapping[str, DType],
+    request_raw: bool,
+) -> bytes:
+    """``encode_response`` serialized (a codec worker's job: build and serialize)."""
+    response = encode_response(model_name, model_version, request_id, outputs, datatypes, request_raw)
+    return bytes(response.SerializeToString())
+
+
+# ModelStreamInferResponse.infer_response's field number: an answer serialized in a worker is wrapped as it is.
+STREAM_INFER_RESPONSE_FIELD = 2
+
+
+def stream_response_bytes(infer_response: bytes) -> bytes:
+    """A ModelStreamInferResponse holding one serialized ModelInferResponse, built without parsing it."""
+    return heads.field_bytes(STREAM_INFER_RESPONSE_FIELD, infer_response)

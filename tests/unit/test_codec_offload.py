@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.api.rest.offload import Offload
+from service.api.offload import Offload
 from service.codecs import tfserving_json
 from service.codecs.arrays import Limits
 from service.errors import InvalidArgument, Overloaded, Unavailable

@@ -12,10 +12,11 @@ from google.protobuf import wrappers_pb2
 from tensorflow_serving.apis import inference_pb2, model_pb2
 
 from service.api.grpc.observe import status_code
-from service.api.grpc.tfserving import check_tasks, target_of
+from service.api.grpc.tfserving import target_of
 from service.api.tfserving_errors import Front, tf_serving_error
 from service.codecs.json_io import MalformedJson, parse_object
 from service.codecs.lookup import UnknownSignature, find_signature
+from service.codecs.tfserving_proto import check_tasks
 from service.dataplane import LabelNotFound, ModelNotServed, StatusNotFound, Target, VersionNotAvailable
 from service.errors import Code, InvalidArgument, NotFound, Overloaded, ServingError, Unavailable, Unimplemented
 
@@ -86,7 +87,7 @@ ALL_ERRORS = [c[0] for c in CASES + REST_ONLY]
 
 @pytest.mark.parametrize("error", ALL_ERRORS, ids=[f"{type(e).__name__}-{i}" for i, e in enumerate(ALL_ERRORS)])
 def test_structured_errors_cross_process_boundaries_whole(error: ServingError) -> None:
-    # Decoders run in worker processes (service/api/rest/offload.py): what they raise comes back pickled.
+    # Decoders run in worker processes (service/api/offload.py): what they raise comes back pickled.
     copy = pickle.loads(pickle.dumps(error))
     assert (type(copy), copy.message, vars(copy)) == (type(error), error.message, vars(error))
 

@@ -13,6 +13,7 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -25,6 +26,8 @@ from service.api.grpc.options import message_limit, server_options
 from service.api.grpc.reflection import NAMES as REFLECTION_NAMES
 from service.api.grpc.reflection import add_reflection
 from service.api.keys import KeyFile
+from service.api.offload import Offload, inline_only
+from service.codecs.arrays import Limits
 from service.dataplane import DataPlane
 from service.observability.metrics import Metrics
 from service.observability.telemetry import Telemetry
@@ -52,6 +55,12 @@ class GrpcDeps:
     is_ready: Callable[[], bool]
     # Registers a callback run (from any thread) when draining starts: health Watch streams hear of it at once.
     on_draining: Callable[[Callable[[], None]], None] = _never
+    # Where large request messages are parsed and large answers built (the REST front end's pool); None: inline.
+    offload: Offload | None = None
+
+    def codec(self) -> Offload:
+        """The codec pool, or one that runs everything inline when the wiring gave none."""
+        return self.offload or inline_only(Limits(self.settings.max_tensor_elements))
 
 
 # Adds a protocol's servicers to the server; returns the full names of the services it added (for health and
@@ -69,6 +78,16 @@ def interceptors(deps: GrpcDeps) -> list[grpc.aio.ServerInterceptor]:
     chain.append(AccessLog(deps.telemetry, HOUSEKEEPING))
     chain.append(MessageSizeGuard(message_limit(settings)))
     return chain
+
+
+def serialized(message_class: Any) -> Callable[[Any], bytes]:
+    """A response serializer for RPCs whose answers may come serialized already (built in a codec worker)."""
+    serialize = message_class.SerializeToString
+
+    def serializer(response: Any) -> bytes:
+        return response if isinstance(response, bytes) else bytes(serialize(response))
+
+    return serializer
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import grpc
@@ -17,10 +18,8 @@ import numpy as np
 from google.protobuf import message_factory
 from google.protobuf.message import DecodeError
 from tensorflow_serving.apis import (
-    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
-    inference_pb2,
     model_management_pb2,
     model_pb2,
     model_service_pb2,
@@ -28,17 +27,17 @@ from tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2,
     prediction_service_pb2_grpc,
-    regression_pb2,
 )
 
 from service.api.grpc.observe import Context, RpcCall, RpcObserver, Served
-from service.api.grpc.server import GrpcDeps
+from service.api.grpc.server import GrpcDeps, serialized
+from service.api.offload import answer_size
 from service.api.tfserving_errors import tf_serving_error
-from service.codecs import tfserving_proto
+from service.codecs import heads, tfserving_proto
 from service.codecs.arrays import Limits
 from service.codecs.tfserving import examples_input
 from service.dataplane import DataPlane, Target
-from service.errors import Code, InvalidArgument, ServingError, Unimplemented
+from service.errors import Code, InvalidArgument, ServingError
 from service.tensors import CLASSIFY_METHOD, REGRESS_METHOD, SignatureSpec
 
 PROTOCOL = "grpc-tfserving"
@@ -66,6 +65,7 @@ class _Rpcs:
         settings = deps.settings
         self.limits = Limits(settings.max_tensor_elements, settings.max_string_elements)
         self.tensor_content = settings.grpc.tensor_content
+        self.codec = deps.codec()  # where large Predict messages are parsed and their answers built
         self.observer = RpcObserver(deps.metrics, PROTOCOL, deps.telemetry)
 
     async def answer(
@@ -86,18 +86,37 @@ class _Rpcs:
         dataplane = self.dataplane
         with dataplane.lease(target) as loaded:
             signature = dataplane.signature(loaded, signature_name or None, method)
-            inputs, respond = build(signature)
+            inputs, respond = await build(signature)
             dataplane.check_shapes(signature, inputs)
             deadline = dataplane.deadline(call.arrived, call.timeout_s)
             outputs = await dataplane.run(loaded, signature, inputs, deadline)
-            return Served(respond(outputs, loaded.version, signature.name), loaded.model, loaded.version_label)
+            answer = await respond(outputs, loaded.version, signature.name)
+            return Served(answer, loaded.model, loaded.version_label)
 
 
-# A request's inputs for a signature, and how to answer from its outputs (the outputs, the version, the signature).
-_Build = Callable[
-    [SignatureSpec],
-    tuple[dict[str, np.ndarray], Callable[[dict[str, np.ndarray], int, str], Any]],
-]
+# How to answer from a request's outputs (the outputs, the version, the signature's name).
+_Respond = Callable[[dict[str, np.ndarray], int, str], Awaitable[Any]]
+# A request's inputs for a signature, and how to answer from its outputs.
+_Build = Callable[[SignatureSpec], Awaitable[tuple[dict[str, np.ndarray], _Respond]]]
+
+
+# MultiInferenceResponse.results' field number: each task's result, serialized where it was built, is wrapped.
+MULTI_RESULTS_FIELD = 1
+
+
+def _examples(rpcs: _Rpcs, examples: np.ndarray, task: Any) -> _Build:
+    """A MultiInference task's inputs (the request's examples, decoded once) and its answer, a serialized
+    InferenceResult built where the codec pool says."""
+
+    async def build(signature: SignatureSpec) -> tuple[dict[str, np.ndarray], _Respond]:
+        async def respond(outputs: dict[str, np.ndarray], version: int, name: str) -> bytes:
+            encode = tfserving_proto.encode_inference_result
+            model = task.model_spec.name
+            return await rpcs.codec.call(answer_size(outputs), encode, model, version, name, outputs, task.method_name)
+
+        return {examples_input(signature): examples}, respond
+
+    return build
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
@@ -106,110 +125,90 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
     def __init__(self, rpcs: _Rpcs) -> None:
         self._rpcs = rpcs
 
-    async def Predict(  # noqa: N802 (the RPC's name)
-        self, request: predict_pb2.PredictRequest, context: Context
-    ) -> predict_pb2.PredictResponse:
+    async def Predict(self, data: bytes, context: Context) -> bytes:  # noqa: N802 (the RPC's name)
+        encode = partial(tfserving_proto.encode_predict, tensor_content=self._rpcs.tensor_content)
+        return await self._serve_bytes(
+            data, context, predict_pb2.PredictRequest, None, tfserving_proto.decode_predict, encode
+        )
+
+    async def Classify(self, data: bytes, context: Context) -> bytes:  # noqa: N802
+        return await self._serve_examples(data, context, CLASSIFY_METHOD)
+
+    async def Regress(self, data: bytes, context: Context) -> bytes:  # noqa: N802
+        return await self._serve_examples(data, context, REGRESS_METHOD)
+
+    async def _serve_examples(self, data: bytes, context: Context, method: str) -> bytes:
+        request_type = tfserving_proto.EXAMPLE_REQUESTS[method]
+        decode, encode = tfserving_proto.decode_examples, tfserving_proto.encode_examples
+        return await self._serve_bytes(data, context, request_type, method, decode, encode)
+
+    async def _serve_bytes(
+        self,
+        data: bytes,
+        context: Context,
+        request_type: Any,
+        method: str | None,
+        decode: Callable[[bytes, SignatureSpec, Limits], tuple[dict[str, np.ndarray], Any]],
+        encode: Callable[..., bytes],
+    ) -> bytes:
+        """One RPC on a serialized request (registered with bytes in and out, ``BYTES_RPCS``): its ModelSpec is
+        read first; ``decode`` (parse, and the signature's inputs with what the answer needs) and ``encode``
+        (model, version, signature, outputs and that -> the serialized answer) run where the codec pool says by
+        their size: inline when small, else in a codec worker, off the event loop. Both must be picklable."""
         rpcs = self._rpcs
+        try:
+            spec = tfserving_proto.request_target(data, request_type)
+        except ServingError as error:  # bytes that are no such request
+            return await self._refuse(context, error)
 
-        def build(signature: SignatureSpec) -> tuple[dict[str, np.ndarray], Callable[..., Any]]:
-            wanted = tfserving_proto.check_output_filter(request.output_filter, signature)
-            inputs = tfserving_proto.decode_inputs(request.inputs, signature, rpcs.limits)
+        async def build(signature: SignatureSpec) -> tuple[dict[str, np.ndarray], _Respond]:
+            inputs, extra = await rpcs.codec.call(len(data), decode, data, signature, rpcs.limits)
 
-            def respond(outputs: dict[str, np.ndarray], version: int, name: str) -> predict_pb2.PredictResponse:
-                response = predict_pb2.PredictResponse(
-                    model_spec=tfserving_proto.model_spec(request.model_spec.name, version, name)
-                )
-                for alias, tensor in tfserving_proto.encode_outputs(outputs, wanted, rpcs.tensor_content).items():
-                    response.outputs[alias].CopyFrom(tensor)
-                return response
+            async def respond(outputs: dict[str, np.ndarray], version: int, name: str) -> bytes:
+                return await rpcs.codec.call(answer_size(outputs), encode, spec.name, version, name, outputs, extra)
 
             return inputs, respond
 
-        async def work(call: RpcCall) -> Served[predict_pb2.PredictResponse]:
-            target = target_of(request.model_spec)
-            return await rpcs.run(call, target, request.model_spec.signature_name, None, build)
+        async def work(call: RpcCall) -> Served[bytes]:
+            try:
+                target = target_of(spec)
+            except InvalidArgument:
+                # TF Serving parses the whole message first: bytes that are no such message say so, not this.
+                await rpcs.codec.call(len(data), heads.check, request_type, data)
+                raise
+            return await rpcs.run(call, target, spec.signature_name, method, build)
 
-        return await rpcs.answer(context, request.model_spec.name, work)
+        return await rpcs.answer(context, spec.name, work)
 
-    def _examples(self, request_input: Any, method: str, result: Callable[[dict[str, np.ndarray]], Any]) -> _Build:
+    async def MultiInference(self, data: bytes, context: Context) -> bytes:  # noqa: N802
+        """Every task on one input; the request parsed and its examples serialized, and each task's result built,
+        where the codec pool says by their size (as ``_serve_bytes``)."""
         rpcs = self._rpcs
+        try:
+            first = tfserving_proto.first_task_model(data)
+        except ServingError as error:  # bytes that are no MultiInferenceRequest
+            return await self._refuse(context, error)
 
-        def build(signature: SignatureSpec) -> tuple[dict[str, np.ndarray], Callable[..., Any]]:
-            inputs = {examples_input(signature): tfserving_proto.serialized_examples(request_input, rpcs.limits)}
-            return inputs, lambda outputs, version, name: (result(outputs), version, name)
-
-        return build
-
-    async def Classify(  # noqa: N802
-        self, request: classification_pb2.ClassificationRequest, context: Context
-    ) -> classification_pb2.ClassificationResponse:
-        rpcs = self._rpcs
-
-        async def work(call: RpcCall) -> Served[classification_pb2.ClassificationResponse]:
-            target = target_of(request.model_spec)
-            build = self._examples(request.input, CLASSIFY_METHOD, tfserving_proto.classification_result)
-            served: Served[Any] = await rpcs.run(
-                call, target, request.model_spec.signature_name, CLASSIFY_METHOD, build
-            )
-            result, version, name = served.response
-            spec = tfserving_proto.model_spec(request.model_spec.name, version, name)
-            return Served(
-                classification_pb2.ClassificationResponse(model_spec=spec, result=result),
-                served.model_name,
-                served.model_version,
-            )
-
-        return await rpcs.answer(context, request.model_spec.name, work)
-
-    async def Regress(  # noqa: N802
-        self, request: regression_pb2.RegressionRequest, context: Context
-    ) -> regression_pb2.RegressionResponse:
-        rpcs = self._rpcs
-
-        async def work(call: RpcCall) -> Served[regression_pb2.RegressionResponse]:
-            target = target_of(request.model_spec)
-            build = self._examples(request.input, REGRESS_METHOD, tfserving_proto.regression_result)
-            served: Served[Any] = await rpcs.run(call, target, request.model_spec.signature_name, REGRESS_METHOD, build)
-            result, version, name = served.response
-            spec = tfserving_proto.model_spec(request.model_spec.name, version, name)
-            return Served(
-                regression_pb2.RegressionResponse(model_spec=spec, result=result),
-                served.model_name,
-                served.model_version,
-            )
-
-        return await rpcs.answer(context, request.model_spec.name, work)
-
-    async def MultiInference(  # noqa: N802
-        self, request: inference_pb2.MultiInferenceRequest, context: Context
-    ) -> inference_pb2.MultiInferenceResponse:
-        rpcs = self._rpcs
-        first = request.tasks[0].model_spec.name if request.tasks else ""
-
-        async def work(call: RpcCall) -> Served[inference_pb2.MultiInferenceResponse]:
-            tasks = check_tasks(request.tasks)
+        async def work(call: RpcCall) -> Served[bytes]:
+            tasks, examples = await rpcs.codec.call(len(data), tfserving_proto.decode_multi, data, rpcs.limits)
             target = target_of(tasks[0].model_spec)  # every task names the same model; the first one's version
-            response = inference_pb2.MultiInferenceResponse()
+            results: list[bytes] = []
             model, version_label = target.model, ""
             for task in tasks:
-                method = task.method_name
-                result_of = (
-                    tfserving_proto.classification_result
-                    if method == CLASSIFY_METHOD
-                    else tfserving_proto.regression_result
+                served = await rpcs.run(
+                    call, target, task.model_spec.signature_name, task.method_name, _examples(rpcs, examples, task)
                 )
-                build = self._examples(request.input, method, result_of)
-                served: Served[Any] = await rpcs.run(call, target, task.model_spec.signature_name, method, build)
-                result, version, name = served.response
-                entry = response.results.add(model_spec=tfserving_proto.model_spec(target.model, version, name))
-                if method == CLASSIFY_METHOD:
-                    entry.classification_result.CopyFrom(result)
-                else:
-                    entry.regression_result.CopyFrom(result)
+                results.append(heads.field_bytes(MULTI_RESULTS_FIELD, served.response))
                 model, version_label = served.model_name, served.model_version
-            return Served(response, model, version_label)
+            return Served(b"".join(results), model, version_label)
 
         return await rpcs.answer(context, first, work)
+
+    async def _refuse(self, context: Context, error: ServingError) -> bytes:
+        async def refuse(call: RpcCall) -> Served[bytes]:
+            raise error
+
+        return await self._rpcs.answer(context, "", refuse)
 
     async def GetModelMetadata(  # noqa: N802
         self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: Context
@@ -224,25 +223,6 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
             return Served(response, metadata.model, metadata.version_label)
 
         return await rpcs.answer(context, request.model_spec.name, work)
-
-
-def check_tasks(tasks: Sequence[inference_pb2.InferenceTask]) -> Sequence[inference_pb2.InferenceTask]:
-    """multi_inference.cc's checks, with its texts: tasks present, one model, each signature once, known methods."""
-    if not tasks:
-        raise InvalidArgument("Tasks field is empty.")
-    names: set[str] = set()
-    for task in tasks:
-        if not task.model_spec.name:
-            raise InvalidArgument("Found ModelSpec with an empty model name.")
-        if task.model_spec.name != tasks[0].model_spec.name:
-            raise InvalidArgument("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
-        signature = task.model_spec.signature_name or "serving_default"
-        if signature in names:
-            raise InvalidArgument(f"Duplicate evaluation of signature: {signature}")
-        names.add(signature)
-        if task.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):
-            raise Unimplemented(f"Unsupported signature method_name: {task.method_name}")
-    return tasks
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore[misc]
@@ -313,7 +293,7 @@ def _checked(method: Callable[[Any, Context], Awaitable[Any]], observer: RpcObse
             malformed = request
 
             async def refuse(call: RpcCall) -> Served[Any]:
-                raise InvalidArgument(f"the request is not a valid {malformed.message_type}: {malformed.reason}")
+                raise heads.not_valid(malformed.message_type, malformed.reason)
 
             return await observer.answer(context, "", refuse)
         return await method(request, context)
@@ -321,17 +301,26 @@ def _checked(method: Callable[[Any, Context], Awaitable[Any]], observer: RpcObse
     return handler
 
 
+# RPCs registered with bytes in and out: their servicer methods parse and build messages where their size says.
+BYTES_RPCS = frozenset(("Predict", "Classify", "Regress", "MultiInference"))
+
+
+def _handler(servicer: object, method: Any, observer: RpcObserver) -> grpc.RpcMethodHandler[Any, Any]:
+    response = message_factory.GetMessageClass(method.output_type)
+    if method.name in BYTES_RPCS:
+        behaviour = getattr(servicer, method.name)
+        return grpc.unary_unary_rpc_method_handler(behaviour, response_serializer=serialized(response))
+    return grpc.unary_unary_rpc_method_handler(
+        _checked(getattr(servicer, method.name), observer),
+        request_deserializer=_lenient(message_factory.GetMessageClass(method.input_type)),
+        response_serializer=response.SerializeToString,
+    )
+
+
 def service_handler(service: Any, servicer: object, observer: RpcObserver) -> grpc.GenericRpcHandler:
     """What the generated ``add_*Servicer_to_server`` registers, with requests that do not parse refused as
     INVALID_ARGUMENT; built from the service's descriptor, so every RPC of it is there."""
-    handlers = {
-        method.name: grpc.unary_unary_rpc_method_handler(
-            _checked(getattr(servicer, method.name), observer),
-            request_deserializer=_lenient(message_factory.GetMessageClass(method.input_type)),
-            response_serializer=message_factory.GetMessageClass(method.output_type).SerializeToString,
-        )
-        for method in service.methods
-    }
+    handlers = {method.name: _handler(servicer, method, observer) for method in service.methods}
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 

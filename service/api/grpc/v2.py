@@ -20,7 +20,8 @@ from google.protobuf import message_factory
 from service.api import open_inference
 from service.api.deadlines import timeout_parameter
 from service.api.grpc.observe import Context, Failed, RpcCall, RpcObserver, Served, status_code, status_message
-from service.api.grpc.server import GrpcDeps
+from service.api.grpc.server import GrpcDeps, serialized
+from service.api.offload import answer_size
 from service.codecs import v2_messages, v2_proto
 from service.codecs.arrays import Limits, quote
 from service.dataplane import DataPlane, ModelStatus, Target, parse_version
@@ -39,6 +40,7 @@ TRITON_STATES: Mapping[VersionState, str] = {
     VersionState.END: "UNAVAILABLE",
 }
 READY = "READY"
+INFERENCE_RPCS = frozenset(("ModelInfer", "ModelStreamInfer"))
 
 
 def register(server: grpc.aio.Server, deps: GrpcDeps) -> Sequence[str]:
@@ -87,6 +89,7 @@ class OpenInferenceService:
         self._dataplane: DataPlane = deps.dataplane
         self._is_ready = deps.is_ready
         self._limits = Limits(settings.max_tensor_elements, settings.max_string_elements)
+        self._codec = deps.codec()
         self._window = settings.grpc.stream_window
         self._observer = RpcObserver(deps.metrics, PROTOCOL, deps.telemetry)
 
@@ -111,10 +114,13 @@ class OpenInferenceService:
                 if method.client_streaming
                 else grpc.unary_unary_rpc_method_handler
             )
+            # Inference requests arrive as bytes and answers leave as bytes: a large one is parsed and built in
+            # a codec worker, not on the event loop (OpenInferenceService._infer).
+            inference = method.name in INFERENCE_RPCS
             handlers[method.name] = make(
                 rpcs[method.name],
-                request_deserializer=request.FromString,
-                response_serializer=response.SerializeToString,
+                request_deserializer=None if inference else request.FromString,
+                response_serializer=serialized(response) if inference else response.SerializeToString,
             )
         return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
 
@@ -157,20 +163,26 @@ class OpenInferenceService:
 
     # -- inference ----------------------------------------------------------------------------------------
 
-    async def model_infer(self, request: Any, context: Context) -> Any:
-        label = self._dataplane.metric_label(request.model_name)
-        return await self._observer.answer(context, label, partial(self._infer, request))
+    async def model_infer(self, data: bytes, context: Context) -> Any:
+        head = _head_or_refusal(data)
+        label = "" if isinstance(head, ServingError) else self._dataplane.metric_label(head.model_name)
+        return await self._observer.answer(context, label, partial(self._infer, data, head))
 
-    async def _infer(self, request: Any, call: RpcCall) -> Served[Any]:
-        dataplane = self._dataplane
-        target = target_of(request.model_name, request.model_version)
+    async def _infer(self, data: bytes, head: Any, call: RpcCall) -> Served[bytes]:
+        """Parse, decode, run and answer one serialized ModelInferRequest (``head``: its addressing fields, or
+        the refusal of bytes that are no such message). Parsing with decoding, and building the answer with
+        serializing, run where ``self._codec`` says by their size: inline when small, else in a codec worker."""
+        if isinstance(head, ServingError):
+            raise head
+        dataplane, codec = self._dataplane, self._codec
+        target = target_of(head.model_name, head.model_version)
         dataplane.model(target.model)  # unknown: NOT_FOUND
         if target.version is None and not open_inference.model_ready(dataplane, target):
             # Known but nothing loaded yet (or any more): retry later, as KServe and Triton answer.
             raise Unavailable(f"model {quote(target.model)} has no AVAILABLE version yet")
         with dataplane.lease(target) as loaded:
             signature = dataplane.signature(loaded, None)
-            decoded = v2_proto.decode_request(request, signature, self._limits)
+            decoded = await codec.call(len(data), v2_proto.decode_request_bytes, data, signature, self._limits)
             dataplane.check_shapes(signature, decoded.inputs)
             # The shortest of the gRPC deadline, the `timeout` parameter and RTSERVE_REQUEST_TIMEOUT_S.
             deadline = dataplane.deadline(call.arrived, call.timeout_s, timeout_parameter(decoded.parameters))
@@ -178,8 +190,15 @@ class OpenInferenceService:
             if decoded.requested_outputs is not None:  # names already checked against the signature
                 outputs = {name: outputs[name] for name in decoded.requested_outputs}
             datatypes = {name: signature.outputs[name].dtype for name in outputs if name in signature.outputs}
-            response = v2_proto.encode_response(
-                loaded.model, loaded.version_label, decoded.id, outputs, datatypes, decoded.raw
+            response = await codec.call(
+                answer_size(outputs),
+                v2_proto.encode_response_bytes,
+                loaded.model,
+                loaded.version_label,
+                decoded.id,
+                outputs,
+                datatypes,
+                decoded.raw,
             )
             return Served(response, loaded.model, loaded.version_label)
 
@@ -212,18 +231,31 @@ class OpenInferenceService:
                 if left is not None:
                     left.cancel()
 
-    async def _stream_one(self, request: Any, context: Context) -> Any:
-        label = self._dataplane.metric_label(request.model_name)
-        outcome = await self._observer.attempt(context, label, partial(self._infer, request))
+    async def _stream_one(self, data: bytes, context: Context) -> bytes:
+        head = _head_or_refusal(data)
+        label = "" if isinstance(head, ServingError) else self._dataplane.metric_label(head.model_name)
+        outcome = await self._observer.attempt(context, label, partial(self._infer, data, head))
         if isinstance(outcome, Failed):
             # Triton's shape: the error's message, and the request's name, version and id to match it by.
-            echo = v2_messages.ModelInferResponse(
-                model_name=request.model_name, model_version=request.model_version, id=request.id
-            )
-            return v2_messages.ModelStreamInferResponse(
+            echo = v2_messages.ModelInferResponse()
+            if not isinstance(head, ServingError):
+                echo = v2_messages.ModelInferResponse(
+                    model_name=head.model_name, model_version=head.model_version, id=head.id
+                )
+            message = v2_messages.ModelStreamInferResponse(
                 error_message=status_message(outcome.message), infer_response=echo
             )
-        return v2_messages.ModelStreamInferResponse(infer_response=outcome)
+            return bytes(message.SerializeToString())
+        return v2_proto.stream_response_bytes(outcome)
+
+
+def _head_or_refusal(data: bytes) -> Any:
+    """The request's addressing fields, or the refusal of bytes that are no ModelInferRequest (raised inside the
+    observer, so that it is counted and logged as the call's outcome)."""
+    try:
+        return v2_proto.infer_head(data)
+    except ServingError as error:
+        return error
 
 
 async def _control(context: Context, produce: Callable[[], Any]) -> Any:

@@ -20,11 +20,11 @@ from starlette.types import ASGIApp
 from service import __version__
 from service.api.errors import HttpError
 from service.api.keys import KeyFile
+from service.api.offload import Offload
 from service.api.rest import health, tfserving, v2
 from service.api.rest.auth import ApiKeyGate, exempt_paths
 from service.api.rest.body import BodyLimits
 from service.api.rest.fastlane import FastLane
-from service.api.rest.offload import Offload
 from service.api.rest.responses import error_answer, error_response, plain_error
 from service.dataplane import DataPlane
 from service.errors import ServingError
@@ -64,10 +64,11 @@ class RestApp:
     fastapi: FastAPI
 
 
-def build_rest_app(backend: Backend, telemetry: Telemetry) -> RestApp:
-    """The REST app over ``backend``; its lifespan starts and stops the backend, the codec workers and tracing."""
+def build_rest_app(backend: Backend, telemetry: Telemetry, offload: Offload | None = None) -> RestApp:
+    """The REST app over ``backend``; its lifespan starts and stops the backend, the codec workers (``offload``,
+    shared with the gRPC front end; its own when not given) and tracing."""
     settings, metrics, tracing = backend.settings, backend.metrics, telemetry.tracing
-    offload = Offload.from_settings(settings)
+    offload = offload or Offload.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -16,11 +16,11 @@ from fastapi import APIRouter, Request
 from google.protobuf import json_format
 from starlette.responses import Response
 
+from service.api.offload import Offload, answer_size, inline_only
 from service.api.rest import openapi
 from service.api.rest.body import BodyLimits
 from service.api.rest.fastlane import InferenceRoute, add_routes
 from service.api.rest.observe import Answer, InferenceCall, InferenceHandler, InferenceObserver, Reply
-from service.api.rest.offload import Offload, answer_size, inline_only
 from service.api.rest.responses import json_response
 from service.api.tfserving_errors import tf_serving_error
 from service.codecs import tfserving_json, tfserving_proto

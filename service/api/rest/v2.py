@@ -9,12 +9,12 @@ from starlette.responses import Response
 
 from service.api import open_inference
 from service.api.deadlines import timeout_parameter
+from service.api.offload import Offload, answer_size, inline_only
 from service.api.rest import openapi
 from service.api.rest.body import BodyLimits
 from service.api.rest.fastlane import InferenceRoute, add_routes
 from service.api.rest.health import NOT_READY
 from service.api.rest.observe import Answer, InferenceCall, InferenceObserver, Reply
-from service.api.rest.offload import Offload, answer_size, inline_only
 from service.api.rest.responses import json_response
 from service.codecs import v2_json
 from service.codecs.arrays import Limits

@@ -26,6 +26,7 @@ from typing import TypeVar
 import numpy as np
 
 from service.codecs.arrays import Limits
+from service.codecs.tf_protos import protos_only
 from service.errors import Overloaded, Unavailable
 from service.settings import Settings
 
@@ -143,7 +144,10 @@ class Offload:
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
             # spawn, not fork: the server process runs TensorFlow's threads, which a fork would copy half-done.
-            self._executor = ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("spawn"))
+            # protos_only: the gRPC codecs read TensorFlow's messages; a worker need not load its runtime for them.
+            self._executor = ProcessPoolExecutor(
+                self._workers, mp_context=multiprocessing.get_context("spawn"), initializer=protos_only
+            )
         return self._executor
 
     def _reset(self) -> None:
