@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
+import tensorflow as tf
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from apptools import free_port, running_server, tensorflow_model_server_command, wait_until
 
@@ -162,9 +167,6 @@ def test_a_batching_file_without_enable_batching_stops_the_start(tmp_path: Path)
     assert "batching_parameters_file is set without setting server_options.enable_batching to true" in done.stderr
 
 
-# The two below need the REST front end to honour the settings this command sets (RTSERVE_PROMETHEUS_PATH,
-# RTSERVE_REST_ENABLED): service/api is wired at the merge. Strict, so that the wiring shows by failing them.
-@pytest.mark.xfail(strict=True, reason="RTSERVE_PROMETHEUS_PATH is not served by service/api/rest yet")
 def test_monitoring_config_serves_prometheus_at_its_path(demo_model_dir: Path, tmp_path: Path) -> None:
     base = model_base(tmp_path, "iris", demo_model_dir)
     monitoring = tmp_path / "monitoring.config"
@@ -177,21 +179,58 @@ def test_monitoring_config_serves_prometheus_at_its_path(demo_model_dir: Path, t
         assert "rtserve_model_version_state" in answer.text
 
 
-@pytest.mark.xfail(strict=True, reason="RTSERVE_REST_ENABLED is not honoured by service/api/rest yet")
 def test_rest_api_port_zero_serves_grpc_only(demo_model_dir: Path, tmp_path: Path) -> None:
+    """TF Serving's default (no REST): gRPC serves alone, the models load and unload once, SIGTERM drains gRPC and
+    exits 0."""
     base = model_base(tmp_path, "iris", demo_model_dir)
-    rest, grpc = free_port(), free_port()
+    rest, grpc_port = free_port(), free_port()
     command = tensorflow_model_server_command(
-        f"--port={grpc}", "--rest_api_port=0", "--model_name=iris", f"--model_base_path={base}"
+        f"--port={grpc_port}", "--rest_api_port=0", "--model_name=iris", f"--model_base_path={base}"
     )
-    full_env = {**os.environ, **env(tmp_path, grpc), "RTSERVE_PORT": str(rest), "RTSERVE_HOST": "127.0.0.1"}
-    log = (tmp_path / "server.log").open("wb")
-    process = subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    full_env = {
+        **os.environ,
+        **env(tmp_path, grpc_port),
+        "RTSERVE_PORT": str(rest),
+        "RTSERVE_HOST": "127.0.0.1",
+        "RTSERVE_SHUTDOWN_DELAY_S": "2",
+    }
+    log_path = tmp_path / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_until(lambda: "gRPC listening" in (tmp_path / "server.log").read_text(), 90, 0.2, "gRPC listening")
-        with socket.socket() as probe:
-            assert probe.connect_ex(("127.0.0.1", rest)) != 0, "nothing listens for REST"
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            wait_until(lambda: serving(channel), 90, 0.2, "gRPC health SERVING")
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "iris"
+            request.inputs["features"].CopyFrom(tf.make_tensor_proto([SETOSA["instances"][0]], dtype=tf.float32))
+            answer = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+            assert answer.model_spec.version.value == 123
+            with socket.socket() as probe:
+                assert probe.connect_ex(("127.0.0.1", rest)) != 0, "nothing listens for REST"
+            process.send_signal(signal.SIGTERM)
+            # Draining: unready at once, still answering for the shutdown delay, then gone, exit 0.
+            wait_until(lambda: health(channel) == health_pb2.HealthCheckResponse.NOT_SERVING, 5, 0.05, "NOT_SERVING")
+            assert process.wait(30) == 0
     finally:
-        process.terminate()
-        process.wait(30)
-        log.close()
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    text = log_path.read_text(errors="replace")
+    assert "Traceback" not in text, text
+    assert "serving gRPC only" in text
+    # The app's lifespan, which starts and stops the manager and every component, ran once each way.
+    assert text.count("Application startup complete.") == 1, text
+    assert text.count("Application shutdown complete.") == 1, text
+    assert text.count("model iris version 123 is AVAILABLE") == 1, text
+
+
+def health(channel: grpc.Channel) -> int | None:
+    """The server's gRPC health status, None when the call fails."""
+    try:
+        return int(health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2).status)
+    except grpc.RpcError:
+        return None
+
+
+def serving(channel: grpc.Channel) -> bool:
+    return health(channel) == health_pb2.HealthCheckResponse.SERVING
