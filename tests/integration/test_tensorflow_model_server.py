@@ -171,12 +171,19 @@ def test_monitoring_config_serves_prometheus_at_its_path(demo_model_dir: Path, t
     base = model_base(tmp_path, "iris", demo_model_dir)
     monitoring = tmp_path / "monitoring.config"
     monitoring.write_text('prometheus_config {\n  enable: true,\n  path: "/monitoring/prometheus/metrics"\n}\n')
-    rest, grpc = free_port(), free_port()
-    command = one_model(rest, grpc, base, f"--monitoring_config_file={monitoring}")
-    with running_server(env(tmp_path, grpc), tmp_path, command=command, port=rest) as server:
+    keys = tmp_path / "keys"
+    keys.write_text("k-monitoring-5c1f\n")
+    rest, grpc_port = free_port(), free_port()
+    command = one_model(rest, grpc_port, base, f"--monitoring_config_file={monitoring}")
+    server_env = {**env(tmp_path, grpc_port), "RTSERVE_AUTH__KEYS_FILE": str(keys)}
+    with running_server(server_env, tmp_path, command=command, port=rest) as server:
+        # Without a key, as /metrics (RTSERVE_AUTH__EXEMPT_METRICS); the inference routes still want one.
         answer = httpx.get(server.url + "/monitoring/prometheus/metrics", timeout=10)
         assert answer.status_code == 200
         assert "rtserve_model_version_state" in answer.text
+        assert answer.headers["content-type"].startswith("text/plain")
+        assert httpx.get(server.url + "/metrics", timeout=10).status_code == 200
+        assert httpx.post(server.url + "/v1/models/iris:predict", json=SETOSA, timeout=10).status_code == 401
 
 
 def test_rest_api_port_zero_serves_grpc_only(demo_model_dir: Path, tmp_path: Path) -> None:
