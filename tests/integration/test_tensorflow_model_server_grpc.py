@@ -415,8 +415,21 @@ def test_a_server_certificate_from_another_ca_is_not_trusted(tls_server: tuple[T
     assert refused_code(lambda: tls_status(server.target, credentials)) == grpc.StatusCode.UNAVAILABLE
 
 
-def test_a_tls_setting_without_its_key_stops_the_start(tmp_path: Path, pki: Pki) -> None:
-    """RTSERVE_GRPC__SSL_* set by hand, half: one line naming the setting, exit 1, never listening."""
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"RTSERVE_GRPC__SSL_SERVER_CERT": "cert"}, "RTSERVE_GRPC__SSL_SERVER_KEY is empty"),
+        (
+            {"RTSERVE_GRPC__SSL_SERVER_KEY": "not a key", "RTSERVE_GRPC__SSL_SERVER_CERT": "cert"},
+            "are not a PEM private key and the certificate chain that matches it",
+        ),
+    ],
+    ids=["half", "not-pem"],
+)
+def test_tls_settings_that_cannot_serve_stop_the_start(
+    tmp_path: Path, pki: Pki, settings: dict[str, str], message: str
+) -> None:
+    """RTSERVE_GRPC__SSL_* set by hand, wrongly: one line naming the settings, exit 1, never listening."""
     (tmp_path / "repo").mkdir()
     grpc_port = free_port()
     full_env = {
@@ -426,12 +439,13 @@ def test_a_tls_setting_without_its_key_stops_the_start(tmp_path: Path, pki: Pki)
         "RTSERVE_PORT": str(free_port()),
         "RTSERVE_GRPC_PORT": str(grpc_port),
         "RTSERVE_HOST": "127.0.0.1",
-        "RTSERVE_GRPC__SSL_SERVER_CERT": pki.server_cert.decode(),
+        **{name: pki.server_cert.decode() if value == "cert" else value for name, value in settings.items()},
     }
     done = subprocess.run(
         [sys.executable, "-m", "service", "serve"], env=full_env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "RTSERVE_GRPC__SSL_SERVER_KEY is empty" in done.stdout + done.stderr
+    assert message in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", grpc_port)) != 0

@@ -176,7 +176,14 @@ def migration_pool(settings: Settings) -> ThreadPoolExecutor | None:
 def _add_port(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
     if credentials is None:
         return server.add_insecure_port(address)
-    return server.add_secure_port(address, credentials)
+    try:
+        return server.add_secure_port(address, credentials)
+    except RuntimeError:
+        # The address was free (checked before): grpc failed to load the key and certificate.
+        raise ValueError(
+            f"cannot listen for gRPC on {address} with TLS: RTSERVE_GRPC__SSL_SERVER_KEY and "
+            "RTSERVE_GRPC__SSL_SERVER_CERT are not a PEM private key and the certificate chain that matches it"
+        ) from None
 
 
 def _reason(error: BaseException) -> str:
