@@ -74,8 +74,7 @@ class ServerProcess:
         }
         full_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         if command is None:
-            rtserve = shutil.which("rtserve", path=str(Path(sys.executable).parent))
-            command = [rtserve, "serve"] if rtserve else [sys.executable, "-m", "service", "serve"]
+            command = rtserve_command("serve")
         self.process = subprocess.Popen(list(command), env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout_s: float = 90.0) -> None:
@@ -106,6 +105,12 @@ class ServerProcess:
             self.process.kill()
             self.process.wait(10)
         self._log.close()
+
+
+def rtserve_command(*args: str) -> list[str]:
+    """The `rtserve` command as the venv installs it (its module when the venv has no script)."""
+    rtserve = shutil.which("rtserve", path=str(Path(sys.executable).parent))
+    return [rtserve, *args] if rtserve else [sys.executable, "-m", "service", *args]
 
 
 def tensorflow_model_server_command(*args: str) -> list[str]:

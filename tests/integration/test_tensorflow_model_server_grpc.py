@@ -10,7 +10,6 @@ import ipaddress
 import os
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from tensorflow_serving.apis import (
 from apptools import (
     ServerProcess,
     free_port,
+    rtserve_command,
     running_server,
     tf_serving_base,
     tf_serving_config_file,
@@ -441,9 +441,7 @@ def test_tls_settings_that_cannot_serve_stop_the_start(
         "RTSERVE_HOST": "127.0.0.1",
         **{name: pki.server_cert.decode() if value == "cert" else value for name, value in settings.items()},
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "service", "serve"], env=full_env, capture_output=True, text=True, timeout=120
-    )
+    done = subprocess.run(rtserve_command("serve"), env=full_env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1, done.stdout + done.stderr
     assert message in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
