@@ -166,6 +166,7 @@ def config_file_watcher(settings: Settings, manager: ModelManager, metrics: Metr
         failed=metrics.model_config_reloads.labels("failure").inc,
         interval_s=settings.model_config_file_poll_wait_s,
         current=settings.model_config_list,
+        applied=lambda: manager.model_set_status().applied,
     )
 
 

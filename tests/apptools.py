@@ -74,8 +74,7 @@ class ServerProcess:
         }
         full_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         if command is None:
-            rtserve = shutil.which("rtserve", path=str(Path(sys.executable).parent))
-            command = [rtserve, "serve"] if rtserve else [sys.executable, "-m", "service", "serve"]
+            command = rtserve_command("serve")
         self.process = subprocess.Popen(list(command), env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout_s: float = 90.0) -> None:
@@ -106,6 +105,12 @@ class ServerProcess:
             self.process.kill()
             self.process.wait(10)
         self._log.close()
+
+
+def rtserve_command(*args: str) -> list[str]:
+    """The `rtserve` command as the venv installs it (its module when the venv has no script)."""
+    rtserve = shutil.which("rtserve", path=str(Path(sys.executable).parent))
+    return [rtserve, *args] if rtserve else [sys.executable, "-m", "service", *args]
 
 
 def tensorflow_model_server_command(*args: str) -> list[str]:
@@ -143,3 +148,46 @@ def running_server(
     assert exit_code == 0, log
     if not traceback_allowed:
         assert "Traceback" not in log, log
+
+
+# ---- tensorflow_model_server as TF Serving is started (tests of the command, REST and gRPC)
+
+
+def tf_serving_base(root: Path, name: str, saved_model: Path, version: str = "00000123") -> Path:
+    """A TF Serving base path ``root/models/name``: the version folders straight under it."""
+    base = root / "models" / name
+    shutil.copytree(saved_model, base / version)
+    return base
+
+
+def tf_serving_config_file(path: Path, **bases: Path) -> Path:
+    """A text-format ModelServerConfig serving each model from its base path."""
+    models = "".join(
+        f"  config {{\n    name: '{name}'\n    base_path: '{base}'\n    model_platform: 'tensorflow'\n  }}\n"
+        for name, base in bases.items()
+    )
+    path.write_text("model_config_list {\n" + models + "}\n")
+    return path
+
+
+def tf_serving_one_model(rest: int, grpc: int, base: Path, *extra: str) -> list[str]:
+    """The command line of TF Serving's image entrypoint (tf_serving_entrypoint.sh), on free ports."""
+    return tensorflow_model_server_command(
+        f"--port={grpc}", f"--rest_api_port={rest}", f"--model_name={base.name}", f"--model_base_path={base}", *extra
+    )
+
+
+def tf_serving_polled_config(rest: int, grpc: int, config_file: Path) -> list[str]:
+    """A model config file re-read every second, versions polled every second."""
+    return tensorflow_model_server_command(
+        f"--port={grpc}",
+        f"--rest_api_port={rest}",
+        f"--model_config_file={config_file}",
+        "--model_config_file_poll_wait_seconds=1",
+        "--file_system_poll_wait_seconds=1",
+    )
+
+
+def tf_serving_env(root: Path, grpc: int) -> dict[str, str]:
+    """The environment such a command runs in here: its cache under ``root``, the gRPC port named."""
+    return {"RTSERVE_CACHE_DIR": str(root / "cache"), "RTSERVE_GRPC_PORT": str(grpc)}

@@ -65,6 +65,7 @@ def settings_from_flags(parsed: ParsedFlags, environ: Mapping[str, str] | None =
             put(defaults, path, value)
 
     given = parsed.given
+    monitored = False
     # ---- ports
     default("grpc_port", 8500)
     default("rest_enabled", False, "RTSERVE_PORT")
@@ -128,6 +129,7 @@ def settings_from_flags(parsed: ParsedFlags, environ: Mapping[str, str] | None =
         )
         if monitoring.enabled and monitoring.path != "/metrics":
             put(explicit, "prometheus_path", monitoring.path)
+        monitored = monitoring.enabled
     if given.get("grpc_channel_arguments"):
         put(explicit, "grpc.channel_arguments", parse_channel_arguments(str(given["grpc_channel_arguments"])))
     if "grpc_max_threads" in given:
@@ -153,6 +155,11 @@ def settings_from_flags(parsed: ParsedFlags, environ: Mapping[str, str] | None =
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         raise FlagError(f"{where}: {first['msg']}") from None
+    if monitored and not settings.rest_enabled:
+        # TF Serving reads the monitoring config only when it starts its REST server (server.cc).
+        warnings.append(
+            "--monitoring_config_file has no effect without --rest_api_port: Prometheus is served on the REST port"
+        )
     return Translation(settings, warnings)
 
 

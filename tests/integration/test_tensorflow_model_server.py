@@ -5,59 +5,46 @@ this command come with the gRPC front end's merge.)"""
 from __future__ import annotations
 
 import os
-import shutil
+import signal
 import socket
 import subprocess
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
+import tensorflow as tf
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from apptools import free_port, running_server, tensorflow_model_server_command, wait_until
+from apptools import (
+    free_port,
+    running_server,
+    tensorflow_model_server_command,
+    tf_serving_base,
+    tf_serving_config_file,
+    tf_serving_env,
+    tf_serving_one_model,
+    tf_serving_polled_config,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
 SETOSA = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
 
 
-def model_base(tmp_path: Path, name: str, saved_model: Path, version: str = "00000123") -> Path:
-    """A TF Serving base path: the version folders straight under it."""
-    base = tmp_path / "models" / name
-    shutil.copytree(saved_model, base / version)
-    return base
-
-
-def config_file(path: Path, **bases: Path) -> Path:
-    models = "".join(
-        f"  config {{\n    name: '{name}'\n    base_path: '{base}'\n    model_platform: 'tensorflow'\n  }}\n"
-        for name, base in bases.items()
-    )
-    path.write_text("model_config_list {\n" + models + "}\n")
-    return path
-
-
-def one_model(rest: int, grpc: int, base: Path, *extra: str) -> list[str]:
-    """The command line of TF Serving's image entrypoint (tf_serving_entrypoint.sh), on free ports."""
-    return tensorflow_model_server_command(
-        f"--port={grpc}", f"--rest_api_port={rest}", f"--model_name={base.name}", f"--model_base_path={base}", *extra
-    )
-
-
-def env(tmp_path: Path, grpc: int) -> dict[str, str]:
-    return {"RTSERVE_CACHE_DIR": str(tmp_path / "cache"), "RTSERVE_GRPC_PORT": str(grpc)}
-
-
 def test_one_model_by_name_and_base_path_serves_rest_and_grpc(demo_model_dir: Path, tmp_path: Path) -> None:
-    base = model_base(tmp_path, "iris", demo_model_dir)
+    base = tf_serving_base(tmp_path, "iris", demo_model_dir)
     rest, grpc = free_port(), free_port()
-    command = one_model(
+    command = tf_serving_one_model(
         rest,
         grpc,
         base,
         "--no_such_flag=1",
         "--enable_profiler=false",
     )
-    with running_server(env(tmp_path, grpc), tmp_path, command=command, port=rest) as server:
+    with running_server(tf_serving_env(tmp_path, grpc), tmp_path, command=command, port=rest) as server:
         with httpx.Client(base_url=server.url, timeout=30) as http:
             status = http.get("/v1/models/iris").json()
             assert status["model_version_status"][0]["version"] == "123", "folder 00000123 is version 123"
@@ -74,25 +61,20 @@ def test_one_model_by_name_and_base_path_serves_rest_and_grpc(demo_model_dir: Pa
 
 def test_config_file_is_reread_and_models_added_and_removed(demo_model_dir: Path, tmp_path: Path) -> None:
     a, b, c = (
-        model_base(tmp_path, name, demo_model_dir, version) for name, version in (("a", "1"), ("b", "2"), ("c", "3"))
+        tf_serving_base(tmp_path, name, demo_model_dir, version)
+        for name, version in (("a", "1"), ("b", "2"), ("c", "3"))
     )
-    models = config_file(tmp_path / "models.config", a=a, b=b)
+    models = tf_serving_config_file(tmp_path / "models.config", a=a, b=b)
     rest, grpc = free_port(), free_port()
-    command = tensorflow_model_server_command(
-        f"--port={grpc}",
-        f"--rest_api_port={rest}",
-        f"--model_config_file={models}",
-        "--model_config_file_poll_wait_seconds=1",
-        "--file_system_poll_wait_seconds=1",
-    )
+    command = tf_serving_polled_config(rest, grpc, models)
     with (
-        running_server(env(tmp_path, grpc), tmp_path, command=command, port=rest) as server,
+        running_server(tf_serving_env(tmp_path, grpc), tmp_path, command=command, port=rest) as server,
         httpx.Client(base_url=server.url, timeout=30) as http,
     ):
         assert http.get("/v1/models/a").status_code == 200
         assert http.get("/v1/models/b").json()["model_version_status"][0]["version"] == "2"
         assert http.get("/v1/models/c").status_code == 404
-        config_file(models, a=a, c=c)  # b removed, c added
+        tf_serving_config_file(models, a=a, c=c)  # b removed, c added
 
         def changed() -> bool:
             status = http.get("/v1/models/c")
@@ -129,13 +111,13 @@ def test_a_config_file_that_does_not_parse_stops_the_start(tmp_path: Path) -> No
 
 
 def test_batching_file_and_tf_threads_are_taken(demo_model_dir: Path, tmp_path: Path) -> None:
-    base = model_base(tmp_path, "iris", demo_model_dir)
+    base = tf_serving_base(tmp_path, "iris", demo_model_dir)
     batching = tmp_path / "batching.config"
     batching.write_text(
         "max_batch_size { value: 16 }\nbatch_timeout_micros { value: 200 }\nnum_batch_threads { value: 4 }\n"
     )
     rest, grpc = free_port(), free_port()
-    command = one_model(
+    command = tf_serving_one_model(
         rest,
         grpc,
         base,
@@ -145,7 +127,7 @@ def test_batching_file_and_tf_threads_are_taken(demo_model_dir: Path, tmp_path: 
         "--tensorflow_inter_op_parallelism=1",
         "--rest_api_timeout_in_ms=60000",
     )
-    with running_server(env(tmp_path, grpc), tmp_path, command=command, port=rest) as server:
+    with running_server(tf_serving_env(tmp_path, grpc), tmp_path, command=command, port=rest) as server:
         answer = httpx.post(server.url + "/v1/models/iris:predict", json=SETOSA, timeout=30)
         assert answer.status_code == 200, answer.text
         assert "without effect in rtserve: num_batch_threads" in server.log()
@@ -162,36 +144,77 @@ def test_a_batching_file_without_enable_batching_stops_the_start(tmp_path: Path)
     assert "batching_parameters_file is set without setting server_options.enable_batching to true" in done.stderr
 
 
-# The two below need the REST front end to honour the settings this command sets (RTSERVE_PROMETHEUS_PATH,
-# RTSERVE_REST_ENABLED): service/api is wired at the merge. Strict, so that the wiring shows by failing them.
-@pytest.mark.xfail(strict=True, reason="RTSERVE_PROMETHEUS_PATH is not served by service/api/rest yet")
 def test_monitoring_config_serves_prometheus_at_its_path(demo_model_dir: Path, tmp_path: Path) -> None:
-    base = model_base(tmp_path, "iris", demo_model_dir)
+    base = tf_serving_base(tmp_path, "iris", demo_model_dir)
     monitoring = tmp_path / "monitoring.config"
     monitoring.write_text('prometheus_config {\n  enable: true,\n  path: "/monitoring/prometheus/metrics"\n}\n')
-    rest, grpc = free_port(), free_port()
-    command = one_model(rest, grpc, base, f"--monitoring_config_file={monitoring}")
-    with running_server(env(tmp_path, grpc), tmp_path, command=command, port=rest) as server:
+    keys = tmp_path / "keys"
+    keys.write_text("k-monitoring-5c1f\n")
+    rest, grpc_port = free_port(), free_port()
+    command = tf_serving_one_model(rest, grpc_port, base, f"--monitoring_config_file={monitoring}")
+    server_env = {**tf_serving_env(tmp_path, grpc_port), "RTSERVE_AUTH__KEYS_FILE": str(keys)}
+    with running_server(server_env, tmp_path, command=command, port=rest) as server:
+        # Without a key, as /metrics (RTSERVE_AUTH__EXEMPT_METRICS); the inference routes still want one.
         answer = httpx.get(server.url + "/monitoring/prometheus/metrics", timeout=10)
         assert answer.status_code == 200
         assert "rtserve_model_version_state" in answer.text
+        assert answer.headers["content-type"].startswith("text/plain")
+        assert httpx.get(server.url + "/metrics", timeout=10).status_code == 200
+        assert httpx.post(server.url + "/v1/models/iris:predict", json=SETOSA, timeout=10).status_code == 401
 
 
-@pytest.mark.xfail(strict=True, reason="RTSERVE_REST_ENABLED is not honoured by service/api/rest yet")
 def test_rest_api_port_zero_serves_grpc_only(demo_model_dir: Path, tmp_path: Path) -> None:
-    base = model_base(tmp_path, "iris", demo_model_dir)
-    rest, grpc = free_port(), free_port()
+    """TF Serving's default (no REST): gRPC serves alone, the models load and unload once, SIGTERM drains gRPC and
+    exits 0."""
+    base = tf_serving_base(tmp_path, "iris", demo_model_dir)
+    rest, grpc_port = free_port(), free_port()
     command = tensorflow_model_server_command(
-        f"--port={grpc}", "--rest_api_port=0", "--model_name=iris", f"--model_base_path={base}"
+        f"--port={grpc_port}", "--rest_api_port=0", "--model_name=iris", f"--model_base_path={base}"
     )
-    full_env = {**os.environ, **env(tmp_path, grpc), "RTSERVE_PORT": str(rest), "RTSERVE_HOST": "127.0.0.1"}
-    log = (tmp_path / "server.log").open("wb")
-    process = subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    full_env = {
+        **os.environ,
+        **tf_serving_env(tmp_path, grpc_port),
+        "RTSERVE_PORT": str(rest),
+        "RTSERVE_HOST": "127.0.0.1",
+        "RTSERVE_SHUTDOWN_DELAY_S": "2",
+    }
+    log_path = tmp_path / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_until(lambda: "gRPC listening" in (tmp_path / "server.log").read_text(), 90, 0.2, "gRPC listening")
-        with socket.socket() as probe:
-            assert probe.connect_ex(("127.0.0.1", rest)) != 0, "nothing listens for REST"
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            wait_until(lambda: serving(channel), 90, 0.2, "gRPC health SERVING")
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "iris"
+            request.inputs["features"].CopyFrom(tf.make_tensor_proto([SETOSA["instances"][0]], dtype=tf.float32))
+            answer = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+            assert answer.model_spec.version.value == 123
+            with socket.socket() as probe:
+                assert probe.connect_ex(("127.0.0.1", rest)) != 0, "nothing listens for REST"
+            process.send_signal(signal.SIGTERM)
+            # Draining: unready at once, still answering for the shutdown delay, then gone, exit 0.
+            wait_until(lambda: health(channel) == health_pb2.HealthCheckResponse.NOT_SERVING, 5, 0.05, "NOT_SERVING")
+            assert process.wait(30) == 0
     finally:
-        process.terminate()
-        process.wait(30)
-        log.close()
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    text = log_path.read_text(errors="replace")
+    assert "Traceback" not in text, text
+    assert "serving gRPC only" in text
+    # The app's lifespan, which starts and stops the manager and every component, ran once each way.
+    assert text.count("Application startup complete.") == 1, text
+    assert text.count("Application shutdown complete.") == 1, text
+    assert text.count("model iris version 123 is AVAILABLE") == 1, text
+
+
+def health(channel: grpc.Channel) -> int | None:
+    """The server's gRPC health status, None when the call fails."""
+    try:
+        return int(health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2).status)
+    except grpc.RpcError:
+        return None
+
+
+def serving(channel: grpc.Channel) -> bool:
+    return health(channel) == health_pb2.HealthCheckResponse.SERVING

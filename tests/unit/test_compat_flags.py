@@ -218,6 +218,19 @@ def test_prometheus_disabled_adds_no_path(tmp_path: Path) -> None:
     assert settings(f"--monitoring_config_file={monitoring}").prometheus_path == ""
 
 
+def test_monitoring_without_rest_is_warned_about_as_tf_serving_ignores_it(tmp_path: Path) -> None:
+    # TF Serving reads --monitoring_config_file only when it starts its REST server: gRPC alone exports nothing.
+    monitoring = tmp_path / "monitoring.config"
+    monitoring.write_text("prometheus_config { enable: true }")
+    alone = settings_from_flags(parse_flags([*MODEL, f"--monitoring_config_file={monitoring}"]))
+    assert not alone.settings.rest_enabled
+    assert any("--monitoring_config_file has no effect without --rest_api_port" in w for w in alone.warnings)
+    with_rest = settings_from_flags(
+        parse_flags([*MODEL, "--rest_api_port=8501", f"--monitoring_config_file={monitoring}"])
+    )
+    assert not any("monitoring" in w for w in with_rest.warnings)
+
+
 def test_flags_that_make_no_sense_here_are_named_in_one_warning() -> None:
     translation = settings_from_flags(
         parse_flags(

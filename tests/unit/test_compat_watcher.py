@@ -63,6 +63,7 @@ class Setup:
             failed=self.metrics.model_config_reloads.labels("failure").inc,
             interval_s=30.0,
             current=first,
+            applied=lambda: self.manager.model_set_status().applied,
         )
 
     def apply(self, model_set: ModelSet) -> None:
@@ -89,6 +90,22 @@ def test_a_changed_file_is_applied_adding_and_dropping_models(tmp_path: Path) ->
     assert setup.reloads("success") == 1
     assert setup.watcher.poll_once() is False
     assert len(setup.applied) == 1
+
+
+def test_a_set_pushed_by_reload_config_is_replaced_by_the_files_at_the_next_poll(tmp_path: Path) -> None:
+    # TF Serving's poll thread hands the file to ServerCore::ReloadConfig at every poll: the file wins.
+    a, b = publish(tmp_path, "a"), publish(tmp_path, "b")
+    setup = Setup(tmp_path, config_text(a=a))
+    setup.manager.apply_model_set(parse_model_server_config(config_text(a=a, b=b)), wait=True)  # the RPC's way
+    setup.manager.poll_once()
+    assert setup.served() == ["a", "b"]
+    assert setup.watcher.poll_once() is True, "the unchanged file is applied again"
+    assert setup.served() == ["a"]
+    assert setup.watcher.poll_once() is False, "and only once"
+    setup.manager.apply_model_set(parse_model_server_config(config_text(b=b)), wait=True)
+    setup.file.write_text(config_text(a=a) + "\n")  # the same set, another text: still the file's set wins
+    assert setup.watcher.poll_once() is True
+    assert setup.served() == ["a"]
 
 
 def test_a_broken_file_keeps_the_current_set_and_is_counted_once(

@@ -68,3 +68,12 @@ def test_health_answers_for_the_server_every_service_and_tf_servings_short_names
         "ModelService",
         "inference.X",
     }
+
+
+def test_channel_arguments_follow_rtserves_and_replace_the_same_names() -> None:
+    arguments = {"grpc.max_connection_age_ms": 2000, "grpc.max_concurrent_streams": 10, "grpc.primary_user_agent": "x"}
+    listed = server_options(Settings(grpc=GrpcSettings(channel_arguments=arguments)))
+    names = [name for name, _ in listed]
+    assert names.count("grpc.max_connection_age_ms") == 1, "the user's replaces rtserve's 300 s"
+    assert listed[-3:] == list(arguments.items())
+    assert dict(listed)["grpc.max_connection_age_grace_ms"] == 30_000  # rtserve's others stay

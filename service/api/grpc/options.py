@@ -27,10 +27,12 @@ def message_limit(settings: Settings) -> int:
     return min(settings.max_body_bytes, INT32_MAX // GRPC_LIMIT_FACTOR)
 
 
-def server_options(settings: Settings) -> list[tuple[str, int]]:
-    """The channel arguments of the gRPC server."""
+def server_options(settings: Settings) -> list[tuple[str, int | str]]:
+    """The channel arguments of the gRPC server: rtserve's, then RTSERVE_GRPC__CHANNEL_ARGUMENTS (TF Serving's
+    --grpc_channel_arguments). A user's argument replaces rtserve's of the same name rather than following it,
+    so that it wins whichever of two duplicates grpc would take."""
     grpc_limit = message_limit(settings) * GRPC_LIMIT_FACTOR
-    options = [
+    options: list[tuple[str, int | str]] = [
         ("grpc.max_receive_message_length", grpc_limit),
         ("grpc.max_send_message_length", grpc_limit),
         # On by default: a second server on the same port would share it silently, each getting some connections.
@@ -49,4 +51,5 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
             ("grpc.max_connection_age_ms", round(settings.grpc.max_connection_age_s * 1000)),
             ("grpc.max_connection_age_grace_ms", round(settings.drain_timeout_s * 1000)),
         ]
-    return options
+    users = settings.grpc.channel_arguments
+    return [option for option in options if option[0] not in users] + list(users.items())

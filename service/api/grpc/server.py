@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from service.api.grpc.limits import MessageSizeGuard
 from service.api.grpc.options import message_limit, server_options
 from service.api.grpc.reflection import NAMES as REFLECTION_NAMES
 from service.api.grpc.reflection import add_reflection
+from service.api.grpc.tls import server_credentials
 from service.api.keys import KeyFile
 from service.api.offload import Offload, inline_only
 from service.codecs.arrays import Limits
@@ -127,7 +129,9 @@ class GrpcFrontEnd:
     async def bind(self) -> None:
         """Build the server and bind its addresses; OSError with one line naming the setting when one is taken."""
         settings = self._deps.settings
+        credentials = server_credentials(settings.grpc)  # ValueError before anything is bound
         server = grpc.aio.server(
+            migration_thread_pool=migration_pool(settings),
             options=server_options(settings),
             maximum_concurrent_rpcs=settings.grpc.max_concurrent_rpcs,
             interceptors=interceptors(self._deps),
@@ -142,13 +146,13 @@ class GrpcFrontEnd:
         address = f"{settings.host}:{settings.grpc_port}"
         try:
             check_port_free(settings.host, settings.grpc_port)
-            self.port = server.add_insecure_port(address)
+            self.port = _add_port(server, address, credentials)
         except (OSError, RuntimeError) as error:
             raise OSError(f"cannot listen for gRPC on {address} (RTSERVE_GRPC_PORT): {_reason(error)}") from None
         if settings.grpc.socket_path:
             try:
                 check_socket_free(settings.grpc.socket_path)
-                server.add_insecure_port(f"unix:{settings.grpc.socket_path}")
+                _add_port(server, f"unix:{settings.grpc.socket_path}", credentials)
             except (OSError, RuntimeError) as error:
                 raise OSError(
                     f"cannot listen for gRPC on unix:{settings.grpc.socket_path} (RTSERVE_GRPC__SOCKET_PATH): "
@@ -165,7 +169,11 @@ class GrpcFrontEnd:
         await self._server.start()
         settings = self._deps.settings
         socket_path = f" and unix:{settings.grpc.socket_path}" if settings.grpc.socket_path else ""
-        log.info("gRPC listening on %s:%d%s (%s)", settings.host, self.port, socket_path, ", ".join(self._services))
+        tls = ", TLS" + (" with client certificates" if settings.grpc.ssl_client_verify else "")
+        tls = tls if settings.grpc.ssl_server_cert else ""
+        log.info(
+            "gRPC listening on %s:%d%s%s (%s)", settings.host, self.port, socket_path, tls, ", ".join(self._services)
+        )
 
     async def stop(self, grace_s: float) -> None:
         """Refuse new RPCs, let in-flight ones finish for up to ``grace_s``, then cancel the rest. Health Watch
@@ -175,6 +183,26 @@ class GrpcFrontEnd:
         if self._server is not None:
             await self._server.stop(grace_s)
             self._server = None
+
+
+def migration_pool(settings: Settings) -> ThreadPoolExecutor | None:
+    """The threads grpc.aio runs handlers that are not coroutines on (RTSERVE_GRPC__MAX_THREADS, TF Serving's
+    --grpc_max_threads); every rtserve handler is a coroutine, so no RPC waits for one. None: grpc's default."""
+    workers = settings.grpc.max_threads
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc-sync") if workers else None
+
+
+def _add_port(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    if credentials is None:
+        return server.add_insecure_port(address)
+    try:
+        return server.add_secure_port(address, credentials)
+    except RuntimeError:
+        # The address was free (checked before): grpc failed to load the key and certificate.
+        raise ValueError(
+            f"cannot listen for gRPC on {address} with TLS: RTSERVE_GRPC__SSL_SERVER_KEY and "
+            "RTSERVE_GRPC__SSL_SERVER_CERT are not a PEM private key and the certificate chain that matches it"
+        ) from None
 
 
 def _reason(error: BaseException) -> str:

@@ -3,7 +3,7 @@ API-key gate when a keys file is configured. The wiring (service/app.py) hands i
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,12 +94,21 @@ def build_rest_app(backend: Backend, telemetry: Telemetry, offload: Offload | No
     app.include_router(tf_router)
     add_error_handlers(app)
 
-    @app.get("/metrics", tags=["Monitoring"], summary="Prometheus metrics", response_class=Response)
     async def prometheus_metrics(_: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    for path in metrics_paths(settings):
+        app.get(path, tags=["Monitoring"], summary="Prometheus metrics", response_class=Response)(prometheus_metrics)
+
     lane = FastLane(app, v2_inference + tf_inference)
-    return RestApp(with_authentication(lane, settings.auth, metrics), app)
+    return RestApp(with_authentication(lane, settings.auth, metrics, metrics_paths(settings)), app)
+
+
+def metrics_paths(settings: Settings) -> tuple[str, ...]:
+    """Where the Prometheus document answers: /metrics, and RTSERVE_PROMETHEUS_PATH (TF Serving's monitoring
+    config) when it names another path."""
+    extra = settings.prometheus_path
+    return ("/metrics",) if extra in ("", "/metrics") else ("/metrics", extra)
 
 
 def add_error_handlers(app: FastAPI) -> None:
@@ -130,10 +139,12 @@ def add_error_handlers(app: FastAPI) -> None:
         return error_response(plain_error(500, "internal error; see the server log"))
 
 
-def with_authentication(lane: FastLane, auth: AuthSettings, metrics: Metrics) -> ASGIApp:
+def with_authentication(
+    lane: FastLane, auth: AuthSettings, metrics: Metrics, metrics_at: Sequence[str] = ()
+) -> ASGIApp:
     """The lane behind an API-key gate when a keys file is configured, else the lane itself (no cost)."""
     if auth.keys_file is None:
         return lane
     keys = KeyFile(Path(auth.keys_file))
-    exempt = exempt_paths(auth.exempt_health, auth.exempt_metrics)
+    exempt = exempt_paths(auth.exempt_health, auth.exempt_metrics, metrics_at)
     return ApiKeyGate(lane, keys, exempt, metrics.auth_failures)

@@ -11,6 +11,8 @@ the error shape of TF Serving REST and of the Open Inference Protocol alike.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import Counter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -69,6 +71,8 @@ class ApiKeyGate:
         await send({"type": "http.response.body", "body": body})
 
 
-def exempt_paths(health: bool, metrics: bool) -> frozenset[str]:
-    """The paths that answer without a key, per the exempt_health and exempt_metrics settings."""
-    return (HEALTH_PATHS if health else frozenset()) | (frozenset({METRICS_PATH}) if metrics else frozenset())
+def exempt_paths(health: bool, metrics: bool, metrics_paths: Iterable[str] = ()) -> frozenset[str]:
+    """The paths that answer without a key, per the exempt_health and exempt_metrics settings; ``metrics_paths``
+    are further paths of the metrics document (RTSERVE_PROMETHEUS_PATH), exempt as /metrics is."""
+    metrics_exempt = frozenset({METRICS_PATH, *metrics_paths}) if metrics else frozenset()
+    return (HEALTH_PATHS if health else frozenset()) | metrics_exempt

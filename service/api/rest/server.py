@@ -61,8 +61,9 @@ class Draining(Protocol):
 
 class Companion(Protocol):
     """Another front end in the same event loop (the gRPC server): its addresses bound before the app's lifespan
-    starts (OSError: the process exits 1 with that one line, never ready), started once the lifespan has started,
-    stopped (in-flight calls finished within the drain timeout) before the lifespan ends and the batchers drain."""
+    starts (OSError or ValueError: the process exits 1 with that one line, never ready), started once the
+    lifespan has started, stopped (in-flight calls finished within the drain timeout) before the lifespan ends
+    and the batchers drain."""
 
     async def bind(self) -> None: ...
 
@@ -90,7 +91,7 @@ class DrainingServer(uvicorn.Server):
         for companion in self._companions:
             try:
                 await companion.bind()
-            except OSError as error:
+            except (OSError, ValueError) as error:  # a port taken, settings it cannot serve (TLS without a key)
                 log.error("%s", error)
                 sys.exit(1)  # as uvicorn does when its own port is taken
         await super().startup(sockets)
@@ -127,6 +128,17 @@ class DrainingServer(uvicorn.Server):
 
 
 def run_server(settings: Settings, app: ASGIApp, lifecycle: Draining, companions: Sequence[Companion] = ()) -> None:
-    """Serve ``app`` (and the companion front ends) until SIGTERM (then drained) or Ctrl-C."""
+    """Serve ``app`` (and the companion front ends) until SIGTERM (then drained) or Ctrl-C.
+
+    With RTSERVE_REST_ENABLED=false no HTTP socket is bound (uvicorn is handed an empty list of sockets), but the
+    app's lifespan still runs: the components start and stop exactly once, in the same order, and SIGTERM drains
+    the companions as it does with REST on."""
+    if not settings.rest_enabled and not companions:
+        raise ValueError("nothing to serve: RTSERVE_REST_ENABLED is false and RTSERVE_GRPC_PORT is 0")
     config = uvicorn_config(settings, app, lambda: lifecycle.draining)
-    DrainingServer(config, lifecycle, settings.shutdown_delay_s, companions).run()
+    server = DrainingServer(config, lifecycle, settings.shutdown_delay_s, companions)
+    if settings.rest_enabled:
+        server.run()
+        return
+    log.info("REST is off (RTSERVE_REST_ENABLED=false, TF Serving's --rest_api_port=0): serving gRPC only")
+    server.run(sockets=[])
