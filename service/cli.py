@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_repository_option(serve)
     serve.add_argument("--host", help="address to listen on (RTSERVE_HOST, default 0.0.0.0)")
     serve.add_argument("--port", type=int, help="HTTP port (RTSERVE_PORT, default 8080)")
+    serve.add_argument("--grpc-port", type=int, help="gRPC port, 0 turns gRPC off (RTSERVE_GRPC_PORT, default 8081)")
     serve.add_argument("--models", help="models to serve, comma separated, or '*' (RTSERVE_MODELS, default *)")
     serve.add_argument("--cache-dir", help="where downloaded versions are kept (RTSERVE_CACHE_DIR)")
     serve.add_argument("--poll-interval-s", type=float, help="seconds between repository polls")
@@ -127,7 +128,7 @@ def add_repository_option(parser: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     """Settings from the environment, overridden by whichever options were given."""
-    names = ("repository", "host", "port", "models", "cache_dir", "poll_interval_s", "log_level")
+    names = ("repository", "host", "port", "grpc_port", "models", "cache_dir", "poll_interval_s", "log_level")
     overrides: dict[str, Any] = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     return Settings(**overrides)
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import S3Server
 
 RTSERVE = [sys.executable, "-m", "service"]
@@ -26,6 +28,16 @@ def test_help_lists_every_command() -> None:
     serve_help = rtserve("serve", "--help").stdout
     assert "RTSERVE_REPOSITORY" in serve_help
     assert "--port" in serve_help
+    assert "--grpc-port" in serve_help and "RTSERVE_GRPC_PORT" in serve_help
+
+
+def test_serve_options_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.cli import build_parser, settings_from
+
+    monkeypatch.setenv("RTSERVE_GRPC_PORT", "9001")
+    assert settings_from(build_parser().parse_args(["serve"])).grpc_port == 9001
+    assert settings_from(build_parser().parse_args(["serve", "--grpc-port", "0"])).grpc_port == 0
+    assert settings_from(build_parser().parse_args(["serve", "--grpc-port", "9100", "--port", "9200"])).port == 9200
 
 
 def test_push_and_ls_on_a_folder(demo_model_dir: Path, tmp_path: Path) -> None:
