@@ -17,7 +17,7 @@ from service.api.errors import http_status
 from service.errors import Code, ServingError
 from service.observability.logs import REQUEST_ID_HEADER
 from service.observability.metrics import Metrics
-from service.observability.telemetry import Telemetry
+from service.observability.telemetry import Telemetry, record_request
 
 log = logging.getLogger(__name__)
 
@@ -146,11 +146,9 @@ class RpcObserver:
             code, message = Code.INTERNAL, "internal error; see the server log"
         finally:
             self._inflight.dec()
-            status = http_status(code)
             seconds = time.perf_counter() - started
-            self._metrics.requests.labels(model, version, self._protocol, str(status)).inc()
-            self._metrics.request_duration.labels(model, version, self._protocol).observe(seconds)
-            self._telemetry.log.emit(rid, self._protocol, model, version, status, seconds, None, (method, code.name))
-            if trace is not None:
-                trace.finish(model, version, status)
+            outcome = (model, version, http_status(code))
+            record_request(
+                self._metrics, self._telemetry, self._protocol, rid, trace, outcome, seconds, None, (method, code.name)
+            )
         return Failed(code, message)

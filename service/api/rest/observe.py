@@ -17,7 +17,7 @@ from service.api.rest.responses import JSON, ErrorAnswer, error_answer, plain_er
 from service.errors import ServingError
 from service.observability.logs import REQUEST_ID_HEADER
 from service.observability.metrics import Metrics
-from service.observability.telemetry import Telemetry
+from service.observability.telemetry import Telemetry, record_request
 from service.observability.tracing import RequestTrace
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class InferenceObserver:
         self._metrics = metrics
         self._protocol = protocol
         self._inflight = metrics.inflight.labels(protocol)
-        self._log = telemetry.log
+        self._telemetry = telemetry
         self._tracing = telemetry.tracing
         self._ids = telemetry.ids
 
@@ -127,13 +127,10 @@ class InferenceObserver:
         reply: Reply,
     ) -> None:
         """Count, time, log and trace one answered (or abandoned) request."""
-        seconds = time.perf_counter() - started
-        self._metrics.requests.labels(model, version, self._protocol, str(reply.status)).inc()
-        self._metrics.request_duration.labels(model, version, self._protocol).observe(seconds)
         body = call.received[0] if call.received else None
-        self._log.emit(rid, self._protocol, model, version, reply.status, seconds, body)
-        if trace is not None:
-            trace.finish(model, version, reply.status)
+        seconds = time.perf_counter() - started
+        outcome = (model, version, reply.status)
+        record_request(self._metrics, self._telemetry, self._protocol, rid, trace, outcome, seconds, body)
 
     @staticmethod
     def _error(rid: str, answer: ErrorAnswer) -> Reply:
