@@ -1,50 +1,59 @@
-"""The TensorFlow runtime: load a SavedModel, describe its signatures, run them on numpy inputs.
+"""The TensorFlow runtime: load a SavedModel version and run its signatures on numpy inputs.
 
-Models are loaded with ``tf.saved_model.load`` only (never a Keras loader), so TF1 and TF2 SavedModels and
-Keras exports all go through one path. Signatures are described from ``saved_model.pb`` itself, which holds
-the exact names, dtypes, shapes and method names that TF Serving reports.
+The graph is screened and its signatures described from ``saved_model.pb`` (saved_model.py) before TensorFlow
+sees it; then a signature runner loads it (runner.py): by default the session runner (session.py), TF Serving's
+way, and the function runner (functions.py, ``tf.saved_model.load``) for versions the session cannot serve.
+Whichever runs, the servable maps errors, warms up and replays the warm-up file the same way.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-import re
-import threading
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import types_pb2
-from tensorflow.core.protobuf import saved_model_pb2
 
 from service.codecs.lookup import find_signature
 from service.errors import (
-    Code,
     DeadlineExceeded,
     Internal,
     InvalidArgument,
     ModelLoadError,
     ServingError,
     Unavailable,
-    error_for_code,
+)
+from service.runtime.functions import FunctionRunner
+from service.runtime.runner import CannotServe, RunnerChoice, RunnerName, SignatureRunner
+from service.runtime.saved_model import (
+    SavedModelError,
+    describe_meta_graph,
+    describe_saved_model,
+    read_saved_model,
+    serve_meta_graph,
+    set_signature_methods,
 )
 from service.runtime.screening import ALLOW_SETTING, refusable_ops, refusal_message, screen
+from service.runtime.session import SessionRunner
+from service.runtime.tf_errors import cause, decoded, op_error, tf_error_line
 from service.runtime.warmup_records import WARMUP_FILE, read_warmup_requests
-from service.tensors import DEFAULT_SIGNATURE, DType, SignatureSpec, TensorSpec, dtype_from_tf_name
+from service.tensors import DEFAULT_SIGNATURE, SignatureSpec
+
+# Re-exported: the runtime's public names stay importable from here.
+__all__ = [
+    "TensorFlowLoader",
+    "TensorFlowServable",
+    "configure_threads",
+    "describe_saved_model",
+    "set_signature_methods",
+    "synthetic_inputs",
+    "tf_error_line",
+]
 
 log = logging.getLogger(__name__)
-
-SERVE_TAG = "serve"
-SAVED_MODEL_PB = "saved_model.pb"
-SAVED_MODEL_PBTXT = "saved_model.pbtxt"
-FINGERPRINT_PB = "fingerprint.pb"
-# Error text quoted back to a client is capped: TF may echo whole input values in it.
-_MAX_ERROR_CHARS = 500
 
 
 def configure_threads(intra_op: int, inter_op: int) -> None:
@@ -71,273 +80,39 @@ def configure_threads(intra_op: int, inter_op: int) -> None:
         )
 
 
-# -- cancelling load-time work -------------------------------------------------------------------------------
-
-# TensorFlow registers every function call with the CancellationManager that
-# ``tensorflow.python.eager.cancellation.context()`` returns, which in TF 2.x is one process-wide global: set it on
-# the loader's thread and the inference threads of every other model would register with it too. A per-thread
-# reader makes a manager apply to the one thread that set it; nothing else in TensorFlow sets that global.
-_cancellation_scope = threading.local()
-
-
-def _thread_cancellation() -> Any:
-    active: _Cancellation | None = getattr(_cancellation_scope, "active", None)
-    return None if active is None else active.manager_for_call()
-
-
-def install_thread_cancellation() -> bool:
-    """Make TensorFlow read the active CancellationManager per thread; False when this TensorFlow has no hook."""
-    from tensorflow.python.eager import cancellation
-
-    if not callable(getattr(cancellation, "context", None)) or not hasattr(cancellation, "CancellationManager"):
-        return False
-    cancellation.context = _thread_cancellation
-    return True
-
-
-class _Cancellation:
-    """One servable's load-time cancellation: TensorFlow CancellationManagers applied on chosen threads.
-
-    Each function call gets a manager of its own: TensorFlow cancels a call's manager when one of its ops fails,
-    so one manager shared by every call would refuse all calls after the first error (a signature that does not
-    run on synthetic inputs would cancel the warm-up of every other signature)."""
-
-    def __init__(self) -> None:
-        self._available = install_thread_cancellation()
-        self._lock = threading.Lock()
-        self._current: Any = None
-        self.cancelled = False
-
-    def manager_for_call(self) -> Any:
-        from tensorflow.python.eager import cancellation
-
-        manager = cancellation.CancellationManager()
-        with self._lock:
-            self._current = manager
-            cancelled = self.cancelled
-        if cancelled:
-            manager.start_cancel()
-        return manager
-
-    @contextmanager
-    def scope(self) -> Iterator[None]:
-        previous = getattr(_cancellation_scope, "active", None)
-        _cancellation_scope.active = self if self._available else None
-        try:
-            yield
-        finally:
-            _cancellation_scope.active = previous
-
-    def cancel(self) -> None:
-        with self._lock:
-            self.cancelled = True
-            current = self._current
-        if current is not None:
-            # Ops in flight on a registered thread (a while_loop on warm-up zeros, too) end with CancelledError.
-            current.start_cancel()
-
-
-# -- reading saved_model.pb ----------------------------------------------------------------------------------
-
-
-class _SavedModelError(Exception):
-    """A problem found while reading the SavedModel files; its message is the cause shown to the operator."""
-
-
-def _read_saved_model(folder: Path) -> Any:
-    """The SavedModel protobuf of a version folder (binary or text format, as TensorFlow itself accepts)."""
-    binary, text = folder / SAVED_MODEL_PB, folder / SAVED_MODEL_PBTXT
-    if not folder.is_dir():
-        raise _SavedModelError("the folder does not exist")
-    if not binary.is_file() and not text.is_file():
-        raise _SavedModelError(f"no {SAVED_MODEL_PB} or {SAVED_MODEL_PBTXT} in the folder")
-    proto = saved_model_pb2.SavedModel()
-    try:
-        if binary.is_file():
-            proto.ParseFromString(binary.read_bytes())
-        else:
-            from google.protobuf import text_format
-
-            text_format.Parse(text.read_text(encoding="utf-8"), proto)
-    except OSError as error:
-        raise _SavedModelError(f"cannot read the SavedModel file ({type(error).__name__}: {error})") from error
-    except Exception as error:  # protobuf's DecodeError/ParseError, or text that is not UTF-8
-        raise _SavedModelError(f"the SavedModel file is not a valid SavedModel protobuf ({error})") from error
-    return proto
-
-
-def _serve_meta_graph(proto: Any) -> Any:
-    """The meta graph tagged exactly ``serve``, the one tf.saved_model.load(tags=["serve"]) picks."""
-    for meta_graph in proto.meta_graphs:
-        if set(meta_graph.meta_info_def.tags) == {SERVE_TAG}:
-            return meta_graph
-    found = sorted("+".join(sorted(mg.meta_info_def.tags)) or "(none)" for mg in proto.meta_graphs)
-    raise _SavedModelError(f"no meta graph tagged {SERVE_TAG!r} (tag sets: {', '.join(found) or 'none'})")
-
-
-def _tensor_spec(key: str, info: Any) -> TensorSpec:
-    """A TensorInfo as a TensorSpec; KeyError when its dtype or encoding is not supported."""
-    if info.WhichOneof("encoding") != "name":
-        raise KeyError(f"{key!r} is a {info.WhichOneof('encoding')} tensor")
-    dtype = dtype_from_tf_name(types_pb2.DataType.Name(info.dtype))
-    proto_shape = info.tensor_shape
-    shape = None if proto_shape.unknown_rank else tuple(int(dim.size) for dim in proto_shape.dim)
-    return TensorSpec(name=key, dtype=dtype, shape=shape, tensor_name=str(info.name))
-
-
-def _signature_spec(name: str, signature_def: Any) -> SignatureSpec:
-    def specs(tensors: Any) -> dict[str, TensorSpec]:
-        return {key: _tensor_spec(key, tensors[key]) for key in sorted(tensors)}
-
-    return SignatureSpec(
-        name=name,
-        method_name=str(signature_def.method_name),
-        inputs=specs(signature_def.inputs),
-        outputs=specs(signature_def.outputs),
-    )
-
-
-def _describe_meta_graph(folder: Path, meta_graph: Any) -> dict[str, SignatureSpec]:
-    signatures: dict[str, SignatureSpec] = {}
-    for name in sorted(meta_graph.signature_def):
-        if name.startswith("__"):  # TF's own entries such as __saved_model_init_op are not servable
-            continue
-        try:
-            signatures[name] = _signature_spec(name, meta_graph.signature_def[name])
-        except KeyError as error:
-            log.warning("%s: skipping signature %r: %s", folder, name, error.args[0])
-    return signatures
-
-
-def describe_saved_model(folder: Path) -> dict[str, SignatureSpec]:
-    """The servable signatures of a SavedModel's ``serve`` meta graph, read from its protobuf alone.
-
-    Signatures with dtypes or tensor encodings rtserve cannot carry are skipped with a warning.
-    """
-    folder = Path(folder)
-    return _describe_meta_graph(folder, _serve_meta_graph(_read_saved_model(folder)))
-
-
-def set_signature_methods(saved_model_dir: Path, methods: Mapping[str, str]) -> None:
-    """Set signature method names (e.g. classify) in saved_model.pb, as tf.saved_model.save writes predict.
-
-    The stale fingerprint.pb, if any, is removed.
-    """
-    path = Path(saved_model_dir) / SAVED_MODEL_PB
-    proto = _read_saved_model(Path(saved_model_dir))
-    missing = set(methods)
-    for meta_graph in proto.meta_graphs:
-        for name, method in methods.items():
-            if name in meta_graph.signature_def:
-                meta_graph.signature_def[name].method_name = method
-                missing.discard(name)
-    if missing:
-        raise KeyError(f"{path} has no signature {', '.join(sorted(missing))}")
-    staged = path.with_name(path.name + ".tmp")
-    staged.write_bytes(proto.SerializeToString())
-    staged.replace(path)
-    # Its hashes describe the old saved_model.pb; TensorFlow treats the file as optional.
-    (path.parent / FINGERPRINT_PB).unlink(missing_ok=True)
-
-
-# -- error messages ------------------------------------------------------------------------------------------
-
-_NOISE_PREFIXES = ("Graph execution error:", "Detected at node", "<stack traces unavailable>")
-_FUNCTION_NODE = re.compile(r"^\{\{function_node [^}]*\}\}\s*")
-_OP_SUFFIX = re.compile(r"\s*\[Op:[^\]]*\]$")
-
-
-def tf_error_line(text: str) -> str:
-    """The line of a TensorFlow error message that names the problem, without graph locations or stacks."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    meaningful = [line for line in lines if not line[0].isspace() and not line.startswith(_NOISE_PREFIXES)]
-    line = (meaningful or lines or [text])[0].strip()
-    line = _OP_SUFFIX.sub("", _FUNCTION_NODE.sub("", line))
-    return line if len(line) <= _MAX_ERROR_CHARS else line[: _MAX_ERROR_CHARS - 3] + "..."
-
-
-def _decoded(error: UnicodeDecodeError) -> str:
-    return bytes(error.object).decode("utf-8", errors="replace")
-
-
-def _cause(error: BaseException) -> str:
-    if isinstance(error, _SavedModelError):
-        return str(error)
-    if isinstance(error, tf.errors.OpError):
-        return tf_error_line(str(error.message))
-    return f"{type(error).__name__}: {tf_error_line(str(error))}"
-
-
-# -- running -------------------------------------------------------------------------------------------------
-
-
-def _tf_dtype(dtype: DType) -> Any:
-    return tf.as_dtype(types_pb2.DataType.Value(dtype.tf_name))
-
-
-def _to_numpy(tensor: Any) -> np.ndarray:
-    value = tensor.numpy()
-    if isinstance(value, np.ndarray):
-        return value
-    # 0-d tensors come back as numpy scalars, or as bytes for strings.
-    return np.array(value, dtype=object if isinstance(value, bytes) else None)
-
-
-@dataclass(frozen=True, slots=True)
-class _Runner:
-    """What one signature call needs, built once at load time."""
-
-    function: Any
-    input_dtypes: tuple[tuple[str, Any], ...]
-
-    @classmethod
-    def build(cls, function: Any, spec: SignatureSpec) -> _Runner:
-        return cls(function, tuple((name, _tf_dtype(tensor.dtype)) for name, tensor in spec.inputs.items()))
-
-
-def _op_error(signature: str, error: Any) -> ServingError:
-    """A TensorFlow op's failure under its own canonical code: RESOURCE_EXHAUSTED stays 429, OUT_OF_RANGE 400."""
-    line = tf_error_line(str(error.message))
-    try:
-        code = Code(error.error_code)
-    except ValueError:
-        code = Code.UNKNOWN
-    if code is Code.INVALID_ARGUMENT:  # bad data: the message alone, as TF Serving words it
-        return InvalidArgument(line)
-    return error_for_code(code, f"signature {signature!r} failed: {line}")
-
-
 class TensorFlowServable:
     """One loaded SavedModel version."""
 
-    def __init__(self, folder: Path, loaded: Any, signatures: Mapping[str, SignatureSpec]) -> None:
+    def __init__(self, folder: Path, runner: SignatureRunner) -> None:
         self._folder = folder
-        # The loaded object owns the variables the signature functions capture: keep it alive with them.
-        self._loaded: Any = loaded
-        self._runners = {name: _Runner.build(loaded.signatures[name], spec) for name, spec in signatures.items()}
-        self._signatures = dict(signatures)
+        self._runner: SignatureRunner | None = runner
+        self._calls = dict(runner.calls)
+        self._signatures = dict(runner.signatures)
+        self._runner_name: RunnerName = runner.name
         self._closed = False
-        self._cancellation = _Cancellation()
 
     @property
     def signatures(self) -> Mapping[str, SignatureSpec]:
         return self._signatures
 
+    @property
+    def runner(self) -> RunnerName:
+        """Which runner calls the signatures: ``session`` or ``function``."""
+        return self._runner_name
+
     def run(self, signature: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        runner = self._runners.get(signature)
-        if runner is None:
+        call = self._calls.get(signature)
+        if call is None:
             raise self._no_runner(signature)
         try:
-            tensors = {name: tf.constant(inputs[name], dtype) for name, dtype in runner.input_dtypes}
-            outputs = runner.function(**tensors)
-            return {name: _to_numpy(tensor) for name, tensor in outputs.items()}
+            return call(inputs)
         except tf.errors.OpError as error:
-            raise _op_error(signature, error) from None
+            raise op_error(signature, error) from None
         except UnicodeDecodeError as error:
             # TF fails to decode an op's error message when it quotes non-UTF-8 input bytes.
-            raise InvalidArgument(tf_error_line(_decoded(error))) from None
+            raise InvalidArgument(tf_error_line(decoded(error))) from None
         except Exception as error:
-            raise Internal(f"signature {signature!r} failed: {_cause(error)}") from error
+            raise Internal(f"signature {signature!r} failed: {cause(error)}") from error
 
     def _no_runner(self, signature: str) -> ServingError:
         # Neither message names the folder: it is a cache path, and clients know the model and version instead.
@@ -350,10 +125,11 @@ class TensorFlowServable:
 
     def abortable(self) -> AbstractContextManager[None]:
         """TensorFlow work this thread runs inside is cancelled by ``abort`` (the load deadline)."""
-        return self._cancellation.scope()
+        return nullcontext() if self._runner is None else self._runner.abortable()
 
     def abort(self) -> None:
-        self._cancellation.cancel()
+        if self._runner is not None:
+            self._runner.abort()
 
     def warm_up(self, batch_sizes: tuple[int, ...]) -> None:
         for spec in self._signatures.values():
@@ -362,7 +138,7 @@ class TensorFlowServable:
         self._replay_warmup_requests()
 
     def _check_aborted(self) -> None:
-        if self._cancellation.cancelled:
+        if self._runner is None or self._runner.cancelled:
             raise DeadlineExceeded(f"{self._folder}: warm-up cancelled at the load deadline")
 
     def _replay_warmup_requests(self) -> None:
@@ -405,8 +181,11 @@ class TensorFlowServable:
 
     def close(self) -> None:
         self._closed = True
-        self._runners = {}
-        self._loaded = None
+        self._calls = {}
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.close()
+        del runner
         gc.collect()
 
 
@@ -414,11 +193,14 @@ class TensorFlowLoader:
     """Loads a version folder as a TensorFlowServable; any failure is a one-line ModelLoadError.
 
     The graph is screened against an allowlist of op families before TensorFlow sees it (runtime/screening.py);
-    ``allowed_file_ops`` names the refused ops that this server lets through anyway.
+    ``allowed_file_ops`` names the refused ops that this server lets through anyway. ``runner`` picks how
+    signatures run: ``auto`` the session runner, or the function runner for a version the session cannot serve;
+    ``session`` or ``function`` only that one.
     """
 
-    def __init__(self, allowed_file_ops: Iterable[str] = ()) -> None:
+    def __init__(self, allowed_file_ops: Iterable[str] = (), runner: RunnerChoice = "auto") -> None:
         self._allowed = frozenset(allowed_file_ops)
+        self._runner: RunnerChoice = runner
         unknown = sorted(self._allowed - refusable_ops())
         if unknown:
             log.warning("%s names ops that are never refused: %s", ALLOW_SETTING, ", ".join(unknown))
@@ -426,28 +208,28 @@ class TensorFlowLoader:
     def __call__(self, path: Path) -> TensorFlowServable:
         folder = Path(path)
         try:
-            meta_graph = _serve_meta_graph(_read_saved_model(folder))
+            meta_graph = serve_meta_graph(read_saved_model(folder))
             findings = screen(meta_graph, self._allowed)
             if findings:
-                raise _SavedModelError(refusal_message(findings))
-            signatures = _describe_meta_graph(folder, meta_graph)
-            loaded = tf.saved_model.load(str(folder), tags=[SERVE_TAG])
-            return TensorFlowServable(folder, loaded, _callable_signatures(folder, loaded, signatures))
+                raise SavedModelError(refusal_message(findings))
+            signatures = describe_meta_graph(folder, meta_graph)
+            if not signatures:
+                raise SavedModelError("no servable signature with supported dtypes")
+            runner = self._load(folder, signatures)
         except Exception as error:
-            raise ModelLoadError(f"cannot load SavedModel from {folder}: {_cause(error)}") from error
+            raise ModelLoadError(f"cannot load SavedModel from {folder}: {cause(error)}") from error
+        log.info("%s: %d signatures run by the %s runner", folder, len(runner.signatures), runner.name)
+        return TensorFlowServable(folder, runner)
 
-
-def _callable_signatures(
-    folder: Path, loaded: Any, signatures: Mapping[str, SignatureSpec]
-) -> dict[str, SignatureSpec]:
-    """The described signatures that the loaded object can call; at least one is required."""
-    callable_names = set(loaded.signatures.keys())
-    for name in sorted(set(signatures) - callable_names):
-        log.warning("%s: signature %r is described but cannot be called; skipping it", folder, name)
-    usable = {name: spec for name, spec in signatures.items() if name in callable_names}
-    if not usable:
-        raise _SavedModelError("no servable signature with supported dtypes")
-    return usable
+    def _load(self, folder: Path, signatures: Mapping[str, SignatureSpec]) -> SignatureRunner:
+        if self._runner != "function":
+            try:
+                return SessionRunner(folder, signatures)
+            except CannotServe as why:
+                if self._runner == "session":
+                    raise SavedModelError(f"the session runner cannot serve it: {why}") from why
+                log.warning("%s: the session runner cannot serve it (%s); using the function runner", folder, why)
+        return FunctionRunner(folder, signatures)
 
 
 # -- synthetic inputs ----------------------------------------------------------------------------------------
