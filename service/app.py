@@ -95,7 +95,7 @@ def default_loader(settings: Settings) -> Loader:
     from service.runtime.tensorflow import TensorFlowLoader, configure_threads
 
     configure_threads(*settings.tensorflow_threads())
-    return TensorFlowLoader(settings.allowed_file_ops)
+    return TensorFlowLoader(settings.allowed_file_ops, runner=settings.signature_runner)
 
 
 def build_tracing(settings: OtelSettings, exporter: Any | None = None) -> Tracing:

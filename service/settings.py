@@ -417,6 +417,13 @@ class Settings(BaseSettings):
         description="Warm a version up before it serves: its assets.extra/tf_serving_warmup_requests, or synthetic "
         "requests (TF Serving's --enable_model_warmup)",
     )
+    signature_runner: Literal["auto", "session", "function"] = Field(
+        "auto",
+        description="How signatures run: 'session' loads the SavedModel into a TensorFlow session and runs them by "
+        "tensor name (TF Serving's way, about half the per-call cost), 'function' through tf.saved_model.load's "
+        "functions; 'auto' the session where it serves the version, else the functions (one log line says why); "
+        "'session' fails the load where the session cannot serve it",
+    )
 
     @field_validator("prometheus_path")
     @classmethod
