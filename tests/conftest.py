@@ -87,3 +87,9 @@ def half_plus_two_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.T
 
     build = getattr(modelfactory, f"half_plus_two_{request.param}")
     return Path(build(_version_dir(tmp_path_factory, f"half_plus_two_{request.param}")))
+
+
+@pytest.fixture(scope="module", params=["session", "function"])
+def runner(request: pytest.FixtureRequest) -> str:
+    """The signature runner a runtime test loads its models with: each such test runs on both."""
+    return str(request.param)

@@ -715,3 +715,53 @@ def _save_tf1(graph: Any, path: Path, signatures: dict[str, Any]) -> None:
         builder = v1.saved_model.Builder(str(path))
         builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map=signatures)
         builder.save()
+
+
+# -- a lookup table initialised from an asset file -------------------------------------------------------------
+
+# vocabulary_module: ids = the token's line in VOCABULARY, VOCABULARY_MISSING for any other token.
+VOCABULARY = (b"apple", b"banana", b"cherry")
+VOCABULARY_MISSING = -1
+
+
+class _Vocabulary(tf.Module):  # type: ignore[misc]
+    def __init__(self, vocabulary_file: str) -> None:
+        super().__init__()
+        self.vocabulary = tf.saved_model.Asset(vocabulary_file)
+        initializer = tf.lookup.TextFileInitializer(
+            self.vocabulary,
+            key_dtype=tf.string,
+            key_index=tf.lookup.TextFileIndex.WHOLE_LINE,
+            value_dtype=tf.int64,
+            value_index=tf.lookup.TextFileIndex.LINE_NUMBER,
+        )
+        self.table = tf.lookup.StaticHashTable(initializer, VOCABULARY_MISSING)
+
+    def serve(self, tokens: Any) -> dict[str, Any]:
+        return {"ids": self.table.lookup(tokens)}
+
+
+def vocabulary_module(path: Path, scratch: Path) -> Path:
+    """``serving_default``: tokens string [-1] -> ids int64 [-1], a TF2 StaticHashTable filled at load time from
+    the SavedModel's assets/ (its init op runs InitializeTableFromTextFileV2); the source file is deleted."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    source = scratch / "vocabulary.txt"
+    source.write_bytes(b"\n".join(VOCABULARY) + b"\n")
+    module = _Vocabulary(str(source))
+    serve = tf.function(module.serve, input_signature=[tf.TensorSpec([None], tf.string, name="tokens")])
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+    source.unlink()  # the model must read its own copy in assets/
+    return path
+
+
+def without_tensor_in_graph(path: Path, signature: str, output: str) -> Path:
+    """Point one output's TensorInfo at a tensor the graph does not have: the session runner cannot fetch it by
+    name, while tf.saved_model.load calls the signature's function and never reads that name."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((path / "saved_model.pb").read_bytes())
+    proto.meta_graphs[0].signature_def[signature].outputs[output].name = "not_in_the_graph:0"
+    (path / "saved_model.pb").write_bytes(proto.SerializeToString())
+    (path / "fingerprint.pb").unlink(missing_ok=True)  # it hashes the old bytes
+    return path

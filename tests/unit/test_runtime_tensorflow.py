@@ -26,6 +26,7 @@ from modelfactory import (
 )
 from service.codecs.lookup import find_signature
 from service.errors import Code, FailedPrecondition, Internal, InvalidArgument, ModelLoadError, Unavailable
+from service.runtime.runner import RunnerChoice
 from service.runtime.tensorflow import (
     TensorFlowLoader,
     TensorFlowServable,
@@ -44,25 +45,28 @@ from service.tensors import (
     dtype_from_tf_name,
 )
 
-load = TensorFlowLoader()
+
+@pytest.fixture(scope="module")
+def load(runner: RunnerChoice) -> TensorFlowLoader:
+    return TensorFlowLoader(runner=runner)
 
 
 @pytest.fixture(scope="module")
-def keras(keras_model_dir: Path) -> Iterator[TensorFlowServable]:
+def keras(keras_model_dir: Path, load: TensorFlowLoader) -> Iterator[TensorFlowServable]:
     servable = load(keras_model_dir)
     yield servable
     servable.close()
 
 
 @pytest.fixture(scope="module")
-def multi(multi_signature_model_dir: Path) -> Iterator[TensorFlowServable]:
+def multi(multi_signature_model_dir: Path, load: TensorFlowLoader) -> Iterator[TensorFlowServable]:
     servable = load(multi_signature_model_dir)
     yield servable
     servable.close()
 
 
 @pytest.fixture(scope="module")
-def examples(classify_regress_model_dir: Path) -> Iterator[TensorFlowServable]:
+def examples(classify_regress_model_dir: Path, load: TensorFlowLoader) -> Iterator[TensorFlowServable]:
     servable = load(classify_regress_model_dir)
     yield servable
     servable.close()
@@ -133,11 +137,13 @@ def test_tf1_classify_regress_signatures(examples: TensorFlowServable) -> None:
     assert classify.inputs["inputs"].tensor_name == "tf_example:0"
 
 
-def test_describe_saved_model_reads_the_protobuf_alone(multi_signature_model_dir: Path) -> None:
+def test_describe_saved_model_reads_the_protobuf_alone(multi_signature_model_dir: Path, load: TensorFlowLoader) -> None:
     assert describe_saved_model(multi_signature_model_dir) == load(multi_signature_model_dir).signatures
 
 
-def test_unsupported_dtype_signature_is_skipped_not_fatal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_unsupported_dtype_signature_is_skipped_not_fatal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, load: TensorFlowLoader
+) -> None:
     folder = unsupported_dtype_module(tmp_path / "1")
     with caplog.at_level(logging.WARNING, logger="service.runtime.tensorflow"):
         servable = load(folder)
@@ -279,7 +285,7 @@ def test_tf_error_line_keeps_the_line_that_names_the_problem(message: str, line:
 # -- loading failures ----------------------------------------------------------------------------------------
 
 
-def assert_one_line_load_error(folder: Path, cause: str) -> None:
+def assert_one_line_load_error(load: TensorFlowLoader, folder: Path, cause: str) -> None:
     with pytest.raises(ModelLoadError) as caught:
         load(folder)
     message = caught.value.message
@@ -288,15 +294,15 @@ def assert_one_line_load_error(folder: Path, cause: str) -> None:
     assert "\n" not in message
 
 
-def test_corrupt_saved_model_pb(corrupt_model_dir: Path) -> None:
-    assert_one_line_load_error(corrupt_model_dir, "not a valid SavedModel protobuf")
+def test_corrupt_saved_model_pb(corrupt_model_dir: Path, load: TensorFlowLoader) -> None:
+    assert_one_line_load_error(load, corrupt_model_dir, "not a valid SavedModel protobuf")
 
 
-def test_folder_without_saved_model(tmp_path: Path) -> None:
-    assert_one_line_load_error(tmp_path, "no saved_model.pb or saved_model.pbtxt")
+def test_folder_without_saved_model(tmp_path: Path, load: TensorFlowLoader) -> None:
+    assert_one_line_load_error(load, tmp_path, "no saved_model.pb or saved_model.pbtxt")
 
 
-def test_missing_variables(keras_model_dir: Path, tmp_path: Path) -> None:
+def test_missing_variables(keras_model_dir: Path, tmp_path: Path, load: TensorFlowLoader) -> None:
     broken = Path(shutil.copytree(keras_model_dir, tmp_path / "1"))
     shutil.rmtree(broken / "variables")
     with pytest.raises(ModelLoadError) as caught:
@@ -306,16 +312,18 @@ def test_missing_variables(keras_model_dir: Path, tmp_path: Path) -> None:
     assert "\n" not in caught.value.message
 
 
-def test_no_serve_meta_graph(multi_signature_model_dir: Path, tmp_path: Path) -> None:
+def test_no_serve_meta_graph(multi_signature_model_dir: Path, tmp_path: Path, load: TensorFlowLoader) -> None:
     broken = Path(shutil.copytree(multi_signature_model_dir, tmp_path / "1"))
     proto = saved_model_pb2.SavedModel()
     proto.ParseFromString((broken / "saved_model.pb").read_bytes())
     proto.meta_graphs[0].meta_info_def.tags[:] = ["train"]
     (broken / "saved_model.pb").write_bytes(proto.SerializeToString())
-    assert_one_line_load_error(broken, "no meta graph tagged 'serve' (tag sets: train)")
+    assert_one_line_load_error(load, broken, "no meta graph tagged 'serve' (tag sets: train)")
 
 
-def test_model_without_any_supported_signature(multi_signature_model_dir: Path, tmp_path: Path) -> None:
+def test_model_without_any_supported_signature(
+    multi_signature_model_dir: Path, tmp_path: Path, load: TensorFlowLoader
+) -> None:
     broken = Path(shutil.copytree(multi_signature_model_dir, tmp_path / "1"))
     proto = saved_model_pb2.SavedModel()
     proto.ParseFromString((broken / "saved_model.pb").read_bytes())
@@ -323,10 +331,10 @@ def test_model_without_any_supported_signature(multi_signature_model_dir: Path, 
         for tensor in signature.inputs.values():
             tensor.dtype = types_pb2.DT_COMPLEX128
     (broken / "saved_model.pb").write_bytes(proto.SerializeToString())
-    assert_one_line_load_error(broken, "no servable signature with supported dtypes")
+    assert_one_line_load_error(load, broken, "no servable signature with supported dtypes")
 
 
-def test_set_signature_methods(multi_signature_model_dir: Path, tmp_path: Path) -> None:
+def test_set_signature_methods(multi_signature_model_dir: Path, tmp_path: Path, load: TensorFlowLoader) -> None:
     copy = Path(shutil.copytree(multi_signature_model_dir, tmp_path / "1"))
     assert (copy / "fingerprint.pb").is_file()
     with pytest.raises(KeyError, match="no signature missing"):
@@ -339,7 +347,7 @@ def test_set_signature_methods(multi_signature_model_dir: Path, tmp_path: Path) 
     assert result["y"].tolist() == [[2.0, 2.0]]
 
 
-def test_text_format_saved_model(multi_signature_model_dir: Path, tmp_path: Path) -> None:
+def test_text_format_saved_model(multi_signature_model_dir: Path, tmp_path: Path, load: TensorFlowLoader) -> None:
     copy = Path(shutil.copytree(multi_signature_model_dir, tmp_path / "1"))
     proto = saved_model_pb2.SavedModel()
     proto.ParseFromString((copy / "saved_model.pb").read_bytes())
@@ -385,7 +393,10 @@ def test_synthetic_inputs_keep_known_dims_and_handle_scalars_and_unknown_rank() 
 
 
 def test_warm_up_runs_every_signature_for_every_batch_size(
-    multi_signature_model_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    multi_signature_model_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    load: TensorFlowLoader,
 ) -> None:
     servable = load(multi_signature_model_dir)
     calls: list[tuple[str, dict[str, tuple[int, ...]], set[str]]] = []
@@ -428,7 +439,7 @@ def test_keras_model_warms_up(keras: TensorFlowServable, caplog: pytest.LogCaptu
     assert not caplog.records
 
 
-def test_close_drops_the_model(multi_signature_model_dir: Path) -> None:
+def test_close_drops_the_model(multi_signature_model_dir: Path, load: TensorFlowLoader) -> None:
     servable = load(multi_signature_model_dir)
     servable.close()
     assert set(servable.signatures) == {"serving_default", "scale"}  # still describable for status pages
@@ -477,14 +488,16 @@ def test_configure_threads_after_start_only_warns(caplog: pytest.LogCaptureFixtu
 
 
 @pytest.mark.parametrize("style", ["tf2", "tf1"])
-def test_abort_cancels_a_warm_up_that_loops_for_ever_and_nothing_else(tmp_path: Path, style: str) -> None:
+def test_abort_cancels_a_warm_up_that_loops_for_ever_and_nothing_else(
+    tmp_path: Path, style: str, load: TensorFlowLoader
+) -> None:
     """The load deadline's tool: abort() ends a data-dependent while_loop on warm-up zeros, on that thread only."""
     import threading
 
     from modelfactory import loops_on_zeros_model, tf1_loops_on_zeros_model
     from service.errors import DeadlineExceeded
 
-    loader = TensorFlowLoader()
+    loader = load
     build = loops_on_zeros_model if style == "tf2" else tf1_loops_on_zeros_model
     looping = loader(build(tmp_path / "loops"))
     other = loader(loops_on_zeros_model(tmp_path / "other"))  # a second model serving on another thread
@@ -519,14 +532,100 @@ def test_abort_cancels_a_warm_up_that_loops_for_ever_and_nothing_else(tmp_path: 
     assert served == [[1.0]] * 200  # the other model's calls on another thread were never cancelled
 
 
-def test_a_failed_call_inside_the_abortable_scope_does_not_cancel_the_next(demo_model_dir: Path) -> None:
+def test_a_failed_call_inside_the_abortable_scope_does_not_cancel_the_next(
+    demo_model_dir: Path, load: TensorFlowLoader
+) -> None:
     """TensorFlow cancels a call's CancellationManager when one of its ops fails: a manager shared by the calls
     of a warm-up made every call after the first failing signature fail as 'cancelled' (iris's classify, which
     cannot run on synthetic inputs, cancelled the warm-up and the batching check of serving_default)."""
-    servable = TensorFlowLoader()(demo_model_dir)
+    servable = load(demo_model_dir)
     features = {"features": np.array([[5.1, 3.5, 1.4, 0.2]], np.float32)}
     with servable.abortable():
         with pytest.raises(InvalidArgument):
             servable.run("classify", {"inputs": np.array([b"not an example"], object)})
         probabilities = servable.run("serving_default", features)
     assert next(iter(probabilities.values())).shape == (1, 3)
+
+
+# -- signature runners ---------------------------------------------------------------------------------------
+
+
+def test_each_fixture_runs_on_the_runner_it_asked_for(
+    keras: TensorFlowServable, multi: TensorFlowServable, examples: TensorFlowServable, runner: str
+) -> None:
+    assert keras.runner == multi.runner == examples.runner == runner
+
+
+def test_the_default_runner_is_the_session_for_keras_tf_module_and_tf1_models(
+    keras_model_dir: Path, multi_signature_model_dir: Path, classify_regress_model_dir: Path
+) -> None:
+    for folder in (keras_model_dir, multi_signature_model_dir, classify_regress_model_dir):
+        servable = TensorFlowLoader()(folder)
+        try:
+            assert servable.runner == "session", folder
+        finally:
+            servable.close()
+
+
+def test_a_table_filled_from_an_asset_file_answers_through_the_session(tmp_path: Path, runner: RunnerChoice) -> None:
+    """The SavedModel's init op fills the table from its assets/ copy of the vocabulary (the source is gone)."""
+    from modelfactory import VOCABULARY, VOCABULARY_MISSING, vocabulary_module
+
+    folder = vocabulary_module(tmp_path / "vocabulary" / "1", tmp_path / "scratch")
+    assert (folder / "assets" / "vocabulary.txt").is_file()
+    servable = TensorFlowLoader(["InitializeTableFromTextFileV2"], runner=runner)(folder)
+    assert servable.runner == runner
+    servable.warm_up((1, 4))
+    ids = servable.run("serving_default", {"tokens": strings(b"cherry", b"plum", *VOCABULARY)})["ids"]
+    assert ids.dtype == np.int64
+    assert ids.tolist() == [2, VOCABULARY_MISSING, 0, 1, 2]
+    servable.close()
+
+
+def test_a_version_the_session_cannot_serve_falls_back_under_auto_and_fails_under_session(
+    keras_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from modelfactory import without_tensor_in_graph
+
+    folder = without_tensor_in_graph(
+        Path(shutil.copytree(keras_model_dir, tmp_path / "1")), "serving_default", "output_0"
+    )
+    with caplog.at_level(logging.WARNING, logger="service.runtime.tensorflow"):
+        servable = TensorFlowLoader()(folder)
+    assert servable.runner == "function"
+    warned = [r.getMessage() for r in caplog.records if "session runner cannot serve" in r.getMessage()]
+    assert len(warned) == 1
+    assert "'serving_default'" in warned[0] and "not_in_the_graph:0" in warned[0]
+    features = np.array([[1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
+    np.testing.assert_allclose(
+        servable.run("serving_default", {"features": features})["output_0"],
+        softmax(features @ KERAS_KERNEL + KERAS_BIAS),
+        rtol=1e-5,
+    )
+    servable.close()
+    with pytest.raises(ModelLoadError) as caught:
+        TensorFlowLoader(runner="session")(folder)
+    assert caught.value.message.startswith(f"cannot load SavedModel from {folder}: the session runner cannot serve")
+    assert "not_in_the_graph:0" in caught.value.message
+    assert "\n" not in caught.value.message
+
+
+def test_the_signature_runner_setting_reaches_the_loader(
+    keras_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydantic import ValidationError
+
+    from service.app import default_loader
+    from service.settings import Settings
+
+    assert Settings().signature_runner == "auto"
+    monkeypatch.setenv("RTSERVE_SIGNATURE_RUNNER", "function")
+    settings = Settings()
+    assert settings.signature_runner == "function"
+    servable = default_loader(settings)(keras_model_dir)
+    assert isinstance(servable, TensorFlowServable)
+    assert servable.runner == "function"
+    servable.close()
+    monkeypatch.setenv("RTSERVE_SIGNATURE_RUNNER", "sessions")
+    with pytest.raises(ValidationError, match="signature_runner"):
+        Settings()
