@@ -28,6 +28,7 @@ from service.batch_safety import (
     decide,
 )
 from service.errors import InvalidArgument
+from service.runtime.runner import RunnerChoice
 from service.settings import BatchingSettings, Settings
 from service.tensors import PREDICT_METHOD, SignatureSpec, TensorSpec, dtype_from_tf_name
 
@@ -222,18 +223,20 @@ def test_the_fake_runtime_is_row_safe(tmp_path: Path) -> None:
 # -- real TensorFlow models ----------------------------------------------------------------------------------
 
 
-def tf_verdicts(folder: Path) -> dict[str, Verdict]:
+def tf_verdicts(folder: Path, runner: RunnerChoice) -> dict[str, Verdict]:
     from service.runtime.tensorflow import TensorFlowLoader
 
-    servable = TensorFlowLoader()(folder)
+    servable = TensorFlowLoader(runner=runner)(folder)
     try:
         return verdicts(servable)
     finally:
         servable.close()
 
 
-def test_real_models_that_mix_rows_are_unsafe_and_a_rowwise_signature_is_safe(batch_mixing_model_dir: Path) -> None:
-    found = tf_verdicts(batch_mixing_model_dir)
+def test_real_models_that_mix_rows_are_unsafe_and_a_rowwise_signature_is_safe(
+    batch_mixing_model_dir: Path, runner: RunnerChoice
+) -> None:
+    found = tf_verdicts(batch_mixing_model_dir, runner)
     assert {name: verdict.basis for name, verdict in found.items()} == {
         "serving_default": UNSAFE,  # softmax over axis 0
         "center": UNSAFE,
@@ -242,20 +245,22 @@ def test_real_models_that_mix_rows_are_unsafe_and_a_rowwise_signature_is_safe(ba
     }
 
 
-def test_the_demo_model_and_a_keras_dense_model_are_safe(demo_model_dir: Path, keras_model_dir: Path) -> None:
-    demo = tf_verdicts(demo_model_dir)
+def test_the_demo_model_and_a_keras_dense_model_are_safe(
+    demo_model_dir: Path, keras_model_dir: Path, runner: RunnerChoice
+) -> None:
+    demo = tf_verdicts(demo_model_dir, runner)
     assert demo["serving_default"].basis == SAFE
     assert demo["classify"].basis == CHECK_FAILED  # tf.Examples missing its features: runs alone unless forced
-    keras = tf_verdicts(keras_model_dir)
+    keras = tf_verdicts(keras_model_dir, runner)
     assert {name: verdict.basis for name, verdict in keras.items()} == {"serving_default": SAFE, "serve": SAFE}
 
 
 def test_real_models_with_int_string_bool_and_example_inputs(
-    multi_signature_model_dir: Path, classify_regress_model_dir: Path
+    multi_signature_model_dir: Path, classify_regress_model_dir: Path, runner: RunnerChoice
 ) -> None:
-    assert {name: v.basis for name, v in tf_verdicts(multi_signature_model_dir).items()} == {
+    assert {name: v.basis for name, v in tf_verdicts(multi_signature_model_dir, runner).items()} == {
         "serving_default": SAFE,
         "scale": SAFE,
     }
-    examples = tf_verdicts(classify_regress_model_dir)
+    examples = tf_verdicts(classify_regress_model_dir, runner)
     assert {name: v.basis for name, v in examples.items()} == {"classify": CHECK_FAILED, "regress": CHECK_FAILED}

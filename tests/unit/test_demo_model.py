@@ -11,6 +11,7 @@ import pytest
 
 from modelfactory import example
 from service.repository.manifest import read_manifest, verify_folder
+from service.runtime.runner import RunnerChoice
 from service.runtime.tensorflow import TensorFlowLoader, TensorFlowServable
 from service.tensors import CLASSIFY_METHOD, PREDICT_METHOD
 from service.tools.demo import FEATURES, SPECIES, load_iris, write_demo_model
@@ -20,8 +21,8 @@ VIRGINICA = [6.7, 3.0, 5.2, 2.3]
 
 
 @pytest.fixture(scope="module")
-def iris(demo_model_dir: Path) -> Iterator[TensorFlowServable]:
-    servable = TensorFlowLoader()(demo_model_dir)
+def iris(demo_model_dir: Path, runner: RunnerChoice) -> Iterator[TensorFlowServable]:
+    servable = TensorFlowLoader(runner=runner)(demo_model_dir)
     yield servable
     servable.close()
 
@@ -89,11 +90,11 @@ def test_classify_takes_serialized_examples(iris: TensorFlowServable) -> None:
     np.testing.assert_allclose(result["scores"], predict(iris, rows), rtol=1e-6)
 
 
-def test_rewriting_replaces_the_version(tmp_path: Path) -> None:
+def test_rewriting_replaces_the_version(tmp_path: Path, runner: RunnerChoice) -> None:
     (tmp_path / "1").mkdir()
     (tmp_path / "1" / "stale.txt").write_text("old")
     written = write_demo_model(tmp_path)
     assert written == tmp_path / "1"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1"]
     assert not (written / "stale.txt").exists()
-    assert TensorFlowLoader()(written).signatures.keys() == {"serving_default", "classify"}
+    assert TensorFlowLoader(runner=runner)(written).signatures.keys() == {"serving_default", "classify"}

@@ -28,6 +28,7 @@ from modelfactory import (
 )
 from service.errors import ModelLoadError
 from service.runtime.op_families import ALLOWED, REFUSED, UNKNOWN_REASON, registered_ops
+from service.runtime.runner import RunnerChoice
 from service.runtime.screening import ALLOWED_OPS, CONDITIONS, refusable_ops, screen
 from service.runtime.tensorflow import TensorFlowLoader
 
@@ -80,8 +81,8 @@ def test_reading_a_file_is_refused_before_loading(reads_file_model_dir: Path) ->
     assert_refused(reads_file_model_dir, "ReadFile")
 
 
-def test_allowlisted_op_loads_and_runs(reads_file_model_dir: Path) -> None:
-    servable = TensorFlowLoader(["ReadFile"])(reads_file_model_dir)
+def test_allowlisted_op_loads_and_runs(reads_file_model_dir: Path, runner: RunnerChoice) -> None:
+    servable = TensorFlowLoader(["ReadFile"], runner=runner)(reads_file_model_dir)
     try:
         outputs = servable.run("serving_default", {"x": np.array([1.0, 2.0], np.float32)})
         np.testing.assert_allclose(outputs["y"], [6.0, 7.0])  # the 5-byte file was read
@@ -89,13 +90,13 @@ def test_allowlisted_op_loads_and_runs(reads_file_model_dir: Path) -> None:
         servable.close()
 
 
-def test_writing_a_file_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+def test_writing_a_file_is_refused_and_nothing_is_written(tmp_path: Path, runner: RunnerChoice) -> None:
     target = tmp_path / "written.txt"
     folder = writes_file_model(tmp_path / "writer" / "1", str(target))
     assert_refused(folder, "WriteFile")
     assert not target.exists()
     # The same model allowed does write on its warm-up: the refusal above is what kept the file away.
-    servable = TensorFlowLoader(["WriteFile"])(folder)
+    servable = TensorFlowLoader(["WriteFile"], runner=runner)(folder)
     servable.warm_up((1,))
     servable.close()
     assert target.exists()
@@ -106,7 +107,9 @@ DATASET_OPS = ["DatasetFromGraph", "DatasetToSingleElement", "TakeDataset"]  # w
 SECRET = "API_KEY=s3cr3t-key-0042"
 
 
-def test_a_serialized_dataset_that_reads_a_secret_is_refused_before_loading(tmp_path: Path) -> None:
+def test_a_serialized_dataset_that_reads_a_secret_is_refused_before_loading(
+    tmp_path: Path, runner: RunnerChoice
+) -> None:
     secret = tmp_path / "api-keys.txt"
     secret.write_text(SECRET + "\n")
     folder = dataset_reads_file_model(tmp_path / "leaker" / "1", str(secret))
@@ -115,20 +118,24 @@ def test_a_serialized_dataset_that_reads_a_secret_is_refused_before_loading(tmp_
     assert "TextLineDataset" not in message  # it hides inside the string: the screen never sees it...
     assert SECRET not in message
     # ...and does what the issue says once the ops that run it are allowed: the refusal is what kept it away.
-    servable = TensorFlowLoader(DATASET_OPS)(folder)
+    servable = TensorFlowLoader(DATASET_OPS, runner=runner)(folder)
     try:
         assert servable.run("serving_default", {"x": np.array([1.0], np.float32)})["y"].tolist() == [SECRET.encode()]
     finally:
         servable.close()
 
 
-def test_a_serialized_dataset_that_writes_a_snapshot_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+def test_a_serialized_dataset_that_writes_a_snapshot_is_refused_and_nothing_is_written(
+    tmp_path: Path, runner: RunnerChoice
+) -> None:
     target = tmp_path / "written-by-save-dataset"
     folder = dataset_saves_model(tmp_path / "snapshotter" / "1", str(target))
     assert not target.exists()
     assert_refused(folder, "DatasetFromGraph")
     assert not target.exists()
-    servable = TensorFlowLoader(DATASET_OPS)(folder)  # allowed, its warm-up writes the snapshot (SaveDatasetV2)
+    servable = TensorFlowLoader(DATASET_OPS, runner=runner)(
+        folder
+    )  # allowed, its warm-up writes the snapshot (SaveDatasetV2)
     servable.warm_up((1,))
     servable.close()
     assert (target / "snapshot.metadata").exists()
@@ -162,12 +169,12 @@ def test_a_tf1_graph_node_is_found(tmp_path: Path) -> None:
     assert [f.where for f in screen(meta_graph_of(folder))] == ["the graph"]
 
 
-def test_print_to_a_file_is_refused_print_to_stderr_is_not(tmp_path: Path) -> None:
+def test_print_to_a_file_is_refused_print_to_stderr_is_not(tmp_path: Path, runner: RunnerChoice) -> None:
     to_file = prints_model(tmp_path / "file" / "1", f"file://{tmp_path / 'printed.txt'}")
     assert_refused(to_file, "PrintV2")
     to_stderr = prints_model(tmp_path / "stderr" / "1", sys.stderr)
     assert screen(meta_graph_of(to_stderr)) == []
-    TensorFlowLoader()(to_stderr).close()
+    TensorFlowLoader(runner=runner)(to_stderr).close()
 
 
 def test_checkpoint_ops_outside_the_saver_are_refused(tmp_path: Path) -> None:
@@ -282,13 +289,13 @@ def test_no_op_of_an_escape_class_is_allowed() -> None:
         assert op in matching, op
 
 
-def test_an_op_in_no_family_is_refused_and_the_setting_allows_it(tmp_path: Path) -> None:
+def test_an_op_in_no_family_is_refused_and_the_setting_allows_it(tmp_path: Path, runner: RunnerChoice) -> None:
     """Fact is a real registered op with a CPU kernel that no family lists and no reason names."""
     assert "Fact" in registered_ops()
     assert "Fact" not in ALLOWED_OPS | {op for family in REFUSED for op in family.ops}
     folder = unlisted_op_model(tmp_path / "fact" / "1")
     assert UNKNOWN_REASON in assert_refused(folder, "Fact")
-    servable = TensorFlowLoader(["Fact"])(folder)
+    servable = TensorFlowLoader(["Fact"], runner=runner)(folder)
     try:
         np.testing.assert_allclose(servable.run("serving_default", {"x": np.array([3.0], np.float32)})["y"], [3.0])
     finally:

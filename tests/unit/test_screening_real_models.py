@@ -12,6 +12,7 @@ import pytest
 from tensorflow.core.protobuf import saved_model_pb2
 
 from modelfactory import REALISTIC_MODELS
+from service.runtime.runner import RunnerChoice
 from service.runtime.screening import refusal_message, screen
 from service.runtime.tensorflow import TensorFlowLoader
 
@@ -30,13 +31,15 @@ def ops_of(folder: Path) -> set[str]:
 
 
 @pytest.mark.parametrize("name", sorted(REALISTIC_MODELS))
-def test_realistic_model_passes_the_screen_and_loads(realistic_models: dict[str, Path], name: str) -> None:
+def test_realistic_model_passes_the_screen_and_loads(
+    realistic_models: dict[str, Path], name: str, runner: RunnerChoice
+) -> None:
     folder = realistic_models[name]
     proto = saved_model_pb2.SavedModel()
     proto.ParseFromString((folder / "saved_model.pb").read_bytes())
     findings = screen(proto.meta_graphs[0])
     assert findings == [], refusal_message(findings)
-    servable = TensorFlowLoader()(folder)
+    servable = TensorFlowLoader(runner=runner)(folder)
     try:
         servable.warm_up((1, 2))
     finally:

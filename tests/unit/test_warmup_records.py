@@ -30,6 +30,7 @@ from service.errors import ModelLoadError
 from service.manager import ModelManager
 from service.observability.metrics import Metrics
 from service.repository.local import LocalRepository
+from service.runtime.runner import RunnerChoice
 from service.runtime.tensorflow import TensorFlowLoader
 from service.runtime.warmup_records import MAX_RECORDS, WARMUP_FILE, masked_crc32c, read_warmup_requests
 from service.settings import Settings
@@ -85,7 +86,7 @@ def test_predict_and_classify_records_are_read_as_tf_serving_writes_them(demo_mo
 
 
 def test_a_version_replays_its_records_while_warming_up(
-    demo_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    demo_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, runner: RunnerChoice
 ) -> None:
     session_run = prediction_log_pb2.PredictionLog(session_run_log=prediction_log_pb2.SessionRunLog())
     records = [
@@ -93,7 +94,7 @@ def test_a_version_replays_its_records_while_warming_up(
         classify_log(SETOSA).SerializeToString(),
         session_run.SerializeToString(),  # TF1 session runs have no signature: skipped, said in the log
     ]
-    servable = TensorFlowLoader()(with_warmup(demo_model_dir, tmp_path, records))
+    servable = TensorFlowLoader(runner=runner)(with_warmup(demo_model_dir, tmp_path, records))
     with caplog.at_level(logging.INFO):
         servable.warm_up((1,))
     assert any("replayed 2 warm-up requests" in r.getMessage() for r in caplog.records)
@@ -109,9 +110,9 @@ def test_a_version_replays_its_records_while_warming_up(
     ],
 )
 def test_a_record_that_does_not_run_fails_the_load(
-    demo_model_dir: Path, tmp_path: Path, record: prediction_log_pb2.PredictionLog, message: str
+    demo_model_dir: Path, tmp_path: Path, record: prediction_log_pb2.PredictionLog, message: str, runner: RunnerChoice
 ) -> None:
-    servable = TensorFlowLoader()(with_warmup(demo_model_dir, tmp_path, [record.SerializeToString()]))
+    servable = TensorFlowLoader(runner=runner)(with_warmup(demo_model_dir, tmp_path, [record.SerializeToString()]))
     with pytest.raises(ModelLoadError, match=message.replace("[", r"\[").replace("]", r"\]")):
         servable.warm_up((1,))
 
@@ -151,11 +152,13 @@ def test_no_warmup_file_means_no_requests(demo_model_dir: Path) -> None:
     assert read_warmup_requests(demo_model_dir) == []
 
 
-def test_a_version_whose_warmup_fails_never_replaces_the_serving_one(demo_model_dir: Path, tmp_path: Path) -> None:
+def test_a_version_whose_warmup_fails_never_replaces_the_serving_one(
+    demo_model_dir: Path, tmp_path: Path, runner: RunnerChoice
+) -> None:
     repository = LocalRepository(tmp_path / "repo")
     publish(repository, "iris", 1, demo_model_dir)
     settings = Settings(repository=str(tmp_path / "repo"), cache_dir=str(tmp_path / "cache"))
-    manager = ModelManager(settings, repository, TensorFlowLoader(), Metrics(CollectorRegistry()))
+    manager = ModelManager(settings, repository, TensorFlowLoader(runner=runner), Metrics(CollectorRegistry()))
     try:
         manager.poll_once()
         bad = with_warmup(demo_model_dir, tmp_path / "bad", [predict_log(sepals=FEATURES_2x4).SerializeToString()])
