@@ -1,13 +1,14 @@
-"""The model's in-process call rate: the SavedModel's serving signature called directly, one caller, no HTTP.
+"""The model's in-process call rate: the runtime's own servable ``.run``, one caller, no HTTP.
 
 Run by ``bench.run`` in rtserve's virtualenv on the server's CPU, with TensorFlow's thread pools sized the way
 rtserve sizes them (the CPUs this process may use), so it is the bound a server on that CPU can approach. Each
-call is what a server has to do at least: numpy rows -> ``tf.constant`` -> signature -> ``.numpy()``.
-Also prints the reference probabilities of the bench's payload rows, which every server's answers are checked
-against.
+call is what the server's inference thread does for a batch: ``TensorFlowServable.run`` on numpy rows, for each
+signature runner asked for (``session``, rtserve's default, and ``function``), one loaded at a time.
+Also prints the reference probabilities of the bench's payload rows (from the first runner), which every
+server's answers are checked against.
 
-usage: python -m bench.inprocess MODEL_DIR --batches 1,8,32,64 --seconds 3
-prints one JSON object.
+usage: python -m bench.inprocess MODEL_DIR --batches 1,8,32,64 --seconds 3 [--runners session,function]
+prints one JSON object; ``rates`` lists the first runner's rates first (the bound the bench reports).
 """
 
 from __future__ import annotations
@@ -16,26 +17,31 @@ import argparse
 import json
 import os
 import time
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
-import tensorflow as tf
 
 from bench.payloads import INPUT_NAME, OUTPUT_NAME, rows
 
+if TYPE_CHECKING:
+    from service.runtime.runner import RunnerChoice
+
 SIGNATURE = "serving_default"
+RUNNERS = ("session", "function")
 MAX_CALLS = 2_000_000
 WARMUP_CALLS = 200
 
 
-def call_rate(signature: Any, batch: np.ndarray, seconds: float) -> dict[str, float]:
+def call_rate(servable: Any, batch: np.ndarray, seconds: float) -> dict[str, float]:
+    inputs = {INPUT_NAME: batch}
     for _ in range(WARMUP_CALLS):
-        signature(**{INPUT_NAME: tf.constant(batch)})[OUTPUT_NAME].numpy()
+        servable.run(SIGNATURE, inputs)[OUTPUT_NAME]
     calls = 0
     start = time.perf_counter()
     deadline = start + seconds
     while calls < MAX_CALLS:
-        signature(**{INPUT_NAME: tf.constant(batch)})[OUTPUT_NAME].numpy()
+        servable.run(SIGNATURE, inputs)[OUTPUT_NAME]
         calls += 1
         if calls % 50 == 0 and time.perf_counter() >= deadline:
             break
@@ -44,25 +50,45 @@ def call_rate(signature: Any, batch: np.ndarray, seconds: float) -> dict[str, fl
     return {"rows": len(batch), "calls": calls, "calls_per_s": rate, "rows_per_s": rate * len(batch)}
 
 
+def runner_rates(model_dir: Path, runner: str, batches: list[int], seconds: float) -> tuple[list[Any], Any]:
+    """One runner's rates (each tagged with the runner) and the loaded servable, for the references."""
+    from service.runtime.tensorflow import TensorFlowLoader
+
+    servable = TensorFlowLoader(runner=cast("RunnerChoice", runner))(model_dir)
+    if servable.runner != runner:
+        raise SystemExit(f"{model_dir} loaded with the {servable.runner} runner, not {runner}")
+    rates = [{"runner": runner, **call_rate(servable, rows(size), seconds)} for size in batches]
+    return rates, servable
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("model_dir")
     parser.add_argument("--batches", default="1,8,32,64")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--reference-rows", default="1,64")
+    parser.add_argument("--runners", default=",".join(RUNNERS), help="signature runners to measure, in order")
     args = parser.parse_args()
 
-    cpus = len(os.sched_getaffinity(0))  # as rtserve sizes its pools (no cgroup quota on the bench machine)
-    tf.config.threading.set_intra_op_parallelism_threads(cpus)
-    tf.config.threading.set_inter_op_parallelism_threads(cpus)
-    signature = tf.saved_model.load(args.model_dir).signatures[SIGNATURE]
+    from service.runtime.tensorflow import configure_threads
 
-    references = {}
-    for count in (int(value) for value in args.reference_rows.split(",")):
-        output = signature(**{INPUT_NAME: tf.constant(rows(count))})[OUTPUT_NAME].numpy()
-        references[str(count)] = np.asarray(output).tolist()
-    rates = [call_rate(signature, rows(int(size)), args.seconds) for size in args.batches.split(",")]
-    print(json.dumps({"tensorflow_threads": cpus, "rates": rates, "references": references}))
+    cpus = len(os.sched_getaffinity(0))  # as rtserve sizes its pools (no cgroup quota on the bench machine)
+    configure_threads(cpus, cpus)
+    batches = [int(size) for size in args.batches.split(",")]
+    runners = [name.strip() for name in args.runners.split(",") if name.strip()]
+    if not runners or not set(runners) <= set(RUNNERS):
+        parser.error(f"--runners takes names from {', '.join(RUNNERS)}")
+    rates: list[Any] = []
+    references: dict[str, Any] = {}
+    for index, runner in enumerate(runners):
+        measured, servable = runner_rates(Path(args.model_dir), runner, batches, args.seconds)
+        rates += measured
+        if index == 0:
+            for count in (int(value) for value in args.reference_rows.split(",")):
+                output = servable.run(SIGNATURE, {INPUT_NAME: rows(count)})[OUTPUT_NAME]
+                references[str(count)] = np.asarray(output).tolist()
+        servable.close()  # one model in memory at a time, as in the server
+    print(json.dumps({"tensorflow_threads": cpus, "runner": runners[0], "rates": rates, "references": references}))
 
 
 if __name__ == "__main__":

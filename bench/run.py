@@ -538,7 +538,13 @@ def main(argv: list[str] | None = None) -> int:
     log.info("in-process call rate of the signature (pinned to CPU %s)", plan.server_cpus)
     inprocess = run_inprocess(model_dir, plan)
     for rate in inprocess["rates"]:
-        log.info("  batch %2d: %8.0f calls/s  %9.0f rows/s", rate["rows"], rate["calls_per_s"], rate["rows_per_s"])
+        log.info(
+            "  %-8s batch %2d: %8.0f calls/s  %9.0f rows/s",
+            rate.get("runner", "function"),
+            rate["rows"],
+            rate["calls_per_s"],
+            rate["rows_per_s"],
+        )
 
     results: dict[str, Any] = {
         "started": stamp,
