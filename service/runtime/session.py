@@ -2,7 +2,7 @@
 
 This is how TF Serving runs every SavedModel, TF2 ones included: ``loader.load`` imports the graph, restores the
 variables and runs the SavedModel's init op (``__saved_model_init_op``, the main op or the legacy init op), so
-tables and assets start as the SavedModel says; each signature is then one ``Session.make_callable`` over its
+tables and assets start as the SavedModel says; each signature is then one ``Session::MakeCallable`` over its
 TensorInfo names, which skips the eager function-call machinery of ``tf.saved_model.load``'s signatures.
 """
 
@@ -17,6 +17,7 @@ from typing import Any, Final
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2
+from tensorflow.python.util import deprecation
 
 from service.runtime.runner import Call, CannotServe, as_array
 from service.runtime.saved_model import SERVE_TAG
@@ -82,7 +83,8 @@ class SessionRunner:
 
     def _load(self, folder: Path) -> Any:
         try:
-            return tf.compat.v1.saved_model.loader.load(self._session, [SERVE_TAG], str(folder))
+            with deprecation.silence():  # TF's "use tf.saved_model.load" warning: this is TF Serving's loader
+                return tf.compat.v1.saved_model.loader.load(self._session, [SERVE_TAG], str(folder))
         except Exception as error:
             raise CannotServe(f"loader.load failed ({cause(error)})") from error
 

@@ -185,7 +185,7 @@ class TensorFlowServable:
         runner, self._runner = self._runner, None
         if runner is not None:
             runner.close()
-        del runner
+        del runner  # no reference left for gc.collect to keep
         gc.collect()
 
 
