@@ -184,6 +184,8 @@ class Running:
         return session_cpu_seconds(self.pid)
 
     def stop(self) -> None:
+        """SIGTERM to the server's process group, then (bounded) until every process of its session is gone: the
+        next server must not start beside a peer's children still shutting down (PyTriton's Triton server)."""
         if self.alive():
             os.killpg(self.pid, signal.SIGTERM)
             try:
@@ -191,23 +193,34 @@ class Running:
             except subprocess.TimeoutExpired:
                 os.killpg(self.pid, signal.SIGKILL)
                 self.process.wait(STOP_TIMEOUT_S)
-        else:
-            with contextlib.suppress(ProcessLookupError):  # the leader is gone; what it left in its session goes too
-                os.killpg(self.pid, signal.SIGKILL)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while session_pids(self.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):  # what is left in its session after that goes at once
+            os.killpg(self.pid, signal.SIGKILL)
 
 
-def session_cpu_seconds(session: int) -> float:
-    """User + system CPU seconds of the live processes whose session id is ``session``."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
+def _session_stats(session: int) -> dict[int, list[str]]:
+    """/proc/<pid>/stat fields (after the command name) of the live processes in a session, by pid."""
+    found = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text(encoding="ascii").rsplit(")", 1)[1].split()
         except OSError:  # the process ended meanwhile
             continue
-        if int(fields[3]) == session:
-            total += int(fields[11]) + int(fields[12])
-    return total / ticks
+        if int(fields[3]) == session and fields[0] != "Z":
+            found[int(stat.parent.name)] = fields
+    return found
+
+
+def session_pids(session: int) -> list[int]:
+    return sorted(_session_stats(session))
+
+
+def session_cpu_seconds(session: int) -> float:
+    """User + system CPU seconds of the live processes whose session id is ``session``."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    return sum(int(fields[11]) + int(fields[12]) for fields in _session_stats(session).values()) / ticks
 
 
 # MLServer's adaptive batching settings (model-settings.json) for each MLServer variant: none for the default.

@@ -10,6 +10,7 @@ without it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -25,18 +26,12 @@ from bench.grpc_payloads import build as build_grpc
 def _session_cpus(session: int) -> dict[int, str]:
     """Cpus_allowed_list of every live process in a session, by pid."""
     found = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text(encoding="ascii").rsplit(")", 1)[1].split()
-            if int(fields[3]) == session:
-                status = (stat.parent / "status").read_text(encoding="ascii")
-                found[int(stat.parent.name)] = next(
-                    line.split(":", 1)[1].strip()
-                    for line in status.splitlines()
-                    if line.startswith("Cpus_allowed_list")
-                )
-        except OSError:
-            continue
+    for pid in servers.session_pids(session):
+        with contextlib.suppress(OSError):  # the process ended meanwhile
+            status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+            found[pid] = next(
+                line.split(":", 1)[1].strip() for line in status.splitlines() if "Cpus_allowed_list" in line
+            )
     return found
 
 

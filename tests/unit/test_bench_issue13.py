@@ -209,3 +209,23 @@ def test_a_server_s_cpu_time_counts_the_children_in_its_session() -> None:
     finally:
         os.killpg(process.pid, 9)
         process.wait(10)
+
+
+def test_stopping_a_server_waits_for_the_children_in_its_session() -> None:
+    # The leader dies at SIGTERM; its child takes 0.5 s to finish after it (as Triton's server does, longer).
+    child = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: (time.sleep(0.5), sys.exit(0)))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)"
+    )
+    leader = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(60)"
+    process = subprocess.Popen(
+        [sys.executable, "-c", leader], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "ready"
+    running = servers.Running(SPECS["pytriton"], process, 0, Path("unused.log"))  # type: ignore[arg-type]
+    assert len(servers.session_pids(process.pid)) == 2
+    running.stop()
+    assert servers.session_pids(process.pid) == []
