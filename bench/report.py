@@ -376,10 +376,11 @@ def issue13_section(results: dict[str, Any]) -> list[str]:
     )
     table = before_after_rows(results)
     if table:
+        ref, commit = before.get("ref", "?"), before.get("commit", "?")
+        named = f"`{ref}`" if ref == commit else f"`{ref}` = `{commit}`"
         lines += [
             "",
-            f"rtserve before (`{before.get('ref', '?')}` = `{before.get('commit', '?')}`) and now, same run, 1 row "
-            "(speed-ups: p50 before / now, req/s now / before):",
+            f"rtserve before ({named}) and now, same run, 1 row (speed-ups: p50 before / now, req/s now / before):",
             "",
         ]
         lines += _table(
