@@ -146,10 +146,10 @@ SERVERS: tuple[ServerSpec, ...] = (
         "PyTriton",
         "pytriton",
         (Lane("v2-json", "v2-json", V2_PATH), Lane("v2-binary", "v2-binary", V2_PATH), V2_GRPC_LANE),
-        "`bench/peers/pytriton_model.py`: `Triton` (its C++ HTTP and gRPC front ends, CPU-only) with the signature"
-        f" bound by `triton.bind` under `@batch`, dynamic batching on (`max_batch_size` {PYTRITON_MAX_BATCH_SIZE},"
-        f" `max_queue_delay_microseconds` {PYTRITON_MAX_QUEUE_DELAY_US}); the Python stub finds libpython through"
-        " `LD_LIBRARY_PATH`",
+        "`bench/peers/pytriton_model.py`: `Triton` (its C++ HTTP and gRPC front ends, CPU-only) with each model of"
+        " the repository folder (its signature) bound by `triton.bind` under `@batch`, dynamic batching on"
+        f" (`max_batch_size` {PYTRITON_MAX_BATCH_SIZE}, `max_queue_delay_microseconds` {PYTRITON_MAX_QUEUE_DELAY_US});"
+        " the Python stub finds libpython through `LD_LIBRARY_PATH`",
         extra_ports=2,
     ),
 )
@@ -281,10 +281,7 @@ def _command(
             str(extra[0]),
             "--metrics-port",
             str(extra[1]),
-            "--model-name",
-            MODEL,
-            "--model-dir",
-            model_dir,
+            *(f"--model={name}={folder}" for name, folder in latest_versions(repository)),
             "--max-batch-size",
             str(PYTRITON_MAX_BATCH_SIZE),
             "--max-queue-delay-us",
@@ -313,6 +310,17 @@ def _command(
         (folder / MODEL / "model-settings.json").write_text(json.dumps(model_settings, indent=2), encoding="utf-8")
         return [str(envs.python_of(spec.venv).parent / "mlserver"), "start", str(folder)]
     raise ValueError(spec.name)
+
+
+def latest_versions(repository: Path) -> list[tuple[str, Path]]:
+    """(model name, its highest numbered version folder) for every model in a repository folder, by name: what a
+    server that takes explicit model folders (PyTriton) is given, so it serves what rtserve would find there."""
+    found = []
+    for model in sorted(path for path in repository.iterdir() if path.is_dir()):
+        versions = [path for path in model.iterdir() if path.is_dir() and path.name.isdigit()]
+        if versions:
+            found.append((model.name, max(versions, key=lambda path: int(path.name))))
+    return found
 
 
 # Settings given to rtserve on purpose (``bench.run --rtserve-env NAME=VALUE``, for tuning runs); recorded.

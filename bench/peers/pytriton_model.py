@@ -7,8 +7,10 @@ any single-signature model the bench builds is served the same way. Triton's Pyt
 process that needs the interpreter's own libpython: the bench starts this script with ``LD_LIBRARY_PATH`` set to
 that directory (bench/servers.py).
 
-usage: python pytriton_model.py --http-port P --grpc-port G --metrics-port M --model-dir DIR/iris/1
-       [--model-name iris] [--max-batch-size 256] [--max-queue-delay-us 1000] [--workspace DIR]
+usage: python pytriton_model.py --http-port P --grpc-port G --metrics-port M --model iris=DIR/iris/1
+       [--model NAME=DIR ...] [--max-batch-size 256] [--max-queue-delay-us 1000] [--workspace DIR]
+
+Each ``--model`` is bound as a Triton model of its own (its own Python backend stub and instance).
 """
 
 from __future__ import annotations
@@ -60,8 +62,7 @@ def main() -> None:
     parser.add_argument("--http-port", type=int, required=True)
     parser.add_argument("--grpc-port", type=int, required=True)
     parser.add_argument("--metrics-port", type=int, required=True)
-    parser.add_argument("--model-dir", required=True)
-    parser.add_argument("--model-name", default="iris")
+    parser.add_argument("--model", action="append", required=True, metavar="NAME=DIR", help="a SavedModel to serve")
     parser.add_argument("--max-batch-size", type=int, default=256)
     parser.add_argument("--max-queue-delay-us", type=int, default=1000)
     parser.add_argument("--workspace", default=None)
@@ -71,8 +72,10 @@ def main() -> None:
     cpus = len(os.sched_getaffinity(0))  # TensorFlow's pools sized as rtserve sizes them: the CPUs it may use
     tf.config.threading.set_intra_op_parallelism_threads(cpus)
     tf.config.threading.set_inter_op_parallelism_threads(cpus)
-    signature = tf.saved_model.load(args.model_dir).signatures[SIGNATURE]
-    inputs, outputs = describe(signature)
+    models = [item.split("=", 1) for item in args.model]
+    if any(len(pair) != 2 or not all(pair) for pair in models):
+        parser.error(f"--model wants NAME=DIR, got {args.model}")
+    signatures = {name: tf.saved_model.load(folder).signatures[SIGNATURE] for name, folder in models}
 
     config = TritonConfig(
         http_address="127.0.0.1",
@@ -83,17 +86,19 @@ def main() -> None:
         log_verbose=0,
     )
     with Triton(config=config, workspace=args.workspace) as triton:
-        triton.bind(
-            model_name=args.model_name,
-            infer_func=infer_function(signature),
-            inputs=inputs,
-            outputs=outputs,
-            config=ModelConfig(
-                max_batch_size=args.max_batch_size,
-                batcher=DynamicBatcher(max_queue_delay_microseconds=args.max_queue_delay_us),
-            ),
-            strict=True,
-        )
+        for name, signature in signatures.items():
+            inputs, outputs = describe(signature)
+            triton.bind(
+                model_name=name,
+                infer_func=infer_function(signature),
+                inputs=inputs,
+                outputs=outputs,
+                config=ModelConfig(
+                    max_batch_size=args.max_batch_size,
+                    batcher=DynamicBatcher(max_queue_delay_microseconds=args.max_queue_delay_us),
+                ),
+                strict=True,
+            )
         triton.serve()
 
 

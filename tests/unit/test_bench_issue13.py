@@ -158,6 +158,8 @@ def test_pytriton_runs_its_script_with_the_ports_model_and_batching(tmp_path: Pa
     spec = SPECS["pytriton"]
     assert [lane.name for lane in spec.lanes] == ["v2-json", "v2-binary", "v2-grpc"]
     assert (spec.venv, spec.extra_ports) == ("pytriton", 2)
+    for folder in ("iris/1", "cnn/1", "cnn/2", "cnn/notes", "empty"):
+        (tmp_path / "models" / folder).mkdir(parents=True)
     command = servers._command(spec, 8123, [8124, 8125], tmp_path / "models", tmp_path, ())
     assert command[:2] == [
         str(servers.envs.python_of("pytriton")),
@@ -168,7 +170,12 @@ def test_pytriton_runs_its_script_with_the_ports_model_and_batching(tmp_path: Pa
         return command[command.index(name) + 1]
 
     assert (option("--http-port"), option("--grpc-port"), option("--metrics-port")) == ("8123", "8124", "8125")
-    assert (option("--model-name"), option("--model-dir")) == ("iris", str(tmp_path / "models" / "iris" / "1"))
+    # Every model of the repository, at its latest version, by name (the bench's demo model and any other).
+    models = [item for item in command if item.startswith("--model=")]
+    assert models == [
+        f"--model=cnn={tmp_path / 'models' / 'cnn' / '2'}",
+        f"--model=iris={tmp_path / 'models' / 'iris' / '1'}",
+    ]
     assert (option("--max-batch-size"), option("--max-queue-delay-us")) == ("256", "1000")
     assert option("--workspace") == str(tmp_path / "pytriton-workspace")
     assert "pytriton" in servers.envs.ENV_NAMES
