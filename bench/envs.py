@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 BENCH_DIR = Path(__file__).resolve().parent
 VENVS_DIR = BENCH_DIR / ".venvs"
 REQUIREMENTS_DIR = BENCH_DIR / "requirements"
-ENV_NAMES = ("kserve", "mlserver", "tools")
+ENV_NAMES = ("kserve", "mlserver", "tools", "pytriton")
 INSTALL_TIMEOUT_S = 45 * 60
 
 

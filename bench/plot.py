@@ -27,6 +27,8 @@ STYLE = {
     "mlserver": "-.",
     "mlserver-batching": "-.",
     "seed": "--",
+    "rtserve-before": "-",
+    "pytriton": "--",
 }
 
 

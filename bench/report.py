@@ -261,8 +261,138 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows + grpc_targets(results)
 
 
+# ---------------------------------------------------------------- issue 13: low-load latency, before/after, peers
+
+LATENCY_FACTOR = 1.5  # c=1 p50 <= 1.5x (the bare floor's c=1 p50 + the model's in-process call at batch 1)
+BEFORE_FACTOR, PYTRITON_FACTOR = 1.5, 3.0
+BEFORE_LANES = ("tfserving", "v2-binary", "v2-grpc")
+ISSUE13_KSERVE = (("tfserving", "tfserving", "TF Serving REST vs KServe V1"), ("v2-binary", "v2-binary", "V2 binary"))
+ISSUE13_PYTRITON = (("v2-binary", "V2 binary"), ("v2-grpc", "V2 gRPC"))
+
+
+def _measured_ratio(
+    results: dict[str, Any], name: str, ours: tuple[str, str], theirs: tuple[str, str], factor: float
+) -> dict[str, Any]:
+    """_ratio_target at c=32, 1 row, saying why when a side has no run."""
+    row = _ratio_target(results, name, ours, theirs, factor, "{:.2f}x")
+    if row["ok"] is None:
+        row["measured"] = _not_measured(results, (ours, theirs))
+    return row
+
+
+def low_load_target(results: dict[str, Any]) -> dict[str, Any]:
+    """c=1, 1 row, TF Serving REST: rtserve's p50 against 1.5x (floor p50 + one in-process call at batch 1)."""
+    name = f"c=1, 1 row: rtserve TF Serving REST p50 <= {LATENCY_FACTOR:g}x (bare ASGI floor p50 + in-process call)"
+    mine = closed_run(results, "rtserve", "tfserving", 1, 1)
+    floor = closed_run(results, "floor-asgi", "tfserving", 1, 1)
+    rate = next((r["calls_per_s"] for r in results["inprocess"]["rates"] if r["rows"] == 1), None)
+    if not mine or not floor or not rate:
+        pairs = ((("rtserve", "tfserving"), mine), (("floor-asgi", "tfserving"), floor))
+        absent = [lane for lane, run in pairs if not run]
+        measured = "; ".join(
+            ([_not_measured(results, absent)] if absent else []) + ([] if rate else ["no in-process rate at batch 1"])
+        )
+        return {"target": name, "measured": measured, "ratio": "", "ok": None}
+    call_ms = 1000.0 / rate
+    bound = LATENCY_FACTOR * (floor["latency_ms"]["p50"] + call_ms)
+    p50 = mine["latency_ms"]["p50"]
+    return {
+        "target": name,
+        "measured": f"p50 {p50:.3f} ms; floor p50 {floor['latency_ms']['p50']:.3f} ms + in-process call "
+        f"{call_ms:.3f} ms: bound {bound:.3f} ms",
+        "ratio": f"{p50 / bound:.2f}x the bound",
+        "ok": p50 <= bound,
+        "value": p50 / bound,
+    }
+
+
+def issue13_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 13's ratios from one run: the c=1 latency bound, and at c=32 (1 row) rtserve against rtserve before
+    this issue, KServe and PyTriton, lane by lane."""
+    c = TARGET_CONCURRENCY
+    rows = [low_load_target(results)]
+    for lane in BEFORE_LANES:
+        rows.append(
+            _measured_ratio(
+                results,
+                f"1 row, c={c}: >= {BEFORE_FACTOR:g}x rtserve before ({lane})",
+                ("rtserve", lane),
+                ("rtserve-before", lane),
+                BEFORE_FACTOR,
+            )
+        )
+    for ours, theirs, what in ISSUE13_KSERVE:
+        rows.append(
+            _measured_ratio(
+                results, f"1 row, c={c}: >= 10x KServe ({what})", ("rtserve", ours), ("kserve", theirs), KSERVE_FACTOR
+            )
+        )
+    for lane, what in ISSUE13_PYTRITON:
+        rows.append(
+            _measured_ratio(
+                results,
+                f"1 row, c={c}: >= {PYTRITON_FACTOR:g}x PyTriton ({what})",
+                ("rtserve", lane),
+                ("pytriton", lane),
+                PYTRITON_FACTOR,
+            )
+        )
+    return rows
+
+
+def before_after_rows(results: dict[str, Any]) -> list[list[str]]:
+    """rtserve before vs now, each lane both measured: c=1 p50 and c=32 req/s (1 row), with the ratios."""
+    table = []
+    for entry in results["lanes"]:
+        if entry["server"] != "rtserve" or entry.get("status") != "ok":
+            continue
+        lane = entry["lane"]
+        if not closed_run(results, "rtserve-before", lane, 1, TARGET_CONCURRENCY) and not closed_run(
+            results, "rtserve-before", lane, 1, 1
+        ):
+            continue
+        cells = [lane]
+        for c, key, fmt, better in ((1, "p50", "{:.3f} ms", "lower"), (TARGET_CONCURRENCY, "rps", "{:,.0f}", "")):
+            old = closed_run(results, "rtserve-before", lane, 1, c)
+            new = closed_run(results, "rtserve", lane, 1, c)
+            if not old or not new:
+                cells += ["", "", ""]
+                continue
+            old_value = old["latency_ms"]["p50"] if key == "p50" else old["rps"]
+            new_value = new["latency_ms"]["p50"] if key == "p50" else new["rps"]
+            ratio = (old_value / new_value if better else new_value / old_value) if old_value and new_value else 0
+            cells += [fmt.format(old_value), fmt.format(new_value), f"{ratio:.2f}x"]
+        table.append(cells)
+    return table
+
+
+def issue13_section(results: dict[str, Any]) -> list[str]:
+    """The report's issue 13 part: its targets and the before/after table."""
+    before = results.get("rtserve", {}).get("before") or {}
+    lines = ["", "### Issue 13 targets", ""]
+    lines += _table(
+        ["target", "measured", "ratio", "verdict"],
+        [[t["target"], t["measured"], t["ratio"], _verdict(t["ok"])] for t in issue13_targets(results)],
+    )
+    table = before_after_rows(results)
+    if table:
+        ref, commit = before.get("ref", "?"), before.get("commit", "?")
+        named = f"`{ref}`" if ref == commit else f"`{ref}` = `{commit}`"
+        lines += [
+            "",
+            f"rtserve before ({named}) and now, same run, 1 row (speed-ups: p50 before / now, req/s now / before):",
+            "",
+        ]
+        lines += _table(
+            ["lane", "c=1 p50 before", "c=1 p50 now", "speed-up", "c=32 req/s before", "c=32 req/s now", "speed-up"],
+            table,
+        )
+    return lines
+
+
 def verdict_lines(results: dict[str, Any]) -> list[str]:
-    return [f"{_verdict(t['ok']).strip('*'):9} {t['target']}: {t['measured']} {t['ratio']}" for t in targets(results)]
+    rows = targets(results) + issue13_targets(results)
+    return [f"{_verdict(t['ok']).strip('*'):9} {t['target']}: {t['measured']} {t['ratio']}" for t in rows]
 
 
 # ---------------------------------------------------------------- markdown
@@ -554,6 +684,7 @@ def render(results: dict[str, Any], plot_name: str) -> str:
         ["target", "measured", "ratio", "verdict"],
         [[t["target"], t["measured"], t["ratio"], _verdict(t["ok"])] for t in targets(results)],
     )
+    lines += issue13_section(results)
     asgi = closed_run(results, "floor-asgi", "tfserving", 1, TARGET_CONCURRENCY)
     fastapi = closed_run(results, "floor-fastapi", "tfserving", 1, TARGET_CONCURRENCY)
     if asgi and fastapi:
@@ -607,6 +738,8 @@ def render(results: dict[str, Any], plot_name: str) -> str:
         "seed": "kserve",
         "mlserver": "mlserver",
         "mlserver-batching": "mlserver",
+        "rtserve-before": "rtserve",
+        "pytriton": "pytriton",
     }
     server_rows = []
     for name, info in results["servers"].items():

@@ -17,6 +17,7 @@ report (table, plot, targets) into docs/.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from bench import envs, grpc_payloads, h2load, loads, memory, payloads, profile, report, servers
+from bench import before, envs, grpc_payloads, h2load, loads, memory, payloads, profile, report, servers
 
 log = logging.getLogger("bench")
 
@@ -46,7 +47,13 @@ ROW_COUNTS = (1, 64)
 TOLERANCE = 1e-4
 OPEN_MIN_REQUESTS, OPEN_MAX_SECONDS = 40, 20.0
 QUIET_PCT, NOISY_PCT, RETRIES = 25.0, 15.0, 2
-SERVER_VENVS = {"kserve": "kserve", "seed": "kserve", "mlserver": "mlserver", "mlserver-batching": "mlserver"}
+SERVER_VENVS = {
+    "kserve": "kserve",
+    "seed": "kserve",
+    "mlserver": "mlserver",
+    "mlserver-batching": "mlserver",
+    "pytriton": "pytriton",
+}
 LARGE_WEIGHTS_MIB = 256  # the memory measurement's second model: large enough to see two versions, or one
 
 
@@ -130,6 +137,7 @@ def versions(names: set[str]) -> dict[str, dict[str, str]]:
         ),
         "mlserver": ("mlserver", "tensorflow", "fastapi", "starlette", "uvicorn", "uvloop", "orjson", "numpy"),
         "tools": ("matplotlib", "py-spy"),
+        "pytriton": ("nvidia-pytriton", "tensorflow-cpu", "tritonclient", "numpy"),
     }
     return {name: envs.freeze(name, packages) for name, packages in wanted.items() if name in names}
 
@@ -416,7 +424,7 @@ def run_server(
             if entry["status"] != "ok":
                 log.warning("%s %s: %s (%s)", spec.title, lane.name, entry["status"], entry["why"])
             else:
-                counter = lane.counter if spec.name == "rtserve" else ""
+                counter = lane.counter if spec.name in servers.RTSERVE_VARIANTS else ""
                 before = rtserve_counts(running, counter) if counter else {}
                 entry["payloads"] = {}
                 for rows in ROW_COUNTS:
@@ -447,6 +455,23 @@ def run_server(
     finally:
         running.stop()
     return lanes, profiled
+
+
+def prepare_before(chosen: list[servers.ServerSpec], ref: str) -> str:
+    """When rtserve-before runs: its tree extracted (bench/before.py) and given to it; the commit ("" if not)."""
+    if not any(spec.name == "rtserve-before" for spec in chosen):
+        return ""
+    tree = before.extract(ref, servers.REPO_ROOT)
+    servers.RTSERVE_TREES["rtserve-before"] = tree
+    log.info("rtserve before: %s (%s) from %s", ref, tree.name, tree)
+    return tree.name.removeprefix("rtserve-")
+
+
+def with_before_title(spec: servers.ServerSpec, commit: str) -> servers.ServerSpec:
+    """rtserve-before titled with the commit it runs."""
+    if spec.name != "rtserve-before" or not commit:
+        return spec
+    return dataclasses.replace(spec, title=f"rtserve before ({commit})")
 
 
 def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -482,6 +507,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="RTSERVE_NAME=VALUE",
         help="a setting for rtserve (repeatable), e.g. RTSERVE_BATCHING__MAX_BATCH_SIZE=256; no docs by default",
     )
+    parser.add_argument(
+        "--before-ref",
+        default=servers.BEFORE_REF,
+        help="the git ref rtserve-before runs (a git archive of it in bench/build/); default: issue 13's start",
+    )
     args = parser.parse_args(argv)
     # Stopped from outside (SIGTERM, or SIGINT even when started in the background): unwind, so the server
     # under test is stopped by its ``finally``.
@@ -502,6 +532,8 @@ def main(argv: list[str] | None = None) -> int:
         s.name: tuple(lane for lane in s.lanes if wanted is None or {lane.name, lane.kind} & wanted) for s in chosen
     }
     chosen = [s for s in chosen if lanes_of[s.name]]
+    before_commit = prepare_before(chosen, args.before_ref)
+    chosen = [with_before_title(s, before_commit) for s in chosen]
     whole = not args.servers and not args.rtserve_env and not args.lanes and not args.concurrencies
     write_docs = args.docs if args.docs is not None else (not plan.quick and whole)
     began = time.monotonic()
@@ -554,7 +586,11 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "plan": asdict(plan),
         "machine": machine(),
-        "rtserve": {**git_state(), "settings": dict(servers.RTSERVE_OVERRIDES)},
+        "rtserve": {
+            **git_state(),
+            "settings": dict(servers.RTSERVE_OVERRIDES),
+            **({"before": {"ref": args.before_ref, "commit": before_commit}} if before_commit else {}),
+        },
         "versions": versions(needed | {"rtserve"}),
         "tools": tools,
         "servers": {s.name: {"title": s.title, "how": s.how} for s in chosen},
@@ -598,6 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     results_file.write_text(json.dumps(results, indent=1), encoding="utf-8")
     shutil.copyfile(results_file, RESULTS_DIR / "latest.json")
     shutil.rmtree(workdir / "models", ignore_errors=True)
+    shutil.rmtree(workdir / "pytriton-workspace", ignore_errors=True)  # PyTriton's copy of Triton (22 MB)
     log.info("results: %s (%.0f s)", results_file, results["elapsed_s"])
 
     markdown, plot = (

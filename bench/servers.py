@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,21 +60,35 @@ TF_LANE = Lane("tfserving", "tfserving", f"/v1/models/{MODEL}:predict")
 V2_PATH = f"/v2/models/{MODEL}/infer"
 TF_GRPC_LANE = Lane("tfserving-grpc", "tfserving-grpc", PREDICT_METHOD, kind="grpc", counter="grpc-tfserving")
 V2_GRPC_LANE = Lane("v2-grpc", "v2-grpc", MODEL_INFER_METHOD, kind="grpc", counter="grpc-v2")
+RTSERVE_LANES = (
+    TF_LANE,
+    Lane("v2-json", "v2-json", V2_PATH),
+    Lane("v2-binary", "v2-binary", V2_PATH),
+    TF_GRPC_LANE,
+    V2_GRPC_LANE,
+)
+BEFORE_REF = "af9d972"  # issue 13's starting commit: the "before" of its before/after ratios
+RTSERVE_VARIANTS = ("rtserve", "rtserve-before")  # the same command and .venv, each on its own source tree
+# PyTriton's dynamic batcher, set like rtserve's batching defaults (max_batch_size 256, batch_timeout_us 1000).
+PYTRITON_MAX_BATCH_SIZE, PYTRITON_MAX_QUEUE_DELAY_US = 256, 1000
 
 SERVERS: tuple[ServerSpec, ...] = (
     ServerSpec(
         "rtserve",
         "rtserve",
         "rtserve",
-        (
-            TF_LANE,
-            Lane("v2-json", "v2-json", V2_PATH),
-            Lane("v2-binary", "v2-binary", V2_PATH),
-            TF_GRPC_LANE,
-            V2_GRPC_LANE,
-        ),
+        RTSERVE_LANES,
         "`rtserve serve --repository DIR --host 127.0.0.1 --port P` with `RTSERVE_GRPC_PORT` a free port (its"
         " defaults: one uvicorn process, the gRPC server in the same process and event loop)",
+        extra_ports=1,
+    ),
+    ServerSpec(
+        "rtserve-before",
+        f"rtserve before ({BEFORE_REF})",
+        "rtserve",
+        RTSERVE_LANES,
+        "the same `rtserve serve` command and `.venv`, with `PYTHONPATH` set to a `git archive` of the ref"
+        " (`bench.run --before-ref`, default issue 13's starting commit) in `bench/build/rtserve-<sha>`",
         extra_ports=1,
     ),
     ServerSpec(
@@ -126,6 +141,17 @@ SERVERS: tuple[ServerSpec, ...] = (
         "`bench/peers/seed_flask.py`: Flask `app.run` (Werkzeug dev server, threaded: its default), Keras"
         " `model.predict` per request",
     ),
+    ServerSpec(
+        "pytriton",
+        "PyTriton",
+        "pytriton",
+        (Lane("v2-json", "v2-json", V2_PATH), Lane("v2-binary", "v2-binary", V2_PATH), V2_GRPC_LANE),
+        "`bench/peers/pytriton_model.py`: `Triton` (its C++ HTTP and gRPC front ends, CPU-only) with each model of"
+        " the repository folder (its signature) bound by `triton.bind` under `@batch`, dynamic batching on"
+        f" (`max_batch_size` {PYTRITON_MAX_BATCH_SIZE}, `max_queue_delay_microseconds` {PYTRITON_MAX_QUEUE_DELAY_US});"
+        " the Python stub finds libpython through `LD_LIBRARY_PATH`",
+        extra_ports=2,
+    ),
 )
 
 
@@ -153,12 +179,13 @@ class Running:
         return self.process.poll() is None
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the server process (all its threads) so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
+        """User + system CPU time so far of the server's processes (all their threads): the process and what it
+        started in its session (PyTriton's C++ server and Python stub are children of the script)."""
+        return session_cpu_seconds(self.pid)
 
     def stop(self) -> None:
+        """SIGTERM to the server's process group, then (bounded) until every process of its session is gone: the
+        next server must not start beside a peer's children still shutting down (PyTriton's Triton server)."""
         if self.alive():
             os.killpg(self.pid, signal.SIGTERM)
             try:
@@ -166,9 +193,34 @@ class Running:
             except subprocess.TimeoutExpired:
                 os.killpg(self.pid, signal.SIGKILL)
                 self.process.wait(STOP_TIMEOUT_S)
-        else:
-            with contextlib.suppress(ProcessLookupError):  # the leader is gone; what it left in its session goes too
-                os.killpg(self.pid, signal.SIGKILL)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while session_pids(self.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):  # what is left in its session after that goes at once
+            os.killpg(self.pid, signal.SIGKILL)
+
+
+def _session_stats(session: int) -> dict[int, list[str]]:
+    """/proc/<pid>/stat fields (after the command name) of the live processes in a session, by pid."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text(encoding="ascii").rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":
+            found[int(stat.parent.name)] = fields
+    return found
+
+
+def session_pids(session: int) -> list[int]:
+    return sorted(_session_stats(session))
+
+
+def session_cpu_seconds(session: int) -> float:
+    """User + system CPU seconds of the live processes whose session id is ``session``."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    return sum(int(fields[11]) + int(fields[12]) for fields in _session_stats(session).values()) / ticks
 
 
 # MLServer's adaptive batching settings (model-settings.json) for each MLServer variant: none for the default.
@@ -182,8 +234,8 @@ def _command(
     spec: ServerSpec, port: int, extra: list[int], repository: Path, workdir: Path, options: tuple[str, ...]
 ) -> list[str]:
     model_dir = str(repository / MODEL / "1")
-    if spec.name == "rtserve":
-        cache = workdir / "rtserve-cache"
+    if spec.name in RTSERVE_VARIANTS:
+        cache = workdir / f"{spec.name}-cache"
         return [
             str(RTSERVE),
             "serve",
@@ -219,6 +271,24 @@ def _command(
         ]
     if spec.name == "seed":
         return [python, str(peers / "seed_flask.py"), "--port", str(port), "--model_dir", model_dir]
+    if spec.name == "pytriton":
+        return [
+            python,
+            str(peers / "pytriton_model.py"),
+            "--http-port",
+            str(port),
+            "--grpc-port",
+            str(extra[0]),
+            "--metrics-port",
+            str(extra[1]),
+            *(f"--model={name}={folder}" for name, folder in latest_versions(repository)),
+            "--max-batch-size",
+            str(PYTRITON_MAX_BATCH_SIZE),
+            "--max-queue-delay-us",
+            str(PYTRITON_MAX_QUEUE_DELAY_US),
+            "--workspace",
+            str(workdir / "pytriton-workspace"),
+        ]
     if spec.name in MLSERVER_BATCHING:
         folder = workdir / spec.name
         (folder / MODEL).mkdir(parents=True, exist_ok=True)
@@ -242,8 +312,21 @@ def _command(
     raise ValueError(spec.name)
 
 
+def latest_versions(repository: Path) -> list[tuple[str, Path]]:
+    """(model name, its highest numbered version folder) for every model in a repository folder, by name: what a
+    server that takes explicit model folders (PyTriton) is given, so it serves what rtserve would find there."""
+    found = []
+    for model in sorted(path for path in repository.iterdir() if path.is_dir()):
+        versions = [path for path in model.iterdir() if path.is_dir() and path.name.isdigit()]
+        if versions:
+            found.append((model.name, max(versions, key=lambda path: int(path.name))))
+    return found
+
+
 # Settings given to rtserve on purpose (``bench.run --rtserve-env NAME=VALUE``, for tuning runs); recorded.
 RTSERVE_OVERRIDES: dict[str, str] = {}
+# The source tree each rtserve variant imports ``service`` from (its PYTHONPATH); bench.run sets the "before" one.
+RTSERVE_TREES: dict[str, Path] = {"rtserve": REPO_ROOT}
 
 
 def server_environment() -> dict[str, str]:
@@ -255,6 +338,33 @@ def server_environment() -> dict[str, str]:
     env = {name: value for name, value in os.environ.items() if not name.startswith(("RTSERVE_", "PYTHON"))}
     env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", RTSERVE_GRPC_PORT="0", **RTSERVE_OVERRIDES)
     return env
+
+
+def spec_environment(spec: ServerSpec, grpc_port: int | None) -> dict[str, str]:
+    """server_environment() plus what this server needs: its gRPC port, its PYTHONPATH, libpython's directory."""
+    env = server_environment()
+    if spec.name in RTSERVE_VARIANTS:
+        if grpc_port is not None:
+            env["RTSERVE_GRPC_PORT"] = str(grpc_port)
+        tree = RTSERVE_TREES.get(spec.name)
+        if tree is None:
+            raise ValueError(f"{spec.name}: no source tree to run (bench.run extracts it, see --before-ref)")
+        env["PYTHONPATH"] = str(tree)
+    elif spec.name.startswith("floor-"):
+        env["PYTHONPATH"] = str(REPO_ROOT)
+    elif spec.name in MLSERVER_BATCHING:
+        env["PYTHONPATH"] = str(envs.BENCH_DIR / "peers")
+    elif spec.name == "pytriton":
+        # Triton's Python backend stub links libpython; the bench venvs are made from this interpreter (envs.py).
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            part for part in (str(sysconfig.get_config_var("LIBDIR")), env.get("LD_LIBRARY_PATH", "")) if part
+        )
+    return env
+
+
+def pinned(cpus: str, command: list[str]) -> list[str]:
+    """``command`` under taskset: the process and every child it starts (affinity is inherited) on ``cpus``."""
+    return ["taskset", "-c", cpus, *command]
 
 
 def start(
@@ -269,19 +379,13 @@ def start(
     port = free_port()
     extra = [free_port() for _ in range(spec.extra_ports)]
     command = _command(spec, port, extra, repository, workdir, options)
-    env = server_environment()
     grpc_port = extra[0] if any(lane.kind == "grpc" for lane in spec.lanes) else None
-    if spec.name == "rtserve" and grpc_port is not None:
-        env["RTSERVE_GRPC_PORT"] = str(grpc_port)
-    if spec.name.startswith("floor-"):
-        env["PYTHONPATH"] = str(REPO_ROOT)
-    elif spec.name in MLSERVER_BATCHING:
-        env["PYTHONPATH"] = str(envs.BENCH_DIR / "peers")
+    env = spec_environment(spec, grpc_port)
     log_path = workdir / "logs" / f"{spec.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            ["taskset", "-c", cpus, *command],
+            pinned(cpus, command),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
