@@ -17,7 +17,7 @@ from service.api.errors import http_status
 from service.errors import Code, ServingError
 from service.observability.logs import REQUEST_ID_HEADER
 from service.observability.metrics import Metrics
-from service.observability.telemetry import Telemetry, record_request
+from service.observability.telemetry import RequestRecorder, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +94,10 @@ class RpcObserver:
     """Counts, times, logs, traces and maps the outcome of every model RPC for one protocol label."""
 
     def __init__(self, metrics: Metrics, protocol: str, telemetry: Telemetry) -> None:
-        self._metrics = metrics
         self._protocol = protocol
         self._inflight = metrics.inflight.labels(protocol)
         self._telemetry = telemetry
+        self._recorder = RequestRecorder(metrics, telemetry, protocol)
 
     async def answer(
         self,
@@ -148,7 +148,5 @@ class RpcObserver:
             self._inflight.dec()
             seconds = time.perf_counter() - started
             outcome = (model, version, http_status(code))
-            record_request(
-                self._metrics, self._telemetry, self._protocol, rid, trace, outcome, seconds, None, (method, code.name)
-            )
+            self._recorder.record(rid, trace, outcome, seconds, None, (method, code.name))
         return Failed(code, message)
