@@ -23,7 +23,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.api.grpc.access import AccessLog
-from service.api.grpc.auth import ApiKeyInterceptor
+from service.api.grpc.auth import ApiKeyGate, ApiKeyInterceptor
 from service.api.grpc.health import ReadinessHealth
 from service.api.grpc.limits import MessageSizeGuard
 from service.api.keys import KeyFile
@@ -76,10 +76,18 @@ def chains(keys: KeyFile) -> dict[str, list[grpc.aio.ServerInterceptor]]:
     return {
         "no interceptor": [],
         "size check": [MessageSizeGuard(64 * 1024 * 1024)],
-        "keys + access log + size check": [
+        "keys + access log + size check, three interceptors (before issue 13)": [
             ApiKeyInterceptor(keys, frozenset(), failures),
             AccessLog(Telemetry(RequestLog(enabled=False)), frozenset()),
             MessageSizeGuard(64 * 1024 * 1024),
+        ],
+        "keys + access log + size check, one interceptor (the server's)": [
+            AccessLog(
+                Telemetry(RequestLog(enabled=False)),
+                frozenset(),
+                64 * 1024 * 1024,
+                ApiKeyGate(keys, frozenset(), failures),
+            ),
         ],
     }
 

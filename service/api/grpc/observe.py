@@ -56,6 +56,7 @@ class RpcRecord:
     request_id: str
     method: str
     logged: bool = False
+    metadata: Mapping[str, str] | None = None  # the call's text metadata, read once for both
 
 
 # The call the running task serves (set by the access-log interceptor around each call; a context variable holds
@@ -120,8 +121,8 @@ class RpcObserver:
     ) -> Response | Failed:
         """As ``answer``, but a failure is returned, not raised: one message of a stream fails, the stream goes on."""
         started = time.perf_counter()
-        metadata = metadata_of(context)
         record = CURRENT_RPC.get()
+        metadata = record.metadata if record is not None and record.metadata is not None else metadata_of(context)
         rid = self._telemetry.ids.of(metadata) if record is None else record.request_id
         method = "" if record is None else record.method
         if record is not None:
