@@ -7,6 +7,9 @@ Two parts, both in one process on uvloop, with the demo model:
   the difference to a real server). Functions on the path are wrapped with ``perf_counter`` stamps (a throwaway
   instrumentation: the wrappers are installed here, never in the server), and the table is the median time
   between consecutive stamps over the requests.
+* **cpu**: the same app without stamps, CPU time (``process_time``: every thread; ``thread_time``: the event
+  loop's) per request at concurrency 1 and 32: on one core, 1e6 / the process's figure is the request rate the
+  server could reach, whatever else the machine runs meanwhile.
 * **mechanisms**: each mechanism alone, per operation: a future, a ``call_later`` timer, the thread hand-off
   (Condition notify -> inference thread -> ``call_soon_threadsafe`` -> loop wake-up) with and without the model
   call, the model call inline, metric ``.labels()`` against a bound child, the access-log line.
@@ -116,54 +119,81 @@ def _instrumented(stamp: _Stamper, servable: Any) -> Iterator[None]:
             step()
 
 
-async def _drive(app: Any, stamp: _Stamper, requests: int) -> list[Stamps]:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": PATH,
-        "raw_path": PATH.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"127.0.0.1"),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(BODY)).encode()),
-        ],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 2),
-    }
-    done = asyncio.Event()
-    statuses: list[int] = []
+SCOPE = {
+    "type": "http",
+    "asgi": {"version": "3.0"},
+    "http_version": "1.1",
+    "method": "POST",
+    "scheme": "http",
+    "path": PATH,
+    "raw_path": PATH.encode(),
+    "query_string": b"",
+    "root_path": "",
+    "headers": [
+        (b"host", b"127.0.0.1"),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(BODY)).encode()),
+    ],
+    "client": ("127.0.0.1", 1),
+    "server": ("127.0.0.1", 2),
+}
+
+
+async def _exchange(app: Any, stamp: _Stamper | None) -> int:
+    """One request through the ASGI app; its status."""
+    sent_body = False
+    status = 0
 
     async def receive() -> dict[str, Any]:
-        if done.is_set():
+        nonlocal sent_body
+        if sent_body:
             await asyncio.Event().wait()  # after the body, receive waits for a disconnect that never comes
-        done.set()
+        sent_body = True
         return {"type": "http.request", "body": BODY, "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
+        nonlocal status
         if message["type"] == "http.response.start":
-            statuses.append(message["status"])
-        else:
+            status = message["status"]
+        elif stamp is not None:
             stamp("response sent")
 
+    await app(dict(SCOPE), receive, send)
+    return status
+
+
+async def _drive(app: Any, stamp: _Stamper, requests: int) -> list[Stamps]:
     runs: list[Stamps] = []
+    statuses = set()
     for _ in range(requests):
-        done.clear()
         stamp.stamps = []
         stamp("ASGI call")
-        await app(dict(scope), receive, send)
+        statuses.add(await _exchange(app, stamp))
         runs.append(stamp.stamps)
-    if set(statuses) != {200}:
-        raise RuntimeError(f"statuses {sorted(set(statuses))}")
+    if statuses != {200}:
+        raise RuntimeError(f"statuses {sorted(statuses)}")
     return runs
 
 
-def stamped(requests: int) -> tuple[list[tuple[str, float]], float]:
-    """Median microseconds of each hop (in stamp order) and of the whole request, through the real app."""
+async def _load(app: Any, requests: int, concurrency: int) -> tuple[float, float]:
+    """CPU microseconds per request, (the whole process, the event loop's thread), ``concurrency`` at a time."""
+    per_client = requests // concurrency
+
+    async def client() -> set[int]:
+        return {await _exchange(app, None) for _ in range(per_client)}
+
+    process, loop_thread = time.process_time(), time.thread_time()
+    statuses = set().union(*await asyncio.gather(*(client() for _ in range(concurrency))))
+    process, loop_thread = time.process_time() - process, time.thread_time() - loop_thread
+    if statuses != {200}:
+        raise RuntimeError(f"statuses {sorted(statuses)}")
+    done = per_client * concurrency
+    return process / done * 1e6, loop_thread / done * 1e6
+
+
+@contextmanager
+def _app() -> Iterator[tuple[Any, Any]]:
+    """The real app over the demo model, ready: (its ASGI entry, the loaded servable)."""
     from service.app import create_app
     from service.observability.logs import configure_logging
     from service.settings import Settings
@@ -182,11 +212,24 @@ def stamped(requests: int) -> tuple[list[tuple[str, float]], float]:
                     break
                 time.sleep(0.1)
             loaded = next(iter(components.manager.snapshot()["iris"].available.values()))
-            stamp = _Stamper()
-            with _instrumented(stamp, loaded.servable):
-                runs = uvloop.run(_drive(built.rest.asgi, stamp, requests + 200))[200:]  # 200 warm-up requests
+            yield built.rest.asgi, loaded.servable
         finally:
             components.stop()
+
+
+def cpu(requests: int, concurrencies: tuple[int, ...]) -> dict[int, tuple[float, float]]:
+    """CPU per request at each concurrency (no stamps): the rate one core could serve is 1e6 / the first."""
+    with _app() as (app, _):
+        uvloop.run(_load(app, 400, 4))  # warm-up
+        return {concurrency: uvloop.run(_load(app, requests, concurrency)) for concurrency in concurrencies}
+
+
+def stamped(requests: int) -> tuple[list[tuple[str, float]], float]:
+    """Median microseconds of each hop (in stamp order) and of the whole request, through the real app."""
+    with _app() as (app, servable):
+        stamp = _Stamper()
+        with _instrumented(stamp, servable):
+            runs = uvloop.run(_drive(app, stamp, requests + 200))[200:]  # 200 warm-up requests
     labels = [label for label, _ in sorted(runs[0], key=lambda pair: pair[1])]
     hops: dict[str, list[float]] = {label: [] for label in labels[1:]}
     totals = []
@@ -347,14 +390,19 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     hops, total = stamped(args.requests)
+    costs = cpu(args.requests, (1, 32))
     alone = mechanisms(args.ops)
     if args.json:
-        print(json.dumps({"hops_us": dict(hops), "total_us": total, "mechanisms_us": dict(alone)}))
+        cpu_us = {str(c): {"process": p, "loop_thread": t} for c, (p, t) in costs.items()}
+        print(json.dumps({"hops_us": dict(hops), "total_us": total, "cpu_us": cpu_us, "mechanisms_us": dict(alone)}))
         return
     print(f"one TF Serving REST predict, 1 row, through the app's ASGI entry (median of {args.requests}), us")
     for label, value in hops:
         print(f"  {value:8.1f}  -> {label}")
     print(f"  {total:8.1f}  total (ASGI call -> response sent)")
+    print("CPU per request, us (the whole process: event loop + inference thread; the event loop's thread alone)")
+    for concurrency, (process, loop_thread) in costs.items():
+        print(f"  c={concurrency:<3d} {process:8.1f}  {loop_thread:8.1f}")
     print("mechanisms alone, us per operation")
     for label, value in alone:
         print(f"  {value:8.2f}  {label}")
