@@ -14,7 +14,7 @@ Two parts, both in one process on uvloop, with the demo model:
   (Condition notify -> inference thread -> ``call_soon_threadsafe`` -> loop wake-up) with and without the model
   call, the model call inline, metric ``.labels()`` against a bound child, the access-log line.
 
-usage: python -m bench.hops [--requests 3000] [--ops 20000] [--json]
+usage: python -m bench.hops [--requests 3000] [--ops 20000] [--json] [--parts hops,cpu,mechanisms]
 """
 
 from __future__ import annotations
@@ -388,10 +388,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--ops", type=int, default=20000)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--parts", default="hops,cpu,mechanisms", help="which of hops, cpu, mechanisms to run")
     args = parser.parse_args()
-    hops, total = stamped(args.requests)
-    costs = cpu(args.requests, (1, 32))
-    alone = mechanisms(args.ops)
+    parts = set(args.parts.split(","))
+    hops, total = stamped(args.requests) if "hops" in parts else ([], 0.0)
+    costs = cpu(args.requests, (1, 32)) if "cpu" in parts else {}
+    alone = mechanisms(args.ops) if "mechanisms" in parts else []
     if args.json:
         cpu_us = {str(c): {"process": p, "loop_thread": t} for c, (p, t) in costs.items()}
         print(json.dumps({"hops_us": dict(hops), "total_us": total, "cpu_us": cpu_us, "mechanisms_us": dict(alone)}))
