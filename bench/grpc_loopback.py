@@ -4,7 +4,8 @@ access log, the message-size check), to show what each adds per call.
 
     python -m bench.grpc_loopback --target 127.0.0.1:8081 --seconds 3
     python -m bench.grpc_loopback --seconds 3          # in-process: plain, size check, every interceptor
-    python -m bench.grpc_loopback --micro               # CPU per call of the size check alone, without grpc
+    python -m bench.grpc_loopback --micro               # CPU per call of the size check, and of each interceptor
+                                                        # chain, without grpc
 
 Bounded: ``--seconds`` per phase, ``--concurrency`` calls in flight on one channel, loopback only.
 """
@@ -23,7 +24,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.api.grpc.access import AccessLog
-from service.api.grpc.auth import ApiKeyInterceptor
+from service.api.grpc.auth import ApiKeyGate, ApiKeyInterceptor
 from service.api.grpc.health import ReadinessHealth
 from service.api.grpc.limits import MessageSizeGuard
 from service.api.keys import KeyFile
@@ -76,10 +77,18 @@ def chains(keys: KeyFile) -> dict[str, list[grpc.aio.ServerInterceptor]]:
     return {
         "no interceptor": [],
         "size check": [MessageSizeGuard(64 * 1024 * 1024)],
-        "keys + access log + size check": [
+        "keys + access log + size check, three interceptors (before issue 13)": [
             ApiKeyInterceptor(keys, frozenset(), failures),
             AccessLog(Telemetry(RequestLog(enabled=False)), frozenset()),
             MessageSizeGuard(64 * 1024 * 1024),
+        ],
+        "keys + access log + size check, one interceptor (the server's)": [
+            AccessLog(
+                Telemetry(RequestLog(enabled=False)),
+                frozenset(),
+                64 * 1024 * 1024,
+                ApiKeyGate(keys, frozenset(), failures),
+            ),
         ],
     }
 
@@ -92,16 +101,20 @@ class _Details:
         self.invocation_metadata = ()
 
 
-async def size_check_cost(calls: int) -> tuple[float, float]:
-    """Microseconds of CPU per call through a method's deserializer and behaviour, without and with the size
-    check around them (a no-op behaviour, so that only the wrapping is measured)."""
+def _no_op_handler() -> Any:
+    """A unary method that parses a health request and does nothing: only the wrapping around it is measured."""
 
     async def behaviour(request: health_pb2.HealthCheckRequest, context: object) -> None:
         return None
 
-    plain: Any = grpc.unary_unary_rpc_method_handler(
-        behaviour, request_deserializer=health_pb2.HealthCheckRequest.FromString
-    )
+    return grpc.unary_unary_rpc_method_handler(behaviour, request_deserializer=health_pb2.HealthCheckRequest.FromString)
+
+
+async def size_check_cost(calls: int) -> tuple[float, float]:
+    """Microseconds of CPU per call through a method's deserializer and behaviour, without and with the size
+    check around them (a no-op behaviour, so that only the wrapping is measured)."""
+
+    plain = _no_op_handler()
 
     async def continuation(_details: object) -> Any:
         return plain
@@ -120,6 +133,45 @@ async def size_check_cost(calls: int) -> tuple[float, float]:
     return costs[0], costs[1]
 
 
+class _Context:
+    """The little of a servicer context the interceptors read (the call's metadata, its code, trailers)."""
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("x-api-key", KEY),)
+
+    def set_trailing_metadata(self, _metadata: object) -> None:
+        return None
+
+    def code(self) -> None:
+        return None
+
+
+async def chain_cost(chain: list[grpc.aio.ServerInterceptor], calls: int) -> float:
+    """Microseconds of CPU per call through the chain's ``intercept_service`` (as grpc.aio runs them, each
+    continuing to the next) and the wrapped behaviour, without grpc's own machinery; a no-op behaviour."""
+
+    plain = _no_op_handler()
+
+    async def last(_details: object) -> Any:
+        return plain
+
+    def link(interceptor: grpc.aio.ServerInterceptor, following: Any) -> Any:
+        return lambda details: interceptor.intercept_service(following, details)
+
+    continuation: Any = last
+    for interceptor in reversed(chain):
+        continuation = link(interceptor, continuation)
+    details = _Details("/tensorflow.serving.PredictionService/Predict")
+    details.invocation_metadata = (("x-api-key", KEY),)  # type: ignore[assignment]
+    data = health_pb2.HealthCheckRequest(service="x").SerializeToString()
+    context = cast(Any, _Context())
+    started = time.process_time()
+    for _ in range(calls):
+        handler = await continuation(details)
+        await handler.unary_unary(handler.request_deserializer(data), context)
+    return (time.process_time() - started) / calls * 1e6
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", help="a running server's gRPC address; unset: in-process comparison")
@@ -132,6 +184,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         for _ in range(args.rounds):
             plain, guarded = asyncio.run(size_check_cost(200_000))
             print(f"per call: {plain:.2f} us plain, {guarded:.2f} us with the size check (+{guarded - plain:.2f} us)")
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "keys"
+            path.write_text(KEY + "\n")
+            variants = chains(KeyFile(path))
+            for _ in range(args.rounds):
+                for name, chain in variants.items():
+                    print(f"{name}: {asyncio.run(chain_cost(chain, 20_000)):.1f} us of CPU per call")
         return
     if args.target:
         rate = asyncio.run(calls_per_second(args.target, args.seconds, args.concurrency, ()))

@@ -259,18 +259,11 @@ class Batcher:
         merge = merge_key(input_names, inputs) if input_names is not None else None
         request = _Request(asyncio.get_running_loop(), signature, inputs, merge, deadline, now)
         self._enqueue(request)
-        trace = CURRENT_TRACE.get()
-        try:
-            return await self._answer_of(request)
-        finally:
-            if trace is not None and request.batch_size:
-                trace.record_batch(request.enqueued_at, request.started_at, request.finished_at, request.batch_size)
-
-    async def _answer_of(self, request: _Request) -> Outputs:
+        # One coroutine per request, and a timer only for a request with a deadline (none unless the client sends
+        # one or RTSERVE_REQUEST_TIMEOUT_S is set).
         timer = None
-        if request.deadline is not None:
-            delay = request.deadline - self._clock()
-            timer = request.loop.call_later(delay, _expire, request.future, self._deadline_message)
+        if deadline is not None:
+            timer = request.loop.call_later(deadline - self._clock(), _expire, request.future, self._deadline_message)
         try:
             return await request.future
         except DeadlineExceeded:
@@ -282,6 +275,8 @@ class Batcher:
         finally:
             if timer is not None:
                 timer.cancel()
+            if request.batch_size and (trace := CURRENT_TRACE.get()) is not None:
+                trace.record_batch(request.enqueued_at, request.started_at, request.finished_at, request.batch_size)
 
     def _abandon(self, request: _Request, reason: str) -> None:
         """Nobody waits for the request any more: take it out of the queue, or have the thread skip it."""

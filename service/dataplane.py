@@ -9,8 +9,7 @@ from __future__ import annotations
 import random
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -204,19 +203,10 @@ class DataPlane:
             raise VersionNotAvailable(f"{target.describe()} is not AVAILABLE (version {version})", target, version)
         return loaded
 
-    @contextmanager
-    def lease(self, target: Target) -> Iterator[LoadedVersion]:
-        """Hold a version for the length of a request so that an unload waits for it."""
-        for _ in range(3):
-            loaded = self.resolve(target)
-            if loaded.acquire():
-                break
-        else:  # unloaded three times under our feet: the next snapshot is still being published
-            raise Unavailable(f"{target.describe()} is being unloaded; retry")
-        try:
-            yield loaded
-        finally:
-            loaded.release()
+    def lease(self, target: Target) -> Lease:
+        """Hold a version for the length of a request (``with dataplane.lease(target) as loaded``) so that an
+        unload waits for it."""
+        return Lease(self, target)
 
     # -- status and metadata ------------------------------------------------------------------------------
 
@@ -293,6 +283,8 @@ class DataPlane:
         """When a request that arrived at ``arrived`` (time.monotonic()) must be answered: after the shortest of
         the client's timeouts and RTSERVE_REQUEST_TIMEOUT_S (a client may shorten the server's, never extend it);
         None when neither is set."""
+        if self._request_timeout_s <= 0 and all(timeout is None for timeout in client_timeouts_s):
+            return None  # the common case, with nothing to compare
         limits = [timeout for timeout in client_timeouts_s if timeout is not None]
         if self._request_timeout_s > 0:
             limits.append(self._request_timeout_s)
@@ -323,3 +315,29 @@ class DataPlane:
                 error.message = message
                 error.args = (message,)
             raise
+
+
+class Lease:
+    """A version held for one request; a class rather than a generator-based context manager, which costs
+    three times as much on every request."""
+
+    __slots__ = ("_dataplane", "_loaded", "_target")
+
+    def __init__(self, dataplane: DataPlane, target: Target) -> None:
+        self._dataplane = dataplane
+        self._target = target
+        self._loaded: LoadedVersion | None = None
+
+    def __enter__(self) -> LoadedVersion:
+        for _ in range(3):
+            loaded = self._dataplane.resolve(self._target)
+            if loaded.acquire():
+                self._loaded = loaded
+                return loaded
+        # Unloaded three times under our feet: the next snapshot is still being published.
+        raise Unavailable(f"{self._target.describe()} is being unloaded; retry")
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._loaded is not None:
+            self._loaded.release()
+            self._loaded = None

@@ -497,6 +497,27 @@ def test_company_is_expected_again_after_a_batch_and_not_after_a_fruitless_wait(
 # -- refusals, deadlines, failures -----------------------------------------------------------------------------
 
 
+def test_only_a_request_with_a_deadline_schedules_a_timer(harness_factory: Callable[..., Harness]) -> None:
+    harness = harness_factory()
+    timers: list[float] = []
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        call_later = loop.call_later
+
+        def counted(delay: float, *args: Any) -> asyncio.TimerHandle:
+            timers.append(delay)
+            return call_later(delay, *args)
+
+        loop.call_later = counted  # type: ignore[method-assign]
+        await harness.submit(rows(1))
+        assert timers == []  # no deadline, no timer: the common case pays none
+        await harness.submit(rows(2), deadline=time.monotonic() + 60)
+        assert len(timers) == 1 and 0 < timers[0] <= 60
+
+    asyncio.run(scenario())
+
+
 def test_a_full_queue_refuses_at_once_with_retry_after(harness_factory: Callable[..., Harness]) -> None:
     harness = harness_factory(max_queue=2, retry_after_s=3)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import grpc
@@ -23,14 +24,14 @@ from prometheus_client import CollectorRegistry
 
 from service.api.grpc.health import ReadinessHealth
 from service.api.grpc.observe import Context, RpcCall, RpcObserver, Served
-from service.api.grpc.server import GrpcDeps, GrpcFrontEnd
+from service.api.grpc.server import GrpcDeps, GrpcFrontEnd, interceptors
 from service.app import build_tracing
 from service.dataplane import DataPlane
 from service.errors import NotFound
 from service.observability.logs import ACCESS_LOGGER, RequestLog
 from service.observability.metrics import Metrics
 from service.observability.telemetry import Telemetry
-from service.settings import OtelSettings, Settings
+from service.settings import AuthSettings, OtelSettings, Settings
 
 SERVICE = "test.Echo"
 Request = health_pb2.HealthCheckRequest
@@ -220,3 +221,47 @@ def test_watch_polls_readiness_changes_nobody_announced() -> None:
         return [first, second]
 
     assert asyncio.run(run()) == [Answer.SERVING, Answer.NOT_SERVING]
+
+
+def test_one_interceptor_gates_keys_logs_each_call_once_and_counts_it(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("secret-key\n")
+    configured = settings(max_body_bytes=1000, auth=AuthSettings(keys_file=str(keys)))
+    metrics = Metrics(CollectorRegistry())
+    deps = GrpcDeps(configured, cast(DataPlane, None), metrics, Telemetry(RequestLog()), lambda: True)
+    assert len(interceptors(deps)) == 1  # keys, access log and size check: one await per call, not three
+
+    async def run() -> list[str]:
+        front = GrpcFrontEnd(deps, [registrar])
+        await front.start()
+        key = (("x-api-key", "secret-key"),)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{front.port}") as channel:
+                calls = [
+                    call(channel, "Model", "iris"),
+                    call(channel, "Model", "iris", metadata=(("x-api-key", "wrong"),)),
+                    call(channel, "Model", "iris", metadata=key),
+                    call(channel, "Plain", "ok", metadata=key),
+                    call(channel, "Plain", "x" * 1500, metadata=key),
+                ]
+                return [(await each)[0] for each in calls]
+        finally:
+            await front.stop(1.0)
+
+    with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
+        codes = asyncio.run(run())
+    assert codes == ["UNAUTHENTICATED", "PERMISSION_DENIED", "OK", "OK", "RESOURCE_EXHAUSTED"]
+    # Refused calls are not logged (as REST); the others once each, the model call by its observer.
+    lines = [(line["grpc_method"], line["grpc_status"], line["model"]) for line in access_lines(caplog)]
+    assert lines == [
+        (f"/{SERVICE}/Model", "OK", "iris"),
+        (f"/{SERVICE}/Plain", "OK", ""),
+        (f"/{SERVICE}/Plain", "RESOURCE_EXHAUSTED", ""),
+    ]
+    value = metrics.registry.get_sample_value
+    assert value("rtserve_auth_failures_total", {"reason": "missing_key", "protocol": "grpc"}) == 1.0
+    assert value("rtserve_auth_failures_total", {"reason": "invalid_key", "protocol": "grpc"}) == 1.0
+    counted = {"model_name": "iris", "model_version": "3", "protocol": "grpc-v2", "code": "200"}
+    assert value("rtserve_requests_total", counted) == 1.0

@@ -26,7 +26,7 @@ def protocol_of(service: str) -> str:
     return "grpc"
 
 
-class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
+class ApiKeyGate:
     """Lets a call through when its metadata carries an accepted key or its service is exempt."""
 
     def __init__(self, keys: KeyFile, exempt: frozenset[str], failures: Counter) -> None:
@@ -34,17 +34,31 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
         self._exempt = exempt
         self._failures = failures
 
-    async def intercept_service(self, continuation: Continuation, details: grpc.HandlerCallDetails) -> Handler | None:
+    def refusing(self, details: grpc.HandlerCallDetails, handler: Handler) -> Handler | None:
+        """A handler that refuses the call (counted), or None when the call may go on."""
         service = service_of(details.method)
         if service in self._exempt:
-            return await continuation(details)
+            return None
         metadata = details.invocation_metadata or ()
         presented = presented_keys(
             (key.lower().encode("utf-8"), value.encode("utf-8")) for key, value in metadata if isinstance(value, str)
         )
         refusal = self._keys.refusal(presented)
-        handler = await continuation(details)
-        if refusal is None or handler is None:
-            return handler
+        if refusal is None:
+            return None
         self._failures.labels(refusal, protocol_of(service)).inc()
         return refusing(handler, _STATUS[refusal], MESSAGES[refusal])
+
+
+class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
+    """The gate as an interceptor of its own (the server runs it inside its one interceptor,
+    service/api/grpc/access.py; this one alone is for measuring it)."""
+
+    def __init__(self, keys: KeyFile, exempt: frozenset[str], failures: Counter) -> None:
+        self._gate = ApiKeyGate(keys, exempt, failures)
+
+    async def intercept_service(self, continuation: Continuation, details: grpc.HandlerCallDetails) -> Handler | None:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        return self._gate.refusing(details, handler) or handler

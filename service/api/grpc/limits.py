@@ -33,51 +33,60 @@ def too_large(size: int, limit: int) -> str:
     return f"the request message is {size} bytes, more than {SETTING} ({limit} bytes)"
 
 
+def sized(handler: Handler, limit: int) -> Callable[[bytes], Any]:
+    """The handler's request deserializer with the size check in front: a larger message becomes an Oversize."""
+    parse = handler.request_deserializer
+
+    def deserialize(data: bytes) -> Any:
+        if len(data) > limit:
+            return Oversize(len(data))
+        return data if parse is None else parse(data)
+
+    return deserialize
+
+
+async def refuse_oversize(context: Context, request: Oversize, limit: int) -> None:
+    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, too_large(request.size, limit))
+
+
+def size_guarded(handler: Handler, limit: int) -> Handler:
+    """The handler with its request messages' size checked: one refusal naming the setting for a larger one."""
+
+    def around(behaviour: Callable[[Any, Context], Awaitable[Any]]) -> Callable[[Any, Context], Awaitable[Any]]:
+        if handler.request_streaming:
+
+            async def checked(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+                async for request in requests:
+                    if isinstance(request, Oversize):
+                        await refuse_oversize(context, request, limit)
+                    yield request
+
+            async def streaming(requests: AsyncIterator[Any], context: Context) -> Any:
+                return await behaviour(checked(requests, context), context)
+
+            return streaming
+
+        async def unary(request: Any, context: Context) -> Any:
+            if isinstance(request, Oversize):
+                await refuse_oversize(context, request, limit)
+            return await behaviour(request, context)
+
+        return unary
+
+    wrapped = around_call(handler, around)
+    if wrapped is handler:  # a sync behaviour: left to grpc's own limit
+        return handler
+    return replaced(wrapped, request_deserializer=sized(handler, limit))
+
+
 class MessageSizeGuard(grpc.aio.ServerInterceptor):
-    """Refuses request messages larger than ``limit`` bytes, naming the setting."""
+    """Refuses request messages larger than ``limit`` bytes, naming the setting (the server runs this check
+    inside its one interceptor, service/api/grpc/access.py; this one alone is for measuring it)."""
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
-        self._handlers = HandlerCache(self._guard)
+        self._handlers = HandlerCache(lambda _method, handler: size_guarded(handler, limit))
 
     async def intercept_service(self, continuation: Continuation, details: grpc.HandlerCallDetails) -> Handler | None:
         handler = await continuation(details)
         return None if handler is None else self._handlers.get(details.method, handler)
-
-    def _guard(self, _method: str, handler: Handler) -> Handler:
-        limit = self._limit
-        parse = handler.request_deserializer
-
-        def deserialize(data: bytes) -> Any:
-            if len(data) > limit:
-                return Oversize(len(data))
-            return data if parse is None else parse(data)
-
-        async def refuse(context: Context, request: Oversize) -> None:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, too_large(request.size, limit))
-
-        def around(behaviour: Callable[[Any, Context], Awaitable[Any]]) -> Callable[[Any, Context], Awaitable[Any]]:
-            if handler.request_streaming:
-
-                async def checked(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
-                    async for request in requests:
-                        if isinstance(request, Oversize):
-                            await refuse(context, request)
-                        yield request
-
-                async def streaming(requests: AsyncIterator[Any], context: Context) -> Any:
-                    return await behaviour(checked(requests, context), context)
-
-                return streaming
-
-            async def unary(request: Any, context: Context) -> Any:
-                if isinstance(request, Oversize):
-                    await refuse(context, request)
-                return await behaviour(request, context)
-
-            return unary
-
-        wrapped = around_call(handler, around)
-        if wrapped is handler:  # a sync behaviour: left to grpc's own limit
-            return handler
-        return replaced(wrapped, request_deserializer=deserialize)

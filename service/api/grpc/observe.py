@@ -17,7 +17,7 @@ from service.api.errors import http_status
 from service.errors import Code, ServingError
 from service.observability.logs import REQUEST_ID_HEADER
 from service.observability.metrics import Metrics
-from service.observability.telemetry import Telemetry, record_request
+from service.observability.telemetry import RequestRecorder, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class RpcRecord:
     request_id: str
     method: str
     logged: bool = False
+    metadata: Mapping[str, str] | None = None  # the call's text metadata, read once for both
 
 
 # The call the running task serves (set by the access-log interceptor around each call; a context variable holds
@@ -94,10 +95,10 @@ class RpcObserver:
     """Counts, times, logs, traces and maps the outcome of every model RPC for one protocol label."""
 
     def __init__(self, metrics: Metrics, protocol: str, telemetry: Telemetry) -> None:
-        self._metrics = metrics
         self._protocol = protocol
         self._inflight = metrics.inflight.labels(protocol)
         self._telemetry = telemetry
+        self._recorder = RequestRecorder(metrics, telemetry, protocol)
 
     async def answer(
         self,
@@ -120,8 +121,8 @@ class RpcObserver:
     ) -> Response | Failed:
         """As ``answer``, but a failure is returned, not raised: one message of a stream fails, the stream goes on."""
         started = time.perf_counter()
-        metadata = metadata_of(context)
         record = CURRENT_RPC.get()
+        metadata = record.metadata if record is not None and record.metadata is not None else metadata_of(context)
         rid = self._telemetry.ids.of(metadata) if record is None else record.request_id
         method = "" if record is None else record.method
         if record is not None:
@@ -148,7 +149,5 @@ class RpcObserver:
             self._inflight.dec()
             seconds = time.perf_counter() - started
             outcome = (model, version, http_status(code))
-            record_request(
-                self._metrics, self._telemetry, self._protocol, rid, trace, outcome, seconds, None, (method, code.name)
-            )
+            self._recorder.record(rid, trace, outcome, seconds, None, (method, code.name))
         return Failed(code, message)

@@ -20,9 +20,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.api.grpc.access import AccessLog
-from service.api.grpc.auth import ApiKeyInterceptor
+from service.api.grpc.auth import ApiKeyGate
 from service.api.grpc.health import ReadinessHealth
-from service.api.grpc.limits import MessageSizeGuard
 from service.api.grpc.options import message_limit, server_options
 from service.api.grpc.reflection import NAMES as REFLECTION_NAMES
 from service.api.grpc.reflection import add_reflection
@@ -71,15 +70,13 @@ Registrar = Callable[[grpc.aio.Server, GrpcDeps], Sequence[str]]
 
 
 def interceptors(deps: GrpcDeps) -> list[grpc.aio.ServerInterceptor]:
-    """Outermost first: API keys (a refused call is not logged, as REST), the access log, the size check."""
+    """One interceptor: API keys (a refused call is not logged, as REST), the access log, the size check."""
     settings = deps.settings
-    chain: list[grpc.aio.ServerInterceptor] = []
+    gate = None
     if settings.auth.keys_file is not None:
         exempt = HOUSEKEEPING if settings.grpc.auth_exempt_health else frozenset()
-        chain.append(ApiKeyInterceptor(KeyFile(Path(settings.auth.keys_file)), exempt, deps.metrics.auth_failures))
-    chain.append(AccessLog(deps.telemetry, HOUSEKEEPING))
-    chain.append(MessageSizeGuard(message_limit(settings)))
-    return chain
+        gate = ApiKeyGate(KeyFile(Path(settings.auth.keys_file)), exempt, deps.metrics.auth_failures)
+    return [AccessLog(deps.telemetry, HOUSEKEEPING, message_limit(settings), gate)]
 
 
 def serialized(message_class: Any) -> Callable[[Any], bytes]:

@@ -17,7 +17,7 @@ from service.api.rest.responses import JSON, ErrorAnswer, error_answer, plain_er
 from service.errors import ServingError
 from service.observability.logs import REQUEST_ID_HEADER
 from service.observability.metrics import Metrics
-from service.observability.telemetry import Telemetry, record_request
+from service.observability.telemetry import RequestRecorder, Telemetry
 from service.observability.tracing import RequestTrace
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,9 @@ class InferenceCall:
     received: list[bytes] = field(default_factory=list)
     # time.monotonic() when the request reached the app: its deadline counts from here.
     arrived: float = field(default_factory=time.monotonic)
+    # Given by a front end that records the request once its answer is sent (the fast lane): the observer puts
+    # the counting and the log line here instead of doing them before the answer leaves. None: at once.
+    after_reply: list[Callable[[], None]] | None = None
 
     async def body(self, limits: BodyLimits) -> bytes:
         data = await read_body(self.headers, self.chunks, limits)
@@ -79,10 +82,9 @@ class InferenceObserver:
     """Counts, times, logs, traces and shapes the outcome of every inference request for one protocol."""
 
     def __init__(self, metrics: Metrics, protocol: str, telemetry: Telemetry) -> None:
-        self._metrics = metrics
         self._protocol = protocol
         self._inflight = metrics.inflight.labels(protocol)
-        self._telemetry = telemetry
+        self._recorder = RequestRecorder(metrics, telemetry, protocol)
         self._tracing = telemetry.tracing
         self._ids = telemetry.ids
 
@@ -106,31 +108,25 @@ class InferenceObserver:
             gone = self._error(
                 rid, plain_error(CLIENT_CLOSED_REQUEST, "the client closed the connection before the answer")
             )
-            self._record(call, rid, trace, started, model, version, gone)
+            self._record(call, rid, trace, time.perf_counter() - started, (model, version, gone.status))
             raise
         except Exception:  # our fault: say so with a 500 and keep serving
             log.exception("unexpected error serving %s request %s", self._protocol, rid)
             reply = self._error(rid, plain_error(500, "internal error; see the server log"))
         finally:
             self._inflight.dec()
-        self._record(call, rid, trace, started, model, version, reply)
+        seconds = time.perf_counter() - started  # the latency is the answer's, wherever it is recorded
+        if call.after_reply is None:
+            self._record(call, rid, trace, seconds, (model, version, reply.status))
+        else:
+            call.after_reply.append(lambda: self._record(call, rid, trace, seconds, (model, version, reply.status)))
         return reply
 
     def _record(
-        self,
-        call: InferenceCall,
-        rid: str,
-        trace: RequestTrace | None,
-        started: float,
-        model: str,
-        version: str,
-        reply: Reply,
+        self, call: InferenceCall, rid: str, trace: RequestTrace | None, seconds: float, outcome: tuple[str, str, int]
     ) -> None:
         """Count, time, log and trace one answered (or abandoned) request."""
-        body = call.received[0] if call.received else None
-        seconds = time.perf_counter() - started
-        outcome = (model, version, reply.status)
-        record_request(self._metrics, self._telemetry, self._protocol, rid, trace, outcome, seconds, body)
+        self._recorder.record(rid, trace, outcome, seconds, call.received[0] if call.received else None)
 
     @staticmethod
     def _error(rid: str, answer: ErrorAnswer) -> Reply:
