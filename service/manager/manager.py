@@ -142,6 +142,7 @@ class ModelManager:
         rng: random.Random | None = None,
         wall_clock: Callable[[], float] = time.time,
         after_load_change: Callable[[], None] = settle_heap,
+        on_first_ready: Callable[[Mapping[str, ModelSnapshot]], None] | None = None,
     ) -> None:
         self._settings = settings
         self._loader = loader
@@ -151,6 +152,7 @@ class ModelManager:
         self._wall_clock = wall_clock
         self._rng = rng or random.Random()
         self._after_load_change = after_load_change
+        self._on_first_ready = on_first_ready  # told once, under the lock, with the snapshot that made it ready
         self._lock = threading.RLock()
         self._slots = threading.Semaphore(settings.load_workers)
         self._records: dict[str, _ModelRecord] = {}
@@ -200,6 +202,8 @@ class ModelManager:
             if not self._polled_once or not self._first_ready(snapshot):
                 return False
             self._ready_once = True
+            if self._on_first_ready is not None:
+                self._on_first_ready(snapshot)
         self._counted |= {name for name, model in snapshot.items() if model.ready}
         return all(snapshot[name].ready for name in self._counted if name in snapshot)
 
@@ -620,6 +624,8 @@ class ModelManager:
                 replaced = entry.succeeded(loaded, stale=attempt.repository is not record.origin.repository)
                 self._metrics.model_loads.labels(name, str(version), "success").inc()
                 self._metrics.model_load_duration.labels(name, str(version)).observe(took)
+                for phase, seconds in loaded.phases.items():
+                    self._metrics.model_load_phase.labels(name, str(version), phase).set(seconds)
                 log.info("model %s version %d is AVAILABLE", name, version)
             elif loaded is None and not self._stop.is_set():
                 self._load_failed(name, entry, *failure)
