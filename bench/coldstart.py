@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -94,8 +95,8 @@ def run_server(repository: str, model: str, cpus: str, workdir: Path, env: dict[
     port, grpc_port = servers.free_port(), servers.free_port()
     cache = Path(tempfile.mkdtemp(prefix="cache-", dir=workdir))
     command = [sys.executable, "-m", "service", "serve", "--repository", repository, "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--cache-dir", str(cache), "--poll-interval-s", "1"]
-    env = {**env, "RTSERVE_GRPC_PORT": str(grpc_port), "RTSERVE_MODELS": model}
+    command += ["--port", str(port), "--cache-dir", str(cache)]
+    env = {**env, "RTSERVE_GRPC_PORT": str(grpc_port)}  # otherwise its defaults: gRPC on, every model
     log_path = workdir / "coldstart-server.log"
     with log_path.open("ab") as log:
         began = time.monotonic()
@@ -198,17 +199,14 @@ def measure(
         try:
             cases: list[tuple[str, str, Callable[[], dict[str, Any]]]] = []
             for name, folder in models.items():
-                cases.append((name, "tensorflow", lambda folder=folder: run_baseline(folder, cpus)))
-                local = str(repositories[name])
-                cases.append(
-                    (name, "local", lambda local=local, name=name: run_server(local, name, cpus, workdir, env))
-                )
+                cases.append((name, "tensorflow", functools.partial(run_baseline, folder, cpus)))
+                local = functools.partial(run_server, str(repositories[name]), name, cpus, workdir, env)
+                cases.append((name, "local", local))
                 if moto is not None:
                     s3_env = {**env, **moto.env}
                     push(folder, name, f"s3://{BUCKET}", s3_env)
-                    cases.append(
-                        (name, "s3", lambda name=name, e=s3_env: run_server(f"s3://{BUCKET}", name, cpus, workdir, e))
-                    )
+                    remote = functools.partial(run_server, f"s3://{BUCKET}", name, cpus, workdir, s3_env)
+                    cases.append((name, "s3", remote))
             results: dict[tuple[str, str], list[dict[str, Any]]] = {(n, s): [] for n, s, _ in cases}
             for _ in range(runs):
                 for name, source, run in cases:
@@ -262,11 +260,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(
-    runs: int, cpus: str, client_cpus: str, wanted: list[str], workdir: Path, s3: bool, tree: Path
+    runs: int,
+    cpus: str,
+    client_cpus: str,
+    wanted: list[str],
+    workdir: Path,
+    s3: bool = True,
+    tree: Path = servers.REPO_ROOT,
 ) -> dict[str, Any]:
     """Write the wanted models into ``workdir`` (once) and measure them: what bench/run.py calls."""
     from bench.run import LARGE_WEIGHTS_MIB, write_large_model  # the same models as the rest of the bench
 
+    workdir.mkdir(parents=True, exist_ok=True)
     models: dict[str, Path] = {}
     env = {**servers.server_environment(), "PYTHONPATH": str(tree)}
     if "demo" in wanted:

@@ -61,7 +61,7 @@ class Startup:
     def ready(self, metrics: Metrics, loads: Iterable[tuple[str, str, Mapping[str, float]]]) -> None:
         """The first ready: export the split and log it, with each (model, version, load phases) in ``loads``."""
         self.mark(MODELS)
-        self.total_s = (self._age_s or 0.0) + self._clock() - self._began
+        self.total_s = (self._age_s or 0.0) + self._last - self._began  # the sum of the phases
         for phase, seconds in self.phases.items():
             metrics.startup_phase.labels(phase).set(seconds)
         metrics.startup.set(self.total_s)
