@@ -181,7 +181,9 @@ def serve(settings: Settings) -> int:
     startup.mark(TENSORFLOW_IMPORT)
     from service.api.rest.server import run_server
     from service.app import create_app
+    from service.manager.heap import freeze_imports
 
+    freeze_imports()  # before any load: the first settle then walks the model's objects, not TensorFlow's
     startup.mark(IMPORTS)
     app = create_app(settings, startup=startup)
     run_server(settings, app.rest.asgi, app.components.lifecycle, [app.grpc] if app.grpc else [])

@@ -141,7 +141,7 @@ class ModelManager:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         wall_clock: Callable[[], float] = time.time,
-        after_load_change: Callable[[], None] = settle_heap,
+        after_load_change: Callable[[bool], None] = settle_heap,
         on_first_ready: Callable[[Mapping[str, ModelSnapshot]], None] | None = None,
     ) -> None:
         self._settings = settings
@@ -541,7 +541,7 @@ class ModelManager:
         The last look and the end of the job happen under the lock, as the poll's update does: work a poll adds
         while the job runs is either seen here or starts a new job.
         """
-        changed = False
+        changed = unloaded = False
         try:
             while True:
                 retiring: list[tuple[VersionHarness, LoadedVersion]] = []
@@ -562,7 +562,7 @@ class ModelManager:
                     changed |= self._load(job.name, listing, attempt)
                 else:
                     self._unload(job.name, retiring)
-                    changed = True
+                    changed = unloaded = True
         except Exception:  # a bug here must not leave the model without jobs for good
             log.exception("model %s: unexpected error in its load job", job.name)
         finally:
@@ -572,7 +572,7 @@ class ModelManager:
                     last.job = None
             job.done.set()
         if changed:
-            self._after_load_change()
+            self._after_load_change(unloaded)
 
     def _begin_attempt(self, job: _Job, record: _ModelRecord, version: int) -> LoadAttempt:
         attempt = job.attempt = self._harness(job.name, record, version).begin(record.origin.repository)

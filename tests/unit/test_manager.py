@@ -44,7 +44,12 @@ def make_manager(
     metrics = Metrics(CollectorRegistry())
     # The heap is settled on real runs (tests/unit/test_heap.py); here it would only slow every poll down.
     manager = ModelManager(
-        settings, LocalRepository(repo_root), loader, metrics, clock=clock or Clock(), after_load_change=lambda: None
+        settings,
+        LocalRepository(repo_root),
+        loader,
+        metrics,
+        clock=clock or Clock(),
+        after_load_change=lambda _unloaded: None,
     )
     return manager, loader, metrics
 
@@ -377,14 +382,14 @@ def test_heap_is_settled_once_per_poll_that_changes_what_is_loaded(tmp_path: Pat
         FakeLoader(),
         Metrics(CollectorRegistry()),
         clock=Clock(),
-        after_load_change=lambda: settles.append(1),
+        after_load_change=lambda unloaded: settles.append(unloaded),
     )
     manager.poll_once()  # version 1 loaded
     manager.poll_once()  # nothing changed
     assert len(settles) == 1
     push(repo_root, tmp_path, "m", 2)
     manager.poll_once()  # version 2 loaded, version 1 unloaded: one settle for both
-    assert len(settles) == 2
+    assert settles == [False, True]  # only the one after an unload has frozen garbage to look at
     assert sorted(manager.snapshot()["m"].available) == [2]
     manager.poll_once()
     assert len(settles) == 2
@@ -674,7 +679,7 @@ def test_the_first_ready_is_told_once_and_each_load_exports_its_phases(tmp_path:
         FakeLoader(),
         metrics,
         clock=Clock(),
-        after_load_change=lambda: None,
+        after_load_change=lambda _unloaded: None,
         on_first_ready=lambda snapshot: told.append(sorted(snapshot)),
     )
     manager.poll_once()

@@ -62,7 +62,12 @@ def make_manager(
     loader = FakeLoader()
     metrics = Metrics(CollectorRegistry())
     manager = ModelManager(
-        settings, LocalRepository(root), loader, metrics, clock=clock or Clock(), after_load_change=lambda: None
+        settings,
+        LocalRepository(root),
+        loader,
+        metrics,
+        clock=clock or Clock(),
+        after_load_change=lambda _unloaded: None,
     )
     return manager, loader, metrics
 
