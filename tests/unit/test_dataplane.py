@@ -35,7 +35,7 @@ def dataplane(tmp_path: Path) -> DataPlane:
         LocalRepository(root),
         FakeLoader(),
         Metrics(CollectorRegistry()),
-        after_load_change=lambda _unloaded: None,
+        after_load_change=lambda _: None,
     )
     manager.poll_once()
     return DataPlane(manager, 1000)

@@ -44,12 +44,7 @@ def make_manager(
     metrics = Metrics(CollectorRegistry())
     # The heap is settled on real runs (tests/unit/test_heap.py); here it would only slow every poll down.
     manager = ModelManager(
-        settings,
-        LocalRepository(repo_root),
-        loader,
-        metrics,
-        clock=clock or Clock(),
-        after_load_change=lambda _unloaded: None,
+        settings, LocalRepository(repo_root), loader, metrics, clock=clock or Clock(), after_load_change=lambda _: None
     )
     return manager, loader, metrics
 
@@ -679,7 +674,7 @@ def test_the_first_ready_is_told_once_and_each_load_exports_its_phases(tmp_path:
         FakeLoader(),
         metrics,
         clock=Clock(),
-        after_load_change=lambda _unloaded: None,
+        after_load_change=lambda _: None,
         on_first_ready=lambda snapshot: told.append(sorted(snapshot)),
     )
     manager.poll_once()
