@@ -10,6 +10,9 @@ Every case runs in a fresh process pinned with ``taskset`` to the server CPUs, t
   answering AVAILABLE (polled every 10 ms from the client CPU, bounded);
 * ``s3``: the same from an S3 repository (moto's server on loopback), so that the download is real.
 
+Each run also keeps the CPU time (user + system) the process had used by then: on a shared machine the wall time
+also counts others' work, the CPU time much less so.
+
 The split comes from the server's own metrics (rtserve_startup_phase_seconds, rtserve_model_load_phase_seconds),
 read once it is ready. Prints one JSON document; bench/run.py keeps it in results.json (``coldstart``) and
 bench/report.py renders it.
@@ -48,7 +51,8 @@ began = time.perf_counter()
 import tensorflow as tf
 imported = time.perf_counter()
 tf.saved_model.load(sys.argv[1])
-print(json.dumps({"tensorflow_import": imported - began, "load": time.perf_counter() - imported}), flush=True)
+phases = {"tensorflow_import": imported - began, "load": time.perf_counter() - imported}
+print(json.dumps({"phases": phases, "cpu_s": sum(os.times()[:2])}), flush=True)
 os._exit(0)
 """
 
@@ -87,7 +91,7 @@ def run_baseline(model_dir: Path, cpus: str) -> dict[str, Any]:
         process.wait(30)
     if not line:
         raise RuntimeError("the TensorFlow baseline printed nothing")
-    return {"seconds": seconds, "phases": json.loads(line)}
+    return {"seconds": seconds, **json.loads(line)}
 
 
 def run_server(repository: str, model: str, cpus: str, workdir: Path, env: dict[str, str]) -> dict[str, Any]:
@@ -112,8 +116,9 @@ def run_server(repository: str, model: str, cpus: str, workdir: Path, env: dict[
     running = servers.Running(servers.SERVERS[0], process, port, log_path)
     try:
         seconds = _wait_available(running, model, began)
+        cpu_s = running.cpu_seconds()
         _, exposition, _ = servers.request(port, "/metrics", b"", {}, timeout=10.0, method="GET")
-        return {"seconds": seconds, "phases": parse_phases(exposition.decode(), model)}
+        return {"seconds": seconds, "cpu_s": cpu_s, "phases": parse_phases(exposition.decode(), model)}
     finally:
         running.stop()
         shutil.rmtree(cache, ignore_errors=True)
@@ -181,8 +186,9 @@ def summarise(name: str, source: str, runs: list[dict[str, Any]]) -> dict[str, A
     """Medians of a case's runs: its seconds and each phase's (over the runs that report it)."""
     names = sorted({phase for run in runs for phase in run["phases"]})
     phases = {p: statistics.median([r["phases"][p] for r in runs if p in r["phases"]]) for p in names}
-    seconds = [run["seconds"] for run in runs]
-    return {"model": name, "source": source, "runs": runs, "median_s": statistics.median(seconds), "phases": phases}
+    seconds = statistics.median(run["seconds"] for run in runs)
+    cpu_s = statistics.median(run["cpu_s"] for run in runs)
+    return {"model": name, "source": source, "runs": runs, "median_s": seconds, "median_cpu_s": cpu_s, "phases": phases}
 
 
 def measure(
