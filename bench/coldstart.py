@@ -145,7 +145,7 @@ def push(model_dir: Path, model: str, repository: str, env: dict[str, str]) -> N
 
 
 class Moto:
-    """Moto's S3 server on a loopback port, on the client CPUs, holding the models under s3://BUCKET/."""
+    """Moto's S3 server on a loopback port, on the client CPUs, holding each model under s3://BUCKET/<model>/."""
 
     def __init__(self, workdir: Path, cpus: str) -> None:
         self.endpoint = f"http://127.0.0.1:{servers.free_port()}"
@@ -210,8 +210,10 @@ def measure(
                 cases.append((name, "local", local))
                 if moto is not None:
                     s3_env = {**env, **moto.env}
-                    push(folder, name, f"s3://{BUCKET}", s3_env)
-                    remote = functools.partial(run_server, f"s3://{BUCKET}", name, cpus, workdir, s3_env)
+                    # A prefix per model: a server started for one model must not load the others too.
+                    prefix = f"s3://{BUCKET}/{name}"
+                    push(folder, name, prefix, s3_env)
+                    remote = functools.partial(run_server, prefix, name, cpus, workdir, s3_env)
                     cases.append((name, "s3", remote))
             results: dict[tuple[str, str], list[dict[str, Any]]] = {(n, s): [] for n, s, _ in cases}
             for _ in range(runs):
