@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -68,3 +70,17 @@ def test_the_process_age_comes_from_its_start_time_in_proc(tmp_path: Path) -> No
     stat.write_text("garbage", encoding="ascii")
     assert process_age_s(stat) is None
     assert process_age_s(tmp_path / "missing") is None
+
+
+def test_serving_a_folder_never_imports_boto3(tmp_path: Path) -> None:
+    # boto3 is a tenth of a second or more of a cold start: only an s3:// repository needs it.
+    code = (
+        "import sys\n"
+        "from service.app import create_app\n"
+        "from service.repository.factory import open_repository\n"
+        "from service.settings import S3Settings\n"
+        f"open_repository({str(tmp_path)!r}, S3Settings())\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] in ('boto3', 'botocore')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
