@@ -258,7 +258,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "ok": kept <= GIVEN_BACK_SLACK * weights,
                 }
             )
-    return rows + grpc_targets(results)
+    return rows + grpc_targets(results) + coldstart_targets(results)
 
 
 # ---------------------------------------------------------------- issue 13: low-load latency, before/after, peers
@@ -634,6 +634,93 @@ def _memory_run(memory: dict[str, Any]) -> list[str]:
     return lines
 
 
+COLDSTART_FACTOR = 1.5
+# bench/coldstart.py's phases, as columns: the process's (rtserve_startup_phase_seconds), then the model's load.
+COLDSTART_COLUMNS = (
+    ("python_start", "python start"),
+    ("tensorflow_import", "TF import"),
+    ("imports", "other imports"),
+    ("setup", "setup"),
+    ("load.download", "download"),
+    ("load.load", "load"),
+    ("load.warm_up", "warm-up"),
+    ("load.batch_safety", "batch safety"),
+)
+
+
+def _coldstart_case(results: dict[str, Any], model: str, source: str) -> dict[str, Any] | None:
+    cases = (results.get("coldstart") or {}).get("cases", [])
+    return next((c for c in cases if c["model"] == model and c["source"] == source), None)
+
+
+def coldstart_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 13: the demo model's cold start from a folder <= 1.5x TensorFlow's own import + load, same pinning."""
+    target = f"cold start of the demo model <= {COLDSTART_FACTOR:g}x TF import+load (exec to ready, medians)"
+    ours, theirs = _coldstart_case(results, "iris", "local"), _coldstart_case(results, "iris", "tensorflow")
+    if ours is None or theirs is None:
+        return [{"target": target, "measured": "not measured in this run", "ratio": "", "ok": None}]
+    ratio = ours["median_s"] / theirs["median_s"]
+    measured = f"{ours['median_s']:.2f} s vs {theirs['median_s']:.2f} s"
+    return [{"target": target, "measured": measured, "ratio": f"{ratio:.2f}x", "ok": ratio <= COLDSTART_FACTOR}]
+
+
+def coldstart_section(results: dict[str, Any]) -> list[str]:
+    coldstart = results.get("coldstart")
+    if not coldstart:
+        return ["Not measured in this run."]
+    titles = coldstart.get("titles", {})
+    rows = []
+    for case in coldstart["cases"]:
+        baseline = _coldstart_case(results, case["model"], "tensorflow")
+        # TensorFlow alone reports its load as "load": the same column as rtserve's load phase.
+        phases = {("load.load" if key == "load" else key): value for key, value in case["phases"].items()}
+        # What the load phases do not cover of the manager's part: its start, the first poll, publishing.
+        loads = sum(v for k, v in phases.items() if k.startswith("load."))
+        other = f"{phases['models'] - loads:.2f}" if "models" in phases else ""
+        where = {"tensorflow": "TensorFlow alone", "local": "rtserve, folder", "s3": "rtserve, S3 (moto)"}
+        rows.append(
+            [
+                titles.get(case["model"], case["model"]),
+                where.get(case["source"], case["source"]),
+                f"{case['median_s']:.2f}",
+                f"{case['median_s'] / baseline['median_s']:.2f}x" if baseline else "",
+                _cpu(case, baseline),
+                *(f"{phases[key]:.2f}" if key in phases else "" for key, _ in COLDSTART_COLUMNS),
+                other,
+            ]
+        )
+    header = [
+        "model",
+        "what",
+        "exec to ready s",
+        "vs TF",
+        "CPU s (vs TF)",
+        *(title for _, title in COLDSTART_COLUMNS),
+        "other s",
+    ]
+    lines = _table(header, rows)
+    lines += [
+        "",
+        f"Medians of {coldstart['runs']} fresh processes per row, pinned to CPU {coldstart['cpus']}, the cases "
+        f"interleaved run by run (`python -m bench.coldstart`). TensorFlow alone: `import tensorflow as tf; "
+        f"tf.saved_model.load(DIR)`, exec to the line printed after the load. rtserve: `rtserve serve`, exec to "
+        f"`GET /v1/models/M` answering AVAILABLE (polled every {coldstart['poll_s'] * 1000:.0f} ms from another "
+        "CPU), its split read from its own `rtserve_startup_phase_seconds` and `rtserve_model_load_phase_seconds`; "
+        "other = the manager's part the load phases do not cover (its start, the first poll). CPU s: user + "
+        "system time of the process by then, less sensitive than the wall time to other work on the machine.",
+    ]
+    return lines
+
+
+def _cpu(case: dict[str, Any], baseline: dict[str, Any] | None) -> str:
+    if "median_cpu_s" not in case:
+        return ""
+    ratio = (
+        f" ({case['median_cpu_s'] / baseline['median_cpu_s']:.2f}x)" if baseline and "median_cpu_s" in baseline else ""
+    )
+    return f"{case['median_cpu_s']:.2f}{ratio}"
+
+
 def _noise_line(results: dict[str, Any]) -> str:
     others = sorted(
         run.get("other_cpu_pct", 0.0)
@@ -775,6 +862,8 @@ def render(results: dict[str, Any], plot_name: str) -> str:
     )
     lines += ["", "## rtserve memory across a version swap", ""]
     lines += _memory_section(results)
+    lines += ["", "## Cold start", ""]
+    lines += coldstart_section(results)
     lines += ["", "## Profile: rtserve under load", ""]
     lines += _profile_section(results)
     skipped = [e for e in results["lanes"] if e.get("status") != "ok"]

@@ -37,7 +37,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from bench import before, envs, grpc_payloads, h2load, loads, memory, payloads, profile, report, servers
+from bench import before, coldstart, envs, grpc_payloads, h2load, loads, memory, payloads, profile, report, servers
 
 log = logging.getLogger("bench")
 
@@ -500,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         help="write docs/benchmarks.md (default: yes for a full run of every server)",
     )
     parser.add_argument("--no-memory", action="store_true", help="skip the version-swap memory measurement")
+    parser.add_argument("--no-coldstart", action="store_true", help="skip the cold-start measurement")
     parser.add_argument(
         "--rtserve-env",
         action="append",
@@ -621,6 +622,12 @@ def main(argv: list[str] | None = None) -> int:
                 **memory.measure(big_dir, workdir, plan.server_cpus, plan.client_cpus, probe),
             },
         ]
+    if not args.no_coldstart and "rtserve" in lanes_of:
+        quiet.wait("the cold start")
+        log.info("cold start: rtserve serve and TensorFlow's own import + load, fresh processes (bench/coldstart.py)")
+        results["coldstart"] = coldstart.run(
+            2 if plan.quick else 5, plan.server_cpus, plan.client_cpus, ["demo", "large"], workdir / "coldstart"
+        )
     results["elapsed_s"] = time.monotonic() - began
     results["quiet"] = {
         "waited_s": quiet.waited_s,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,10 @@ from service.api.rest.app import RestApp, build_rest_app
 from service.compat.config_files import parse_model_server_config, read_model_server_config
 from service.compat.watcher import ConfigFileWatcher
 from service.dataplane import DataPlane
-from service.manager import ModelManager
+from service.manager import ModelManager, ModelSnapshot
 from service.observability.logs import RequestLog
 from service.observability.metrics import DriftSeries, Metrics
+from service.observability.startup import SETUP, Startup
 from service.observability.telemetry import Telemetry
 from service.observability.tracing import NoTracing, Tracing
 from service.repository.base import Repository
@@ -65,11 +66,14 @@ class Components:
     dataplane: DataPlane
     lifecycle: Lifecycle
     config_file: ConfigFileWatcher | None = None  # RTSERVE_MODEL_CONFIG_FILE re-read while serving
+    startup: Startup | None = None  # the process's cold start, closed at the first ready
 
     def is_ready(self) -> bool:
         return not self.lifecycle.draining and self.manager.is_ready()
 
     def start(self) -> None:
+        if self.startup is not None:
+            self.startup.mark(SETUP)
         self.manager.start()
         if self.config_file is not None:
             self.config_file.start()
@@ -115,12 +119,15 @@ def create_app(
     loader: Loader | None = None,
     registry: CollectorRegistry | None = None,
     tracing: Tracing | None = None,
+    startup: Startup | None = None,
 ) -> App:
     """Build the components and the front ends over them.
 
     The model manager starts with the ASGI app's lifespan and stops with it. ``tracing`` replaces the one
-    RTSERVE_OTEL__* describes (tests pass one with an in-memory span exporter).
+    RTSERVE_OTEL__* describes (tests pass one with an in-memory span exporter). ``startup`` is the serve
+    command's record of the process's start (one is begun here without it).
     """
+    startup = startup or Startup.now()
     metrics = Metrics(registry or CollectorRegistry())
     if settings.model_config_file and settings.model_config_list is None:
         settings = settings.model_copy(
@@ -131,10 +138,11 @@ def create_app(
         repository or open_repository(settings.repository, settings.s3),
         loader or default_loader(settings),
         metrics,
+        on_first_ready=lambda snapshot: startup.ready(metrics, version_loads(snapshot)),
     )
     dataplane = DataPlane(manager, settings.max_tensor_elements, settings.request_timeout_s)
     components = Components(
-        settings, metrics, manager, dataplane, Lifecycle(), config_file_watcher(settings, manager, metrics)
+        settings, metrics, manager, dataplane, Lifecycle(), config_file_watcher(settings, manager, metrics), startup
     )
     metrics.ready.set_function(lambda: float(components.is_ready()))
     metrics.drift.bind(lambda: drift_series(manager))
@@ -177,3 +185,10 @@ def drift_series(manager: ModelManager) -> Iterator[DriftSeries]:
             if loaded.drift is not None:
                 samples, psi = loaded.drift.reading()
                 yield DriftSeries(model.name, loaded.version_label, samples, psi)
+
+
+def version_loads(snapshot: Mapping[str, ModelSnapshot]) -> Iterator[tuple[str, str, Mapping[str, float]]]:
+    """Each AVAILABLE version's load phases, for the first-ready log line."""
+    for model in snapshot.values():
+        for loaded in model.available.values():
+            yield model.name, loaded.version_label, loaded.phases

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +50,7 @@ class LoadedVersion:
         path: Path,
         batcher: Batcher,
         drift: DriftMonitor | None = None,
+        phases: Mapping[str, float] | None = None,
     ) -> None:
         self.model = model
         self.version = version
@@ -58,6 +59,7 @@ class LoadedVersion:
         self.batcher = batcher
         self.path = path
         self.drift = drift  # fed by the batcher, read when Prometheus scrapes
+        self.phases: Mapping[str, float] = phases or {}  # seconds per LoadSteps phase (metrics.LOAD_PHASES)
         self._lock = threading.Lock()
         self._leases = 0
         self._retired = False
@@ -243,10 +245,20 @@ class LoadSteps:
 
     def run(self, name: str, listing: VersionListing, attempt: LoadAttempt) -> LoadedVersion:
         version = listing.version
+        phases: dict[str, float] = {}
+        last = self.clock()
+
+        def done(phase: str) -> None:  # each phase's time, for rtserve_model_load_phase_seconds and the ready log
+            nonlocal last
+            now = self.clock()
+            phases[phase], last = now - last, now
+
         path = fetch_version(attempt.repository, listing, self.cache_dir)
+        done("download")
         timeout = self.settings.load_timeout_s
         attempt.arm(self.clock() + timeout if timeout > 0 else math.inf)
         servable = self.loader(path)
+        done("load")
         try:
             if not attempt.hold(servable):
                 raise DeadlineExceeded("abandoned at its deadline before warm-up")
@@ -255,10 +267,13 @@ class LoadSteps:
                 # Every batch size the batcher will use, so that no request pays for a first run at a new shape.
                 if self.settings.model_warmup:
                     servable.warm_up(batching.warm_up_sizes())
+                done("warm_up")
                 where = f"model {name} version {version}"
                 drift = open_drift_monitor(path, servable.signatures, self.settings.drift, where)
+                done("drift")
                 batcher = Batcher(servable, batching, self.metrics, name, str(version), drift)
+                done("batch_safety")
         except BaseException:
             servable.close()
             raise
-        return LoadedVersion(name, version, servable, path, batcher, drift)
+        return LoadedVersion(name, version, servable, path, batcher, drift, phases)

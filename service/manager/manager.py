@@ -141,7 +141,8 @@ class ModelManager:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         wall_clock: Callable[[], float] = time.time,
-        after_load_change: Callable[[], None] = settle_heap,
+        after_load_change: Callable[[bool], None] = settle_heap,
+        on_first_ready: Callable[[Mapping[str, ModelSnapshot]], None] | None = None,
     ) -> None:
         self._settings = settings
         self._loader = loader
@@ -151,6 +152,7 @@ class ModelManager:
         self._wall_clock = wall_clock
         self._rng = rng or random.Random()
         self._after_load_change = after_load_change
+        self._on_first_ready = on_first_ready  # told once, under the lock, with the snapshot that made it ready
         self._lock = threading.RLock()
         self._slots = threading.Semaphore(settings.load_workers)
         self._records: dict[str, _ModelRecord] = {}
@@ -200,6 +202,8 @@ class ModelManager:
             if not self._polled_once or not self._first_ready(snapshot):
                 return False
             self._ready_once = True
+            if self._on_first_ready is not None:
+                self._on_first_ready(snapshot)
         self._counted |= {name for name, model in snapshot.items() if model.ready}
         return all(snapshot[name].ready for name in self._counted if name in snapshot)
 
@@ -537,7 +541,7 @@ class ModelManager:
         The last look and the end of the job happen under the lock, as the poll's update does: work a poll adds
         while the job runs is either seen here or starts a new job.
         """
-        changed = False
+        changed = unloaded = False
         try:
             while True:
                 retiring: list[tuple[VersionHarness, LoadedVersion]] = []
@@ -558,7 +562,7 @@ class ModelManager:
                     changed |= self._load(job.name, listing, attempt)
                 else:
                     self._unload(job.name, retiring)
-                    changed = True
+                    changed = unloaded = True
         except Exception:  # a bug here must not leave the model without jobs for good
             log.exception("model %s: unexpected error in its load job", job.name)
         finally:
@@ -568,7 +572,7 @@ class ModelManager:
                     last.job = None
             job.done.set()
         if changed:
-            self._after_load_change()
+            self._after_load_change(unloaded)
 
     def _begin_attempt(self, job: _Job, record: _ModelRecord, version: int) -> LoadAttempt:
         attempt = job.attempt = self._harness(job.name, record, version).begin(record.origin.repository)
@@ -620,6 +624,8 @@ class ModelManager:
                 replaced = entry.succeeded(loaded, stale=attempt.repository is not record.origin.repository)
                 self._metrics.model_loads.labels(name, str(version), "success").inc()
                 self._metrics.model_load_duration.labels(name, str(version)).observe(took)
+                for phase, seconds in loaded.phases.items():
+                    self._metrics.model_load_phase.labels(name, str(version), phase).set(seconds)
                 log.info("model %s version %d is AVAILABLE", name, version)
             elif loaded is None and not self._stop.is_set():
                 self._load_failed(name, entry, *failure)

@@ -52,6 +52,8 @@ VERSION_STATE = "rtserve_model_version_state"
 DEFAULT_VERSION = "rtserve_model_default_version"
 PENDING_DEFAULT_VERSION = "rtserve_model_pending_default_version"
 ROLLOUT_BLOCKED = "rtserve_model_rollout_blocked"
+# What a load attempt goes through, in order (service/manager/harness.py LoadSteps): rtserve_model_load_phase_seconds.
+LOAD_PHASES = ("download", "load", "warm_up", "drift", "batch_safety")
 
 
 class Metrics:
@@ -116,6 +118,14 @@ class Metrics:
             "Time to download, load and warm up a model version.",
             MODEL_LABELS,
             buckets=LOAD_BUCKETS,
+            registry=registry,
+        )
+        self.model_load_phase = Gauge(
+            "rtserve_model_load_phase_seconds",
+            "Seconds the version's last successful load spent in each phase: download (to the cache), load "
+            "(TensorFlow reads the SavedModel), warm_up, drift (the reference profile), batch_safety (which "
+            "signatures may merge requests, and the batcher).",
+            [*MODEL_LABELS, "phase"],
             registry=registry,
         )
         self.version_state = Gauge(
@@ -228,6 +238,20 @@ class Metrics:
             registry=registry,
         )
 
+        # Cold start (docs/operations.md "Cold start"): set once, at the process's first ready.
+        self.startup = Gauge(
+            "rtserve_startup_seconds",
+            "Seconds from the process's exec to its first ready (what a startup probe and a scale-up wait for).",
+            registry=registry,
+        )
+        self.startup_phase = Gauge(
+            "rtserve_startup_phase_seconds",
+            "rtserve_startup_seconds split: python_start, tensorflow_import, imports, setup, models (the manager's "
+            "start to the first ready: polls, downloads, loads and warm-ups).",
+            ["phase"],
+            registry=registry,
+        )
+
     def forget_versions(self, model: str, versions: Iterable[int]) -> None:
         """Remove the series of versions no longer known (their model left the set or moved), so /metrics drops them."""
         for version in map(str, versions):
@@ -235,6 +259,8 @@ class Metrics:
                 _remove(self.version_state, model, version, state.value)
             for outcome in ("success", "failure"):
                 _remove(self.model_loads, model, version, outcome)
+            for phase in LOAD_PHASES:
+                _remove(self.model_load_phase, model, version, phase)
             for metric in (self.model_load_duration, self.queue_depth, self.queue_capacity):
                 _remove(metric, model, version)
 

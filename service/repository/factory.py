@@ -11,7 +11,6 @@ from service.errors import RepositoryError
 from service.names import MODEL_NAME_PATTERN, is_model_name
 from service.repository.base import Repository
 from service.repository.local import LocalRepository
-from service.repository.s3 import S3Repository
 from service.repository.view import ModelBase
 from service.settings import S3Settings
 
@@ -25,6 +24,9 @@ def open_repository(uri: str, s3: S3Settings) -> Repository:
         bucket, _, prefix = uri[len(S3_SCHEME) :].partition("/")
         if not bucket:
             raise ValueError(f"repository URI {uri!r} names no bucket: expected s3://bucket[/prefix]")
+        # Imported here: boto3 is a tenth of a second or more of every cold start that reads a folder.
+        from service.repository.s3 import S3Repository
+
         return S3Repository(bucket, prefix, s3)
     path = uri[len(FILE_SCHEME) :] if uri.startswith(FILE_SCHEME) else uri
     if not path:

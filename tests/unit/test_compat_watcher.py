@@ -52,7 +52,7 @@ class Setup:
             FakeLoader(),
             self.metrics,
             clock=lambda: 1000.0,
-            after_load_change=lambda: None,
+            after_load_change=lambda _: None,
         )
         self.manager.poll_once()
         self.applied: list[ModelSet] = []

@@ -31,7 +31,11 @@ def dataplane(tmp_path: Path) -> DataPlane:
     LocalRepository(root).upload_version("m", 1, source)
     settings = Settings(repository=str(root), cache_dir=str(tmp_path / "cache"))
     manager = ModelManager(
-        settings, LocalRepository(root), FakeLoader(), Metrics(CollectorRegistry()), after_load_change=lambda: None
+        settings,
+        LocalRepository(root),
+        FakeLoader(),
+        Metrics(CollectorRegistry()),
+        after_load_change=lambda _: None,
     )
     manager.poll_once()
     return DataPlane(manager, 1000)

@@ -16,7 +16,7 @@ from fakes import FakeLoader, FakeServable, write_fake_version
 from service.errors import Code, DeadlineExceeded
 from service.manager import LoadedVersion, VersionStatus
 from service.manager.harness import Backoff, LoadAttempt, LoadSteps, VersionHarness
-from service.observability.metrics import STATES, Metrics
+from service.observability.metrics import LOAD_PHASES, STATES, Metrics
 from service.repository.base import ProgressCallback, VersionListing
 from service.repository.local import LocalRepository
 from service.runtime.base import Loader
@@ -230,3 +230,21 @@ def test_a_lease_held_across_an_unload_keeps_the_version_until_it_returns(tmp_pa
     entry.unloaded()
     assert servable.closed
     assert reports.states[-2:] == [VersionState.UNLOADING, VersionState.END]
+
+
+def test_a_load_records_the_time_of_each_of_its_phases_in_order(tmp_path: Path) -> None:
+    clock = Clock()
+    repository = SlowRepository(tmp_path / "repo", clock, seconds=100.0)
+    listing = published(tmp_path, repository)
+    fake = FakeLoader()
+
+    def slow_loader(path: Path) -> FakeServable:
+        clock.now += 7.0  # TensorFlow reading the SavedModel
+        return fake(path)
+
+    loaded = steps(tmp_path, clock, slow_loader).run("m", listing, LoadAttempt(3, repository))
+    assert tuple(loaded.phases) == LOAD_PHASES
+    assert loaded.phases["download"] == 100.0
+    assert loaded.phases["load"] == 7.0
+    assert loaded.phases["warm_up"] == loaded.phases["drift"] == loaded.phases["batch_safety"] == 0.0
+    loaded.close(1.0)

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from fakes import SIGNATURE, FakeLoader, write_fake_version
 from service.errors import Code, RepositoryError, Unavailable
 from service.manager import ModelManager, VersionStatus
-from service.observability.metrics import Metrics
+from service.observability.metrics import LOAD_PHASES, Metrics
 from service.repository.local import LocalRepository
 from service.settings import Settings
 from service.states import VersionState
@@ -44,7 +44,7 @@ def make_manager(
     metrics = Metrics(CollectorRegistry())
     # The heap is settled on real runs (tests/unit/test_heap.py); here it would only slow every poll down.
     manager = ModelManager(
-        settings, LocalRepository(repo_root), loader, metrics, clock=clock or Clock(), after_load_change=lambda: None
+        settings, LocalRepository(repo_root), loader, metrics, clock=clock or Clock(), after_load_change=lambda _: None
     )
     return manager, loader, metrics
 
@@ -377,14 +377,14 @@ def test_heap_is_settled_once_per_poll_that_changes_what_is_loaded(tmp_path: Pat
         FakeLoader(),
         Metrics(CollectorRegistry()),
         clock=Clock(),
-        after_load_change=lambda: settles.append(1),
+        after_load_change=lambda unloaded: settles.append(unloaded),
     )
     manager.poll_once()  # version 1 loaded
     manager.poll_once()  # nothing changed
     assert len(settles) == 1
     push(repo_root, tmp_path, "m", 2)
     manager.poll_once()  # version 2 loaded, version 1 unloaded: one settle for both
-    assert len(settles) == 2
+    assert settles == [False, True]  # only the one after an unload has frozen garbage to look at
     assert sorted(manager.snapshot()["m"].available) == [2]
     manager.poll_once()
     assert len(settles) == 2
@@ -661,3 +661,38 @@ def test_model_warmup_off_skips_the_warm_up(tmp_path: Path, repo_root: Path) -> 
     warm, _, _ = make_manager(tmp_path / "warm", repo_root)
     warm.poll_once()
     assert warm.snapshot()["w"].available[1].servable.warmed != ()  # type: ignore[attr-defined]
+
+
+def test_the_first_ready_is_told_once_and_each_load_exports_its_phases(tmp_path: Path, repo_root: Path) -> None:
+    push(repo_root, tmp_path, "m", 1)
+    told: list[list[str]] = []
+    settings = Settings(repository=str(repo_root), cache_dir=str(tmp_path / "cache"))
+    metrics = Metrics(CollectorRegistry())
+    manager = ModelManager(
+        settings,
+        LocalRepository(repo_root),
+        FakeLoader(),
+        metrics,
+        clock=Clock(),
+        after_load_change=lambda _: None,
+        on_first_ready=lambda snapshot: told.append(sorted(snapshot)),
+    )
+    manager.poll_once()
+    push(repo_root, tmp_path, "m", 2)
+    manager.poll_once()  # ready all along: not told again
+    assert told == [["m"]]
+    for version in ("1", "2"):
+        phases = {
+            phase: metrics.registry.get_sample_value(
+                "rtserve_model_load_phase_seconds", {"model_name": "m", "model_version": version, "phase": phase}
+            )
+            for phase in LOAD_PHASES
+        }
+        assert all(seconds is not None and seconds >= 0.0 for seconds in phases.values()), phases
+    metrics.forget_versions("m", [1])
+    assert (
+        metrics.registry.get_sample_value(
+            "rtserve_model_load_phase_seconds", {"model_name": "m", "model_version": "1", "phase": "load"}
+        )
+        is None
+    )

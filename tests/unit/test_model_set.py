@@ -62,7 +62,7 @@ def make_manager(
     loader = FakeLoader()
     metrics = Metrics(CollectorRegistry())
     manager = ModelManager(
-        settings, LocalRepository(root), loader, metrics, clock=clock or Clock(), after_load_change=lambda: None
+        settings, LocalRepository(root), loader, metrics, clock=clock or Clock(), after_load_change=lambda _: None
     )
     return manager, loader, metrics
 
