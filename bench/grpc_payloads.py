@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from bench.payloads import FEATURES, INPUT_NAME, OUTPUT_NAME, Payload, rows
+from bench.payloads import INPUT_NAME, OUTPUT_NAME, Payload, rows
 
 PROTOCOLS = ("tfserving-grpc", "v2-grpc")
 PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
@@ -63,15 +63,20 @@ def message(protocol: str, count: int, model: str) -> bytes:
         predict.inputs[INPUT_NAME].CopyFrom(tf.make_tensor_proto(features))
         return bytes(predict.SerializeToString())
     if protocol == "v2-grpc":
-        from tritonclient.grpc import service_pb2
-
-        infer = service_pb2.ModelInferRequest(model_name=model)
-        tensor = infer.inputs.add(name=INPUT_NAME, datatype="FP32")
-        tensor.shape.extend([count, FEATURES])
-        infer.outputs.add(name=OUTPUT_NAME)
-        infer.raw_input_contents.append(features.astype("<f4").tobytes())
-        return bytes(infer.SerializeToString())
+        return v2_infer(model, INPUT_NAME, OUTPUT_NAME, features)
     raise ValueError(f"unknown gRPC protocol {protocol!r}")
+
+
+def v2_infer(model: str, input_name: str, output_name: str, values: np.ndarray) -> bytes:
+    """A serialized ``ModelInferRequest``: one FP32 input as ``raw_input_contents``, ``output_name`` asked for."""
+    from tritonclient.grpc import service_pb2
+
+    infer = service_pb2.ModelInferRequest(model_name=model)
+    tensor = infer.inputs.add(name=input_name, datatype="FP32")
+    tensor.shape.extend(values.shape)
+    infer.outputs.add(name=output_name)
+    infer.raw_input_contents.append(values.astype("<f4").tobytes())
+    return bytes(infer.SerializeToString())
 
 
 def build(protocol: str, count: int, model: str) -> Payload:

@@ -7,8 +7,9 @@ signature runner asked for (``session``, rtserve's default, and ``function``), o
 Also prints the reference probabilities of the bench's payload rows (from the first runner), which every
 server's answers are checked against.
 
-usage: python -m bench.inprocess MODEL_DIR --batches 1,8,32,64 --seconds 3 [--runners session,function]
-prints one JSON object; ``rates`` lists the first runner's rates first (the bound the bench reports).
+usage: python -m bench.inprocess MODEL_DIR --batches 1,8,32,64 --seconds 3 [--runners session,function] [--case cnn]
+prints one JSON object; ``rates`` lists the first runner's rates first (the bound the bench reports). ``--case cnn``
+sends bench/cnnmodel.py's images instead of the Iris rows; the input and output names are the signature's own.
 """
 
 from __future__ import annotations
@@ -17,16 +18,19 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from bench.payloads import INPUT_NAME, OUTPUT_NAME, rows
+from bench import cnnmodel
+from bench.payloads import rows
 
 if TYPE_CHECKING:
     from service.runtime.runner import RunnerChoice
 
+CASES: dict[str, Callable[[int], np.ndarray]] = {"iris": rows, "cnn": cnnmodel.images}  # what each case sends
 SIGNATURE = "serving_default"
 RUNNERS = ("session", "function")
 MAX_CALLS = 2_000_000
@@ -34,14 +38,15 @@ WARMUP_CALLS = 200
 
 
 def call_rate(servable: Any, batch: np.ndarray, seconds: float) -> dict[str, float]:
-    inputs = {INPUT_NAME: batch}
+    spec = servable.signatures[SIGNATURE]
+    inputs = {next(iter(spec.inputs)): batch}  # the signature's own input name (the CNN's is not the Iris one)
     for _ in range(WARMUP_CALLS):
-        servable.run(SIGNATURE, inputs)[OUTPUT_NAME]
+        servable.run(SIGNATURE, inputs)
     calls = 0
     start = time.perf_counter()
     deadline = start + seconds
     while calls < MAX_CALLS:
-        servable.run(SIGNATURE, inputs)[OUTPUT_NAME]
+        servable.run(SIGNATURE, inputs)
         calls += 1
         if calls % 50 == 0 and time.perf_counter() >= deadline:
             break
@@ -50,15 +55,27 @@ def call_rate(servable: Any, batch: np.ndarray, seconds: float) -> dict[str, flo
     return {"rows": len(batch), "calls": calls, "calls_per_s": rate, "rows_per_s": rate * len(batch)}
 
 
-def runner_rates(model_dir: Path, runner: str, batches: list[int], seconds: float) -> tuple[list[Any], Any]:
+def runner_rates(
+    model_dir: Path, runner: str, batches: list[int], seconds: float, make: Callable[[int], np.ndarray] = rows
+) -> tuple[list[Any], Any]:
     """One runner's rates (each tagged with the runner) and the loaded servable, for the references."""
     from service.runtime.tensorflow import TensorFlowLoader
 
     servable = TensorFlowLoader(runner=cast("RunnerChoice", runner))(model_dir)
     if servable.runner != runner:
         raise SystemExit(f"{model_dir} loaded with the {servable.runner} runner, not {runner}")
-    rates = [{"runner": runner, **call_rate(servable, rows(size), seconds)} for size in batches]
+    rates = [{"runner": runner, **call_rate(servable, make(size), seconds)} for size in batches]
     return rates, servable
+
+
+def references_of(servable: Any, make: Callable[[int], np.ndarray], counts: list[int]) -> dict[str, Any]:
+    """The signature's one output for each payload size: what every server's answers are checked against."""
+    spec = servable.signatures[SIGNATURE]
+    input_name, output_name = next(iter(spec.inputs)), next(iter(spec.outputs))
+    return {
+        str(count): np.asarray(servable.run(SIGNATURE, {input_name: make(count)})[output_name]).tolist()
+        for count in counts
+    }
 
 
 def main() -> None:
@@ -68,7 +85,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--reference-rows", default="1,64")
     parser.add_argument("--runners", default=",".join(RUNNERS), help="signature runners to measure, in order")
+    parser.add_argument("--case", choices=sorted(CASES), default="iris")
     args = parser.parse_args()
+    make = CASES[args.case]
 
     from service.runtime.tensorflow import configure_threads
 
@@ -81,12 +100,10 @@ def main() -> None:
     rates: list[Any] = []
     references: dict[str, Any] = {}
     for index, runner in enumerate(runners):
-        measured, servable = runner_rates(Path(args.model_dir), runner, batches, args.seconds)
+        measured, servable = runner_rates(Path(args.model_dir), runner, batches, args.seconds, make)
         rates += measured
         if index == 0:
-            for count in (int(value) for value in args.reference_rows.split(",")):
-                output = servable.run(SIGNATURE, {INPUT_NAME: rows(count)})[OUTPUT_NAME]
-                references[str(count)] = np.asarray(output).tolist()
+            references = references_of(servable, make, [int(value) for value in args.reference_rows.split(",")])
         servable.close()  # one model in memory at a time, as in the server
     print(json.dumps({"tensorflow_threads": cpus, "runner": runners[0], "rates": rates, "references": references}))
 

@@ -55,26 +55,35 @@ def build(protocol: str, count: int) -> Payload:
         return Payload(protocol, count, body, {"Content-Type": "application/json"})
     if protocol == "v2-json":
         flat = [value for row in _json_rows(features) for value in row]
-        tensor = {"name": INPUT_NAME, "shape": [count, FEATURES], "datatype": "FP32", "data": flat}
-        body = json.dumps({"inputs": [tensor]}, separators=(",", ":")).encode()
-        return Payload(protocol, count, body, {"Content-Type": "application/json"})
+        return Payload(protocol, count, *v2_json(INPUT_NAME, [count, FEATURES], flat))
     if protocol == "v2-binary":
-        raw = features.astype("<f4").tobytes()
-        header = {
-            "inputs": [
-                {
-                    "name": INPUT_NAME,
-                    "shape": [count, FEATURES],
-                    "datatype": "FP32",
-                    "parameters": {"binary_data_size": len(raw)},
-                }
-            ],
-            "outputs": [{"name": OUTPUT_NAME, "parameters": {"binary_data": True}}],
-        }
-        head = json.dumps(header, separators=(",", ":")).encode()
-        headers = {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(head))}
-        return Payload(protocol, count, head + raw, headers)
+        return Payload(protocol, count, *v2_binary(INPUT_NAME, OUTPUT_NAME, features))
     raise ValueError(f"unknown protocol {protocol!r}")
+
+
+def v2_json(input_name: str, shape: list[int], flat: list[float]) -> tuple[bytes, dict[str, str]]:
+    """A V2 JSON request body (and its headers) for one FP32 input given as its flat values."""
+    tensor = {"name": input_name, "shape": shape, "datatype": "FP32", "data": flat}
+    body = json.dumps({"inputs": [tensor]}, separators=(",", ":")).encode()
+    return body, {"Content-Type": "application/json"}
+
+
+def v2_binary(input_name: str, output_name: str, values: np.ndarray) -> tuple[bytes, dict[str, str]]:
+    """A V2 binary-extension request body (and its headers): one FP32 input, ``output_name`` asked for as binary."""
+    raw = values.astype("<f4").tobytes()
+    header = {
+        "inputs": [
+            {
+                "name": input_name,
+                "shape": list(values.shape),
+                "datatype": "FP32",
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        ],
+        "outputs": [{"name": output_name, "parameters": {"binary_data": True}}],
+    }
+    head = json.dumps(header, separators=(",", ":")).encode()
+    return head + raw, {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(head))}
 
 
 def decode(protocol: str, body: bytes, headers: dict[str, str]) -> np.ndarray:

@@ -21,6 +21,10 @@ FLOOR_SHARE, P99_LIMIT_MS, TAIL_FACTOR, ROWS_SHARE = 0.6, 15.0, 3.0, 0.7
 GRPC_PEER_FACTOR = 3.0  # issue 11: rtserve gRPC >= 3x the better of KServe's and MLServer's gRPC
 GRPC_PEERS = (("kserve", "v2-grpc"), ("mlserver", "v2-grpc"), ("mlserver-batching", "v2-grpc"))
 NOISY_PCT = 10.0
+# Issue 13's compute-bound targets (the CNN case, bench/cnnbench.py), per lane: (rtserve's lane, its name in the
+# report, MLServer's lane to compare with: MLServer reads no binary extension, so its REST lane is V2 JSON).
+CNN_INPROCESS_SHARE, CNN_MLSERVER_FACTOR = 0.8, 2.0
+CNN_LANES = (("cnn-v2-binary", "V2 binary REST", "cnn-v2-json"), ("cnn-v2-grpc", "V2 gRPC raw", "cnn-v2-grpc"))
 # A second version may add its weights once (plus TensorFlow's own bookkeeping); the old one must go again.
 TWO_VERSIONS_SLACK, GIVEN_BACK_SLACK = 1.25, 0.25
 
@@ -127,6 +131,48 @@ def grpc_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         pairs = ((("rtserve", "v2-grpc"), grpc_run), (("rtserve", "v2-binary"), rest_run))
         absent = [key for key, run in pairs if not run]
         rows.append({"target": target, "measured": _not_measured(results, absent), "ratio": "", "ok": None})
+    return rows
+
+
+def cnn_view(results: dict[str, Any]) -> dict[str, Any]:
+    """The run as the lookups see it, with the CNN case's lanes in place of the Iris ones."""
+    return {**results, "lanes": results.get("cnn", {}).get("lanes", [])}
+
+
+def compute_bound_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 13's compute-bound targets, per lane, 1 image per request at c=32: rtserve >= 80% of the CNN's
+    in-process rows/s at its best batch size, and >= 2x MLServer with its adaptive batching on. No rows for a run
+    without the CNN case (results written before it)."""
+    cnn = results.get("cnn")
+    if not cnn:
+        return []
+    c, view = TARGET_CONCURRENCY, cnn_view(results)
+    best = max(cnn["inprocess"]["rates"], key=lambda rate: rate["rows_per_s"])
+    rows: list[dict[str, Any]] = []
+    for lane, name, peer_lane in CNN_LANES:
+        mine = closed_run(view, "rtserve", lane, 1, c)
+        target = f"compute-bound CNN, 1 image, c={c}: rtserve {name} >= 80% of the in-process best-batch rows/s"
+        if mine:
+            share = mine["rps"] / best["rows_per_s"]
+            measured = f"{mine['rps']:,.0f} images/s vs {best['rows_per_s']:,.0f} in-process (batch {best['rows']})"
+            ok = share >= CNN_INPROCESS_SHARE
+            rows.append({"target": target, "measured": measured, "ratio": f"{share:.0%}", "ok": ok, "value": share})
+        else:
+            rows.append(
+                {"target": target, "measured": _not_measured(view, [("rtserve", lane)]), "ratio": "", "ok": None}
+            )
+        target = f"compute-bound CNN, 1 image, c={c}: rtserve {name} >= 2x MLServer with adaptive batching"
+        other = closed_run(view, "mlserver-batching", peer_lane, 1, c)
+        if mine and other and other["rps"] > 0:
+            ratio = mine["rps"] / other["rps"]
+            measured = f"{mine['rps']:,.0f} vs {other['rps']:,.0f} images/s (MLServer {peer_lane})"
+            ok = ratio >= CNN_MLSERVER_FACTOR
+            rows.append({"target": target, "measured": measured, "ratio": f"{ratio:.1f}x", "ok": ok, "value": ratio})
+        else:
+            absent = [
+                key for key, run in ((("rtserve", lane), mine), (("mlserver-batching", peer_lane), other)) if not run
+            ]
+            rows.append({"target": target, "measured": _not_measured(view, absent), "ratio": "", "ok": None})
     return rows
 
 
@@ -258,7 +304,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "ok": kept <= GIVEN_BACK_SLACK * weights,
                 }
             )
-    return rows + grpc_targets(results) + coldstart_targets(results)
+    return rows + grpc_targets(results) + compute_bound_targets(results) + coldstart_targets(results)
 
 
 # ---------------------------------------------------------------- issue 13: low-load latency, before/after, peers
@@ -553,6 +599,45 @@ def _open_table(results: dict[str, Any]) -> list[str]:
             "send delay p50/p99 ms",
         ],
         table_rows,
+    )
+
+
+def _compute_bound_section(results: dict[str, Any]) -> list[str]:
+    """The CNN case: the model, its in-process rate by batch size, MLServer's batching for it, its lanes' runs."""
+    cnn = results.get("cnn")
+    if not cnn:
+        return ["Not measured in this run."]
+    view = cnn_view(results)
+    batching = ", ".join(f"`{name}: {value:g}`" for name, value in cnn["mlserver_batching"].items())
+    lines = [
+        f"The model: bench/cnnmodel.py, {cnn['model']}. One image per request (49,152 bytes of float32), closed "
+        f"loop at c={', '.join(str(c) for c in cnn['concurrencies'])} only; each server started on this model "
+        f"alone. Lanes: V2 binary REST (rtserve, KServe), V2 JSON REST (MLServer: it reads no binary extension), V2 "
+        f"gRPC with `raw_input_contents` (all). MLServer with adaptive batching: {batching} (s) for this model. "
+        "Answers checked against the in-process probabilities (max abs difference 1e-4) before each lane's load.",
+        "",
+        f"In-process, the signature called directly on the server's CPU (TensorFlow threads: "
+        f"{cnn['inprocess']['tensorflow_threads']}):",
+        "",
+    ]
+    lines += _table(
+        ["batch images", "calls/s", "images/s"],
+        [[r["rows"], f"{r['calls_per_s']:,.0f}", f"{r['rows_per_s']:,.0f}"] for r in cnn["inprocess"]["rates"]],
+    )
+    lines += ["", "Closed loop, 1 image per request (rows/s = images/s):", ""]
+    lines += _closed_tables(view, 1)
+    skipped = _skipped_table(view)
+    return lines + (["", "Not measured:", "", *skipped] if skipped else [])
+
+
+def _skipped_table(results: dict[str, Any]) -> list[str]:
+    """The lanes of a run that were not measured, and why ([] when every one was)."""
+    skipped = [e for e in results["lanes"] if e.get("status") != "ok"]
+    if not skipped:
+        return []
+    return _table(
+        ["server / lane", "status", "why"],
+        [[label(results, e), e["status"], e.get("why", "").replace("|", "/")[:200]] for e in skipped],
     )
 
 
@@ -860,19 +945,17 @@ def render(results: dict[str, Any], plot_name: str) -> str:
             for r in results["inprocess"]["rates"]
         ],
     )
+    lines += ["", "## Compute-bound case: a small CNN", ""]
+    lines += _compute_bound_section(results)
     lines += ["", "## rtserve memory across a version swap", ""]
     lines += _memory_section(results)
     lines += ["", "## Cold start", ""]
     lines += coldstart_section(results)
     lines += ["", "## Profile: rtserve under load", ""]
     lines += _profile_section(results)
-    skipped = [e for e in results["lanes"] if e.get("status") != "ok"]
+    skipped = _skipped_table(results)
     if skipped:
-        lines += ["", "## Lanes not measured", ""]
-        lines += _table(
-            ["server / lane", "status", "why"],
-            [[label(results, e), e["status"], e.get("why", "").replace("|", "/")[:200]] for e in skipped],
-        )
+        lines += ["", "## Lanes not measured", "", *skipped]
     lines += [
         "",
         "## Reproduce",

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -37,7 +37,21 @@ from typing import Any
 import grpc
 import numpy as np
 
-from bench import before, coldstart, envs, grpc_payloads, h2load, loads, memory, payloads, profile, report, servers
+from bench import (
+    before,
+    cnnbench,
+    cnnmodel,
+    coldstart,
+    envs,
+    grpc_payloads,
+    h2load,
+    loads,
+    memory,
+    payloads,
+    profile,
+    report,
+    servers,
+)
 
 log = logging.getLogger("bench")
 
@@ -55,6 +69,21 @@ SERVER_VENVS = {
     "pytriton": "pytriton",
 }
 LARGE_WEIGHTS_MIB = 256  # the memory measurement's second model: large enough to see two versions, or one
+
+
+@dataclass(frozen=True)
+class Case:
+    """What one pass over the servers serves and checks: the model (by name), the rows per request it measures,
+    the answers' tolerance, and MLServer's batching settings when they are not the Iris ones."""
+
+    model: str = servers.MODEL
+    counts: tuple[int, ...] = ROW_COUNTS
+    tolerance: float = TOLERANCE
+    mlserver_batching: dict[str, float] | None = None
+
+
+IRIS = Case()
+CNN = Case(cnnbench.MODEL, cnnbench.IMAGES, cnnbench.TOLERANCE, cnnbench.MLSERVER_BATCHING)
 
 
 @dataclass(frozen=True)
@@ -156,7 +185,7 @@ def write_large_model(destination: Path) -> Path:
     return destination
 
 
-def run_inprocess(model_dir: Path, plan: Plan) -> dict[str, Any]:
+def run_inprocess(model_dir: Path, plan: Plan, options: tuple[str, ...] = ()) -> dict[str, Any]:
     command = [
         "taskset",
         "-c",
@@ -169,11 +198,62 @@ def run_inprocess(model_dir: Path, plan: Plan) -> dict[str, Any]:
         "1,8,32,64",
         "--seconds",
         f"{plan.inprocess_seconds:g}",
+        *options,
     ]
     env = bench_module_environment()
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=True, env=env)
     data: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return data
+
+
+def run_cnn(
+    selection: list[tuple[servers.ServerSpec, tuple[servers.Lane, ...]]], workdir: Path, plan: Plan, quiet: Quiet
+) -> dict[str, Any]:
+    """The compute-bound case (bench/cnnbench.py): the CNN written once, its in-process rate by batch size, then
+    each selected server started on it alone and its CNN lanes measured closed-loop at c=1 and c=32 only."""
+    folder = workdir / "cnn"
+    model_dir = folder / "models" / cnnbench.MODEL / "1"
+    command = [sys.executable, "-m", "bench.cnnmodel", str(model_dir)]
+    subprocess.run(command, capture_output=True, text=True, timeout=600, check=True, env=bench_module_environment())
+    bodies = cnnbench.bodies()
+    body_files = {}
+    for (protocol, count), payload in bodies.items():
+        body_files[(protocol, count)] = folder / f"{protocol}-{count}.body"
+        body_files[(protocol, count)].write_bytes(payload.body)
+    quiet.wait("the CNN's in-process measurement")
+    log.info("in-process call rate of the CNN (pinned to CPU %s)", plan.server_cpus)
+    counts = ",".join(str(count) for count in cnnbench.IMAGES)
+    # The later --batches wins over run_inprocess's own.
+    options = (
+        "--case",
+        "cnn",
+        "--runners",
+        "session",
+        "--batches",
+        cnnbench.INPROCESS_BATCHES,
+        "--reference-rows",
+        counts,
+    )
+    inprocess = run_inprocess(model_dir, plan, options)
+    for rate in inprocess["rates"]:
+        log.info("  batch %3d: %8.0f calls/s  %9.0f rows/s", rate["rows"], rate["calls_per_s"], rate["rows_per_s"])
+    concurrencies = tuple(c for c in plan.concurrencies if c in cnnbench.CONCURRENCIES) or plan.concurrencies
+    cnn_plan = replace(plan, concurrencies=concurrencies, open_fractions=())
+    lanes: list[dict[str, Any]] = []
+    for spec, chosen in selection:
+        quiet.wait(f"{spec.title} (CNN)")
+        references = inprocess["references"]
+        repository = model_dir.parent.parent
+        measured, _ = run_server(spec, repository, folder, bodies, body_files, references, cnn_plan, quiet, chosen, CNN)
+        lanes.extend(measured)
+    return {
+        "model": cnnmodel.describe(),
+        "images_per_request": list(cnnbench.IMAGES),
+        "concurrencies": list(concurrencies),
+        "mlserver_batching": cnnbench.MLSERVER_BATCHING,
+        "inprocess": inprocess,
+        "lanes": lanes,
+    }
 
 
 class Quiet:
@@ -215,16 +295,20 @@ class Quiet:
         return best
 
 
-def _wrong(got: np.ndarray, references: Any, rows: int) -> str:
+def _wrong(got: np.ndarray, references: Any, rows: int, tolerance: float = TOLERANCE) -> str:
     """Why an answer differs from the in-process probabilities for ``rows`` rows ("" when it does not)."""
     expected = np.asarray(references[str(rows)], dtype=np.float32)
-    if got.shape != expected.shape or float(np.max(np.abs(got - expected))) > TOLERANCE:
+    if got.shape != expected.shape or float(np.max(np.abs(got - expected))) > tolerance:
         return f"{rows} rows: got {got.tolist()[:2]}, expected {expected.tolist()[:2]}"
     return ""
 
 
 def check_lane(
-    running: servers.Running, lane: servers.Lane, bodies: dict[tuple[str, int], payloads.Payload], references: Any
+    running: servers.Running,
+    lane: servers.Lane,
+    bodies: dict[tuple[str, int], payloads.Payload],
+    references: Any,
+    case: Case = IRIS,
 ) -> tuple[str, str, dict[int, int]]:
     """("ok", "", answer sizes) or (status, why, {}) for a lane, from one request per payload size.
 
@@ -232,8 +316,8 @@ def check_lane(
     gRPC errors, which h2load counts as HTTP 200s.
     """
     if lane.kind == "grpc":
-        return check_grpc_lane(running, lane, bodies, references)
-    for rows in ROW_COUNTS:
+        return check_grpc_lane(running, lane, bodies, references, case)
+    for rows in case.counts:
         payload = bodies[(lane.protocol, rows)]
         status, body, headers = servers.request(running.port, lane.path, payload.body, payload.headers)
         if status != 200:
@@ -247,21 +331,25 @@ def check_lane(
             got = payloads.decode(lane.protocol, body, headers)
         except ValueError as error:
             return "error", str(error), {}
-        wrong = _wrong(got, references, rows)
+        wrong = _wrong(got, references, rows, case.tolerance)
         if wrong:
             return "wrong answer", wrong, {}
     return "ok", "", {}
 
 
 def check_grpc_lane(
-    running: servers.Running, lane: servers.Lane, bodies: dict[tuple[str, int], payloads.Payload], references: Any
+    running: servers.Running,
+    lane: servers.Lane,
+    bodies: dict[tuple[str, int], payloads.Payload],
+    references: Any,
+    case: Case = IRIS,
 ) -> tuple[str, str, dict[int, int]]:
     """check_lane for a gRPC lane: one call per payload size with grpcio's client, the answer decoded with the
     protocol's own messages. A server without the service or method answers UNIMPLEMENTED: "not supported"."""
     if running.grpc_port is None:
         return "not supported", "no gRPC port", {}
     sizes = {}
-    for rows in ROW_COUNTS:
+    for rows in case.counts:
         request = grpc_payloads.unframe(bodies[(lane.protocol, rows)].body)
         try:
             answer = grpc_payloads.call(running.grpc_port, lane.path, request)
@@ -274,7 +362,7 @@ def check_grpc_lane(
             got = grpc_payloads.decode(lane.protocol, answer)
         except ValueError as error:
             return "error", str(error), {}
-        wrong = _wrong(got, references, rows) if lane.verify else ""
+        wrong = _wrong(got, references, rows, case.tolerance) if lane.verify else ""
         if wrong:
             return "wrong answer", wrong, {}
         sizes[rows] = len(grpc_payloads.frame(answer))
@@ -388,17 +476,25 @@ def run_server(
     plan: Plan,
     quiet: Quiet,
     chosen: tuple[servers.Lane, ...] | None = None,
+    case: Case = IRIS,
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """Start one server, measure its ``chosen`` lanes (all by default), stop it."""
+    """Start one server serving ``case``'s model, measure its ``chosen`` lanes (all by default), stop it."""
     lanes: list[dict[str, Any]] = []
     measured_lanes = spec.lanes if chosen is None else chosen
-    probe_lane = next(lane for lane in spec.lanes if lane.kind == "rest")  # ready = its REST side answers
-    probe = bodies[(probe_lane.protocol, 1)]
+    # Ready = its REST side answers (a measured lane's, so that it asks the case's model).
+    probe_lane = next(lane for lane in (*measured_lanes, *spec.lanes) if lane.kind == "rest")
+    probe = bodies[(probe_lane.protocol, case.counts[0])]
     log.info("starting %s", spec.title)
     started = time.monotonic()
     try:
         running = servers.start(
-            spec, repository, workdir, plan.server_cpus, (probe_lane.path, probe.body, probe.headers)
+            spec,
+            repository,
+            workdir,
+            plan.server_cpus,
+            (probe_lane.path, probe.body, probe.headers),
+            model=case.model,
+            batching=case.mlserver_batching,
         )
     except RuntimeError as error:
         log.error("%s", error)
@@ -420,14 +516,14 @@ def run_server(
                 "protocol": lane.protocol,
                 "kind": lane.kind,
             }
-            entry["status"], entry["why"], sizes = check_lane(running, lane, bodies, references)
+            entry["status"], entry["why"], sizes = check_lane(running, lane, bodies, references, case)
             if entry["status"] != "ok":
                 log.warning("%s %s: %s (%s)", spec.title, lane.name, entry["status"], entry["why"])
             else:
                 counter = lane.counter if spec.name in servers.RTSERVE_VARIANTS else ""
                 before = rtserve_counts(running, counter) if counter else {}
                 entry["payloads"] = {}
-                for rows in ROW_COUNTS:
+                for rows in case.counts:
                     key = (lane.protocol, rows)
                     entry["payloads"][str(rows)] = measure_lane(
                         running, lane, body_files[key], bodies[key], plan, quiet, sizes.get(rows, 0)
@@ -435,7 +531,7 @@ def run_server(
                 if lane.kind == "grpc":
                     entry["answer_bytes"] = {str(rows): size for rows, size in sizes.items()}
                     # The same real-client check once more: the server still answers right after the load.
-                    entry["check_after"] = " ".join(check_lane(running, lane, bodies, references)[:2]).strip()
+                    entry["check_after"] = " ".join(check_lane(running, lane, bodies, references, case)[:2]).strip()
                 if counter:
                     after = rtserve_counts(running, counter)
                     entry["server_counted"] = {code: after[code] - before.get(code, 0.0) for code in after}
@@ -488,7 +584,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--lanes",
         help="comma-separated lanes to measure, by name (tfserving, v2-json, v2-binary, tfserving-grpc, v2-grpc) or"
-        " kind (rest, grpc); default: every lane",
+        " kind (rest, grpc); the CNN case's (cnn-v2-binary, cnn-v2-json, cnn-v2-grpc) by name or all as cnn;"
+        " default: every lane",
     )
     parser.add_argument("--concurrencies", help="closed-loop concurrencies, e.g. 1,32 (default: 1,8,32,128)")
     parser.add_argument("--server-cpus", default="0", help="CPUs for the server under test (taskset list)")
@@ -535,6 +632,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [s for s in chosen if lanes_of[s.name]]
     before_commit = prepare_before(chosen, args.before_ref)
     chosen = [with_before_title(s, before_commit) for s in chosen]
+    cnn_selection = cnnbench.selected(args.servers, wanted)
     whole = not args.servers and not args.rtserve_env and not args.lanes and not args.concurrencies
     write_docs = args.docs if args.docs is not None else (not plan.quick and whole)
     began = time.monotonic()
@@ -543,7 +641,8 @@ def main(argv: list[str] | None = None) -> int:
     outdir = RESULTS_DIR / stamp
     workdir = outdir / "work"
     workdir.mkdir(parents=True)
-    needed = {SERVER_VENVS[s.name] for s in chosen if s.name in SERVER_VENVS} | {"tools"}
+    every = [*chosen, *(spec for spec, _ in cnn_selection)]
+    needed = {SERVER_VENVS[s.name] for s in every if s.name in SERVER_VENVS} | {"tools"}
     for name in sorted(needed):
         envs.ensure(name)
     tools = loads.ensure_tools()
@@ -594,7 +693,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "versions": versions(needed | {"rtserve"}),
         "tools": tools,
-        "servers": {s.name: {"title": s.title, "how": s.how} for s in chosen},
+        "servers": {s.name: {"title": s.title, "how": s.how} for s in every},
         "inprocess": inprocess,
         "lanes": [],
         "profile": None,
@@ -609,6 +708,8 @@ def main(argv: list[str] | None = None) -> int:
         results["lanes"].extend(lanes)
         if profiled is not None:
             results["profile"] = profiled
+    if cnn_selection:
+        results["cnn"] = run_cnn(cnn_selection, workdir, plan, quiet)
     if not args.no_memory and servers.TF_LANE in lanes_of.get("rtserve", ()):
         log.info("rtserve memory across a version swap")
         tf = bodies[("tfserving", 1)]

@@ -233,9 +233,18 @@ MLSERVER_BATCHING: dict[str, dict[str, float]] = {
 
 
 def _command(
-    spec: ServerSpec, port: int, extra: list[int], repository: Path, workdir: Path, options: tuple[str, ...]
+    spec: ServerSpec,
+    port: int,
+    extra: list[int],
+    repository: Path,
+    workdir: Path,
+    options: tuple[str, ...],
+    model: str = MODEL,
+    batching: dict[str, float] | None = None,
 ) -> list[str]:
-    model_dir = str(repository / MODEL / "1")
+    """The command line of ``spec`` serving ``model`` (version 1 in ``repository``); ``batching`` replaces the
+    MLServer variant's adaptive batching settings (MLSERVER_BATCHING) for another bench case."""
+    model_dir = str(repository / model / "1")
     if spec.name in RTSERVE_VARIANTS:
         cache = workdir / f"{spec.name}-cache"
         return [
@@ -267,7 +276,7 @@ def _command(
             "--grpc_port",
             str(extra[0]),
             "--model_name",
-            MODEL,
+            model,
             "--model_dir",
             model_dir,
         ]
@@ -293,7 +302,7 @@ def _command(
         ]
     if spec.name in MLSERVER_BATCHING:
         folder = workdir / spec.name
-        (folder / MODEL).mkdir(parents=True, exist_ok=True)
+        (folder / model).mkdir(parents=True, exist_ok=True)
         settings = {
             "host": "127.0.0.1",
             "http_port": port,
@@ -304,13 +313,15 @@ def _command(
         }
         (folder / "settings.json").write_text(json.dumps(settings, indent=2), encoding="utf-8")
         model_settings = {
-            "name": MODEL,
+            "name": model,
             "implementation": "mlserver_runtime.SavedModelSignature",
             "parameters": {"uri": model_dir},
-            **MLSERVER_BATCHING[spec.name],
+            **(MLSERVER_BATCHING[spec.name] if batching is None or spec.name == "mlserver" else batching),
         }
-        (folder / MODEL / "model-settings.json").write_text(json.dumps(model_settings, indent=2), encoding="utf-8")
-        return [str(envs.python_of(spec.venv).parent / "mlserver"), "start", str(folder)]
+        (folder / model / "model-settings.json").write_text(json.dumps(model_settings, indent=2), encoding="utf-8")
+        # Through the venv's python, not its ``mlserver`` script: a script's shebang names the folder the venv was
+        # made in, and breaks when the venv is reached through another path (a worktree's bench/.venvs link).
+        return [str(envs.python_of(spec.venv)), "-m", "mlserver.cli.main", "start", str(folder)]
     raise ValueError(spec.name)
 
 
@@ -376,11 +387,14 @@ def start(
     cpus: str,
     probe: tuple[str, bytes, dict[str, str]],
     options: tuple[str, ...] = (),
+    model: str = MODEL,
+    batching: dict[str, float] | None = None,
 ) -> Running:
-    """Start a server pinned to ``cpus`` and wait until ``probe`` (path, body, headers) answers 200."""
+    """Start a server pinned to ``cpus`` and wait until ``probe`` (path, body, headers) answers 200 (``model`` and
+    ``batching``: see _command)."""
     port = free_port()
     extra = [free_port() for _ in range(spec.extra_ports)]
-    command = _command(spec, port, extra, repository, workdir, options)
+    command = _command(spec, port, extra, repository, workdir, options, model, batching)
     grpc_port = extra[0] if any(lane.kind == "grpc" for lane in spec.lanes) else None
     env = spec_environment(spec, grpc_port)
     log_path = workdir / "logs" / f"{spec.name}.log"

@@ -19,49 +19,63 @@ import kserve
 import numpy as np
 import tensorflow as tf
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from kserve.utils.numpy_codec import from_np_dtype
 from kserve.utils.utils import generate_uuid
 
 SIGNATURE = "serving_default"
+# The signature's inputs and outputs are read from the SavedModel, so the same code serves the Iris model and the CNN.
 
 
 class SavedModelSignature(kserve.Model):  # type: ignore[misc]  # kserve is untyped
+    """Serves the signature's own inputs and outputs, by the names and dtypes the SavedModel declares."""
+
     def __init__(self, name: str, model_dir: str) -> None:
         super().__init__(name)
         self.model_dir = model_dir
         self.signature: Any = None
+        self.inputs: dict[str, tf.dtypes.DType] = {}
+        self.outputs: list[str] = []
         self.load()
 
     def load(self) -> bool:
         self.signature = tf.saved_model.load(self.model_dir).signatures[SIGNATURE]
+        self.inputs = {name: spec.dtype for name, spec in self.signature.structured_input_signature[1].items()}
+        self.outputs = sorted(self.signature.structured_outputs)
         self.ready = True
         return True
 
-    def _run(self, features: np.ndarray) -> np.ndarray:
-        outputs = self.signature(features=tf.constant(features, dtype=tf.float32))
-        return np.asarray(outputs["probabilities"].numpy())
+    def _run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        tensors = {name: tf.constant(arrays[name], dtype=dtype) for name, dtype in self.inputs.items()}
+        outputs = self.signature(**tensors)
+        return {name: np.asarray(outputs[name].numpy()) for name in self.outputs}
 
     def predict(
         self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None
     ) -> dict[str, Any] | InferResponse:
         if isinstance(payload, InferRequest):
-            probabilities = self._run(payload.inputs[0].as_numpy())
-            shape = list(probabilities.shape)
-            if payload.from_grpc:
-                # KServe's gRPC answer wants the numpy data set this way (raw_output_contents): given as ``data``,
-                # its to_grpc tests the array's truth value and fails.
-                output = InferOutput(name="probabilities", shape=shape, datatype="FP32")
-                output.set_data_from_numpy(probabilities, binary_data=True)
-            else:
-                output = InferOutput(name="probabilities", shape=shape, datatype="FP32", data=probabilities)
+            results = self._run({tensor.name: tensor.as_numpy() for tensor in payload.inputs})
+            infer_outputs = []
+            for name, values in results.items():
+                shape, datatype = list(values.shape), from_np_dtype(values.dtype)
+                if payload.from_grpc:
+                    # KServe's gRPC answer wants the numpy data set this way (raw_output_contents): given as
+                    # ``data``, its to_grpc tests the array's truth value and fails.
+                    output = InferOutput(name=name, shape=shape, datatype=datatype)
+                    output.set_data_from_numpy(values, binary_data=True)
+                else:
+                    output = InferOutput(name=name, shape=shape, datatype=datatype, data=values)
+                infer_outputs.append(output)
             return InferResponse(
                 response_id=payload.id or generate_uuid(),
                 model_name=self.name,
-                infer_outputs=[output],
+                infer_outputs=infer_outputs,
                 use_binary_outputs=payload.use_binary_outputs,
                 requested_outputs=payload.request_outputs,
             )
-        probabilities = self._run(np.asarray(payload["instances"], dtype=np.float32))
-        return {"predictions": probabilities.tolist()}
+        # V1 ({"instances": [...]}) carries one unnamed input: the signature's only one.
+        (only,) = self.inputs
+        results = self._run({only: np.asarray(payload["instances"])})
+        return {"predictions": next(iter(results.values())).tolist()}
 
 
 def main() -> None:

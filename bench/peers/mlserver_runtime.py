@@ -20,16 +20,23 @@ SIGNATURE = "serving_default"
 
 
 class SavedModelSignature(MLModel):  # type: ignore[misc]  # mlserver is untyped
+    """Serves the signature's own inputs and outputs (names and dtypes from the SavedModel), so the same runtime
+    serves the Iris model and the CNN."""
+
     async def load(self) -> bool:
         uri = self.settings.parameters.uri
         self._signature: Any = tf.saved_model.load(uri).signatures[SIGNATURE]
+        specs = self._signature.structured_input_signature[1]
+        self._inputs: dict[str, Any] = {name: spec.dtype for name, spec in specs.items()}
+        self._outputs = sorted(self._signature.structured_outputs)
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        features = NumpyCodec.decode_input(payload.inputs[0]).astype(np.float32, copy=False)
-        probabilities = self._signature(features=tf.constant(features))["probabilities"].numpy()
+        arrays = {tensor.name: NumpyCodec.decode_input(tensor) for tensor in payload.inputs}
+        tensors = {name: tf.constant(arrays[name], dtype=dtype) for name, dtype in self._inputs.items()}
+        results = self._signature(**tensors)
         return InferenceResponse(
             model_name=self.name,
             id=payload.id,
-            outputs=[NumpyCodec.encode_output("probabilities", np.asarray(probabilities))],
+            outputs=[NumpyCodec.encode_output(name, np.asarray(results[name].numpy())) for name in self._outputs],
         )
