@@ -18,7 +18,18 @@ from service.repository.local import LocalRepository
 
 def _reference(model_dir: Path) -> dict[str, object]:
     """bench.inprocess --case cnn's reference answers (a short, bounded rate measurement comes with them)."""
-    command = [sys.executable, "-m", "bench.inprocess", str(model_dir), "--case", "cnn", "--batches", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "bench.inprocess",
+        str(model_dir),
+        "--case",
+        "cnn",
+        "--batches",
+        "1",
+        "--runners",
+        "session",
+    ]
     command += ["--seconds", "0.1", "--reference-rows", "1"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True, env=dict(os.environ))
     result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
