@@ -7,6 +7,7 @@ rule is pinned down directly, without a manager, a poll or a wait.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,24 @@ def test_a_lease_held_across_an_unload_keeps_the_version_until_it_returns(tmp_pa
     entry.unloaded()
     assert servable.closed
     assert reports.states[-2:] == [VersionState.UNLOADING, VersionState.END]
+
+
+def test_an_unload_waiting_for_a_lease_wakes_when_the_last_one_returns(tmp_path: Path) -> None:
+    clock = Clock()
+    repository = LocalRepository(tmp_path / "repo")
+    entry, _ = harness()
+    attempt = entry.begin(repository)
+    loaded = steps(tmp_path, clock, FakeLoader()).run("m", published(tmp_path, repository), attempt)
+    entry.end_attempt()
+    entry.succeeded(loaded, stale=False)
+    assert loaded.acquire() and loaded.acquire()  # two requests in flight
+    drained: list[bool] = []
+    waiter = threading.Thread(target=lambda: drained.append(loaded.retire(60.0)))
+    waiter.start()
+    loaded.release()
+    waiter.join(0.2)
+    assert waiter.is_alive()  # one lease still out: the unload keeps waiting
+    loaded.release()
+    waiter.join(60.0)  # bounded: woken by the last release, long before its own timeout
+    assert drained == [True]
+    assert not loaded.acquire()
