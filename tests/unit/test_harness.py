@@ -209,7 +209,8 @@ def test_an_attempt_abandoned_before_warm_up_closes_its_servable_and_never_warms
 # -- leases --------------------------------------------------------------------------------------------------
 
 
-def test_a_lease_held_across_an_unload_keeps_the_version_until_it_returns(tmp_path: Path) -> None:
+def loaded_version(tmp_path: Path) -> tuple[VersionHarness, Reports, LoadedVersion]:
+    """A harness whose version has loaded (fake runtime): the entry, its reports and the loaded version."""
     clock = Clock()
     repository = LocalRepository(tmp_path / "repo")
     entry, reports = harness()
@@ -217,6 +218,11 @@ def test_a_lease_held_across_an_unload_keeps_the_version_until_it_returns(tmp_pa
     loaded = steps(tmp_path, clock, FakeLoader()).run("m", published(tmp_path, repository), attempt)
     entry.end_attempt()
     entry.succeeded(loaded, stale=False)
+    return entry, reports, loaded
+
+
+def test_a_lease_held_across_an_unload_keeps_the_version_until_it_returns(tmp_path: Path) -> None:
+    entry, reports, loaded = loaded_version(tmp_path)
     assert loaded.acquire()  # a request leases the version
 
     retiring = entry.retire()  # the manager unloads it: out of the snapshot, UNLOADING
@@ -234,13 +240,7 @@ def test_a_lease_held_across_an_unload_keeps_the_version_until_it_returns(tmp_pa
 
 
 def test_an_unload_waiting_for_a_lease_wakes_when_the_last_one_returns(tmp_path: Path) -> None:
-    clock = Clock()
-    repository = LocalRepository(tmp_path / "repo")
-    entry, _ = harness()
-    attempt = entry.begin(repository)
-    loaded = steps(tmp_path, clock, FakeLoader()).run("m", published(tmp_path, repository), attempt)
-    entry.end_attempt()
-    entry.succeeded(loaded, stale=False)
+    _, _, loaded = loaded_version(tmp_path)
     assert loaded.acquire() and loaded.acquire()  # two requests in flight
     drained: list[bool] = []
     waiter = threading.Thread(target=lambda: drained.append(loaded.retire(60.0)))
