@@ -326,14 +326,16 @@ def _leaves(value: object) -> list[object] | None:
 _FLOAT_MAX = {np.dtype(t): float(np.finfo(t).max) for t in (np.float16, np.float32, np.float64)}
 _FLOAT64 = np.dtype(np.float64)
 _NUMBERS = {int, float}
+# Up to this many values, Python's min and max over the leaves cost less than two numpy reductions.
+_FEW = 64
 
 
 def _fast_numeric(value: object, dtype: DType) -> np.ndarray | None:
     """The vectorized conversion, or None when the walk must decide (or explain the error).
 
     The common case (a rectangular list of Python floats and ints for a floating tensor, every value within
-    the dtype's range) costs one leaf scan, one Python max and min over the leaves and one ``np.asarray``;
-    anything unusual (NaN or an infinity among them, ints, booleans) takes the checks below it.
+    the dtype's range) costs one leaf scan, a min and a max (Python's for a few values, numpy's for many) and
+    one ``np.asarray``; anything unusual (NaN, an infinity, a value beyond the dtype) takes the full check.
     """
     leaves = _leaves(value)
     if leaves is None:
@@ -349,11 +351,17 @@ def _fast_numeric(value: object, dtype: DType) -> np.ndarray | None:
             numbers = cast("list[float]", leaves)
             # Python's max and min never pick a NaN unless it comes first, and then the comparison fails: a
             # NaN or an infinity (or a value beyond the dtype) sends the values to the full check.
-            if numbers and not -largest <= min(numbers) <= max(numbers) <= largest:
+            if len(numbers) <= _FEW and numbers and not -largest <= min(numbers) <= max(numbers) <= largest:
                 with np.errstate(over="ignore", invalid="ignore"):
                     return _floating(np.asarray(value, dtype=np.float64), dtype)
             doubles = np.asarray(value, dtype=np.float64)
-            return doubles if target == _FLOAT64 else doubles.astype(target)
+            if target == _FLOAT64:
+                return doubles
+            # Many values: numpy's min and max (a NaN makes both NaN, and the comparison fails).
+            if len(numbers) > _FEW and not -largest <= doubles.min() <= doubles.max() <= largest:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    return _floating(doubles, dtype)
+            return doubles.astype(target)
         with np.errstate(over="ignore", invalid="ignore"):
             if kind == "b":
                 return np.asarray(value, dtype=np.bool_) if types <= {bool} else None

@@ -33,7 +33,7 @@ def _rectangular(leaf: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
 
     @st.composite
     def build(draw: st.DrawFn) -> object:
-        shape = draw(st.lists(st.integers(0, 4), max_size=3))
+        shape = draw(st.one_of(st.lists(st.integers(0, 4), max_size=3), st.just([2, 40])))
 
         def fill(level: int) -> object:
             if level == len(shape):
@@ -110,6 +110,9 @@ def test_edge_cases_of_the_float_fast_path() -> None:
         [[65504.0, 65520.0]],
         [[-0.0, 0.0]],
     ]
+    many = [1.0] * 70  # beyond the few values whose min and max Python takes
+    cases += [[many], [[*many, math.nan]], [[math.nan, *many, 3.5e38]], [[*many, -math.inf]], [[*many, 70000.0]]]
+    cases += [[[*many, 2**70]], [[*many, 10**400]], [[*many, True]], [many, many[1:]]]
     for value in cases:
         for dtype in (f32, f16, f64):
             check_agrees(value, dtype)
