@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -116,3 +117,18 @@ def test_edge_cases_of_the_float_fast_path() -> None:
     for value in cases:
         for dtype in (f32, f16, f64):
             check_agrees(value, dtype)
+
+
+def test_the_common_float_case_sets_up_nothing_per_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A small rectangular body of in-range numbers for a float tensor: no np.errstate context and no np.finfo
+    # lookup per request (each cost microseconds, several times the conversion itself).
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("called on the fast path")
+
+    monkeypatch.setattr(np, "errstate", refuse)
+    monkeypatch.setattr(np, "finfo", refuse)
+    f32 = dtype_from_tf_name("DT_FLOAT")
+    array = arrays.stack([[5.1, 3.5, 1.4, 0.2]], f32, "instances", lambda i: f"instances[{i}]", LIMIT)
+    assert array.dtype == np.float32 and array.shape == (1, 4)
+    many = arrays.to_array([[0.5, 1] * 50], f32, "x", LIMIT)
+    assert many.shape == (1, 100) and many.dtype == np.float32
