@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Callable, Collection, KeysView, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any, Literal, cast
@@ -100,6 +100,11 @@ def check_shape(spec: TensorSpec, array: np.ndarray, where: str | None = None) -
         raise InvalidArgument(f"{label} expects shape {spec.describe_shape()}, got {format_shape(array.shape)}")
 
 
+# Collections with a set's constant-time membership test, as concrete types: an isinstance check against the
+# KeysView ABC costs microseconds per call, which every request pays.
+_SET_LIKE: tuple[type, ...] = (set, frozenset, type({}.keys()))
+
+
 def check_names(
     given: Collection[str],
     expected: Collection[str],
@@ -113,8 +118,8 @@ def check_names(
 
     Linear in both: a request may name tens of thousands of things, and a scan of a list per name is quadratic.
     """
-    given_set = given if isinstance(given, set | frozenset | KeysView) else set(given)
-    expected_set = expected if isinstance(expected, set | frozenset | KeysView) else set(expected)
+    given_set = given if isinstance(given, _SET_LIKE) else set(given)
+    expected_set = expected if isinstance(expected, _SET_LIKE) else set(expected)
     unknown = [n for n in given if n not in expected_set]
     if unknown:
         raise InvalidArgument(
@@ -212,11 +217,19 @@ def to_array(
     limit = as_limits(max_elements).for_dtype(dtype)
     array = None if dtype.is_string else _fast_numeric(value, dtype)
     if array is None:
-        shape, leaves = _walk(value, where)
-        check_cost(shape, where, limit)
-        return _from_leaves(leaves, shape, dtype, where, label or dtype.tf_name, b64_objects)
+        return walked_array(value, dtype, where, limit, b64_objects=b64_objects, label=label)
     check_cost(array.shape, where, limit)
     return array
+
+
+def walked_array(
+    value: object, dtype: DType, where: str, limit: int, *, b64_objects: bool = True, label: str | None = None
+) -> np.ndarray:
+    """``to_array`` without the fast path: every element checked on its own. The reference the fast path must
+    agree with, and the one that words every refusal."""
+    shape, leaves = _walk(value, where)
+    check_cost(shape, where, limit)
+    return _from_leaves(leaves, shape, dtype, where, label or dtype.tf_name, b64_objects)
 
 
 def stack(
@@ -287,10 +300,10 @@ def _flatten_any(value: list[object], where: str) -> list[object]:
     return out
 
 
-def _leaf_types(value: object) -> set[type] | None:
-    """The types of the scalars at the leaf level (the depth of the first element), or None if irregular.
+def _leaves(value: object) -> list[object] | None:
+    """The scalars at the leaf level (the depth of the first element), or None if irregular.
 
-    All iteration happens in C (chain + map), which costs far less than the conversion it guards.
+    All iteration happens in C (chain + list), which costs far less than the conversion it guards.
     """
     depth = 0
     node = value
@@ -304,29 +317,60 @@ def _leaf_types(value: object) -> set[type] | None:
     for _ in range(levels):
         items = chain.from_iterable(items)
     try:
-        return set(map(type, items))
+        return list(items)
     except TypeError:  # a scalar where a list was expected: irregular, let the walk explain it
         return None
 
 
+# The largest finite value of each floating dtype, as a Python float (np.finfo per request costs microseconds).
+_FLOAT_MAX = {np.dtype(t): float(np.finfo(t).max) for t in (np.float16, np.float32, np.float64)}
+_FLOAT64 = np.dtype(np.float64)
+_NUMBERS = {int, float}
+# Up to this many values, Python's min and max over the leaves cost less than two numpy reductions.
+_FEW = 64
+
+
 def _fast_numeric(value: object, dtype: DType) -> np.ndarray | None:
-    """The vectorized conversion, or None when the walk must decide (or explain the error)."""
-    types = _leaf_types(value)
-    if types is None:
+    """The vectorized conversion, or None when the walk must decide (or explain the error).
+
+    The common case (a rectangular list of Python floats and ints for a floating tensor, every value within
+    the dtype's range) costs one leaf scan, a min and a max (Python's for a few values, numpy's for many) and
+    one ``np.asarray``; anything unusual (NaN, an infinity, a value beyond the dtype) takes the full check.
+    """
+    leaves = _leaves(value)
+    if leaves is None:
         return None
+    types = set(map(type, leaves))
+    target = dtype.numpy
+    kind = target.kind
     try:
+        if kind == "f":
+            if not types <= _NUMBERS:
+                return None
+            largest = _FLOAT_MAX[target]
+            numbers = cast("list[float]", leaves)
+            # Python's max and min never pick a NaN unless it comes first, and then the comparison fails: a
+            # NaN or an infinity (or a value beyond the dtype) sends the values to the full check.
+            if len(numbers) <= _FEW and numbers and not -largest <= min(numbers) <= max(numbers) <= largest:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    return _floating(np.asarray(value, dtype=np.float64), dtype)
+            doubles = np.asarray(value, dtype=np.float64)
+            if target == _FLOAT64:
+                return doubles
+            # Many values: numpy's min and max (a NaN makes both NaN, and the comparison fails).
+            if len(numbers) > _FEW and not -largest <= doubles.min() <= doubles.max() <= largest:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    return _floating(doubles, dtype)
+            return doubles.astype(target)
         with np.errstate(over="ignore", invalid="ignore"):
-            if dtype.is_bool:
+            if kind == "b":
                 return np.asarray(value, dtype=np.bool_) if types <= {bool} else None
-            if dtype.is_integer:
+            if kind in "iu":
                 if types <= {int}:
                     # numpy raises OverflowError for Python ints out of the dtype's range.
-                    return np.asarray(value, dtype=dtype.numpy)
+                    return np.asarray(value, dtype=target)
                 if types <= {float}:
                     return _integral(np.asarray(value, dtype=np.float64), dtype)
-                return None
-            if types <= {int, float}:
-                return _floating(np.asarray(value, dtype=np.float64), dtype)
     except (ValueError, TypeError, OverflowError):  # ragged, or out of range
         return None
     return None
@@ -340,7 +384,7 @@ def _floating(doubles: np.ndarray, dtype: DType) -> np.ndarray | None:
     """
     if dtype.numpy == doubles.dtype or not doubles.size:
         return doubles.astype(dtype.numpy, copy=False)
-    largest = float(np.finfo(cast("np.dtype[np.floating[Any]]", dtype.numpy)).max)
+    largest = _FLOAT_MAX[dtype.numpy]
     magnitude = np.abs(doubles)
     if (magnitude[np.isfinite(magnitude)] > largest).any():
         return None

@@ -61,10 +61,11 @@ class LoadedVersion:
         self.drift = drift  # fed by the batcher, read when Prometheus scrapes
         self.phases: Mapping[str, float] = phases or {}  # seconds per LoadSteps phase (metrics.LOAD_PHASES)
         self._lock = threading.Lock()
+        # Signalled on the lease lock only once retired: a lease then costs the lock and a count, not an
+        # Event's own lock twice per request.
+        self._drained = threading.Condition(self._lock)
         self._leases = 0
         self._retired = False
-        self._idle = threading.Event()
-        self._idle.set()
 
     def acquire(self) -> bool:
         """Take a lease; False once the version is being unloaded (the caller resolves again)."""
@@ -72,20 +73,19 @@ class LoadedVersion:
             if self._retired:
                 return False
             self._leases += 1
-            self._idle.clear()
             return True
 
     def release(self) -> None:
         with self._lock:
             self._leases -= 1
-            if self._leases == 0:
-                self._idle.set()
+            if self._leases == 0 and self._retired:
+                self._drained.notify_all()
 
     def retire(self, timeout_s: float) -> bool:
         """Refuse new leases and wait for the current ones; True when every lease came back in time."""
         with self._lock:
             self._retired = True
-        return self._idle.wait(timeout_s)
+            return self._drained.wait_for(lambda: self._leases == 0, timeout_s)
 
     def close(self, timeout_s: float) -> None:
         """Drain and stop the batcher (its thread may still be running a batch), then free the model."""

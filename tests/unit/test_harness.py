@@ -7,6 +7,7 @@ rule is pinned down directly, without a manager, a poll or a wait.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -208,7 +209,8 @@ def test_an_attempt_abandoned_before_warm_up_closes_its_servable_and_never_warms
 # -- leases --------------------------------------------------------------------------------------------------
 
 
-def test_a_lease_held_across_an_unload_keeps_the_version_until_it_returns(tmp_path: Path) -> None:
+def loaded_version(tmp_path: Path) -> tuple[VersionHarness, Reports, LoadedVersion]:
+    """A harness whose version has loaded (fake runtime): the entry, its reports and the loaded version."""
     clock = Clock()
     repository = LocalRepository(tmp_path / "repo")
     entry, reports = harness()
@@ -216,6 +218,11 @@ def test_a_lease_held_across_an_unload_keeps_the_version_until_it_returns(tmp_pa
     loaded = steps(tmp_path, clock, FakeLoader()).run("m", published(tmp_path, repository), attempt)
     entry.end_attempt()
     entry.succeeded(loaded, stale=False)
+    return entry, reports, loaded
+
+
+def test_a_lease_held_across_an_unload_keeps_the_version_until_it_returns(tmp_path: Path) -> None:
+    entry, reports, loaded = loaded_version(tmp_path)
     assert loaded.acquire()  # a request leases the version
 
     retiring = entry.retire()  # the manager unloads it: out of the snapshot, UNLOADING
@@ -248,3 +255,18 @@ def test_a_load_records_the_time_of_each_of_its_phases_in_order(tmp_path: Path) 
     assert loaded.phases["load"] == 7.0
     assert loaded.phases["warm_up"] == loaded.phases["drift"] == loaded.phases["batch_safety"] == 0.0
     loaded.close(1.0)
+
+
+def test_an_unload_waiting_for_a_lease_wakes_when_the_last_one_returns(tmp_path: Path) -> None:
+    _, _, loaded = loaded_version(tmp_path)
+    assert loaded.acquire() and loaded.acquire()  # two requests in flight
+    drained: list[bool] = []
+    waiter = threading.Thread(target=lambda: drained.append(loaded.retire(60.0)))
+    waiter.start()
+    loaded.release()
+    waiter.join(0.2)
+    assert waiter.is_alive()  # one lease still out: the unload keeps waiting
+    loaded.release()
+    waiter.join(60.0)  # bounded: woken by the last release, long before its own timeout
+    assert drained == [True]
+    assert not loaded.acquire()
