@@ -135,6 +135,7 @@ def test_objects_are_namespaced_and_labelled(chart_renderings: dict[str, Renderi
         ({"repository": {"uri": "s3://models"}, "extraConfig": {"POLL_JITTER": "0.2"}}, "POLL_JITTER"),
         ({"repository": {"uri": "s3://models"}, "extraEnv": [{"name": "RTSERVE_PORT", "value": "1"}]}, "extraEnv"),
         ({"repository": {"uri": "models"}}, "uri"),
+        ({"repository": {"uri": "s3://models"}, "loading": {"signatureRunner": "graph"}}, "signatureRunner"),
     ],
     ids=[
         "top-level",
@@ -147,6 +148,7 @@ def test_objects_are_namespaced_and_labelled(chart_renderings: dict[str, Renderi
         "extra-config-name",
         "extra-env-rtserve",
         "repository-uri",
+        "signature-runner",
     ],
 )
 def test_schema_rejects_bad_values(helm_bin: Path, tmp_path: Path, overrides: dict[str, Any], complaint: str) -> None:
@@ -397,6 +399,12 @@ def test_tensorflow_threads_explicit_and_unset(helm_bin: Path, chart_renderings:
         helm_bin, [], *MINIMAL, "--set", "resources.requests.cpu=null", "--set", "autoscaling.enabled=false"
     ).config()
     assert "RTSERVE_TENSORFLOW__INTRA_OP_THREADS" not in unset, "no request: the server sizes from its cgroup"
+
+
+@pytest.mark.parametrize("runner", ["auto", "session", "function"])
+def test_signature_runner_reaches_the_server(helm_bin: Path, runner: str) -> None:
+    config = helm_template(helm_bin, [], *MINIMAL, "--set", f"loading.signatureRunner={runner}").config()
+    assert config["RTSERVE_SIGNATURE_RUNNER"] == runner
 
 
 def test_onednn_is_tensorflows_default_unless_turned_off(chart_renderings: dict[str, Rendering]) -> None:
