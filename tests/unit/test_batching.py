@@ -410,8 +410,9 @@ def test_idle_longer_than_the_timeout_means_no_wait(harness_factory: Callable[..
         harness.model.release()
         await asyncio.gather(first, *tasks)  # a call of two: the batcher now expects company
         clock.now += 1.2  # idle for longer than the timeout
-        # A wrong wait would never end on the stopped clock: wait_for turns it into a failure.
-        assert await elapsed(asyncio.wait_for(harness.submit(rows(3)), 5)) < 0.6
+        # A wrong wait never ends on the stopped clock (each timed wait is recomputed from it): wait_for turns it
+        # into a failure, with no bound on real time that a busy machine could break.
+        await asyncio.wait_for(harness.submit(rows(3)), 5)
 
     asyncio.run(scenario())
 
