@@ -104,15 +104,7 @@ def run_server(repository: str, model: str, cpus: str, workdir: Path, env: dict[
     log_path = workdir / "coldstart-server.log"
     with log_path.open("ab") as log:
         began = time.monotonic()
-        process = subprocess.Popen(
-            ["taskset", "-c", cpus, *command],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=workdir,
-            env=env,
-            start_new_session=True,
-        )
+        process = servers.spawn_pinned(cpus, command, log, workdir, env)
     running = servers.Running(servers.SERVERS[0], process, port, log_path)
     try:
         seconds = _wait_available(running, model, began)

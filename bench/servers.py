@@ -19,6 +19,7 @@ import sysconfig
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from bench import envs
 from bench.grpc_payloads import MODEL_INFER_METHOD, PREDICT_METHOD
@@ -380,6 +381,21 @@ def pinned(cpus: str, command: list[str]) -> list[str]:
     return ["taskset", "-c", cpus, *command]
 
 
+def spawn_pinned(
+    cpus: str, command: list[str], log: IO[bytes], workdir: Path, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """A server process pinned to ``cpus``, in a session of its own (so it stops as a group), logging to ``log``."""
+    return subprocess.Popen(
+        pinned(cpus, command),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        cwd=workdir,
+        env=env,
+        start_new_session=True,
+    )
+
+
 def start(
     spec: ServerSpec,
     repository: Path,
@@ -400,15 +416,7 @@ def start(
     log_path = workdir / "logs" / f"{spec.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            pinned(cpus, command),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=workdir,
-            env=env,
-            start_new_session=True,
-        )
+        process = spawn_pinned(cpus, command, log, workdir, env)
     running = Running(spec, process, port, log_path, grpc_port)
     deadline = time.monotonic() + READY_TIMEOUT_S
     path, body, headers = probe
