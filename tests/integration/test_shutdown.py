@@ -16,17 +16,18 @@ from service.repository.local import LocalRepository
 BIG_BATCH = {"instances": [[5.1, 3.5, 1.4, 0.2]] * 20_000}
 
 
-def test_sigterm_turns_unready_finishes_in_flight_and_exits_zero(demo_model_dir: Path, tmp_path: Path) -> None:
+def iris_server(demo_model_dir: Path, tmp_path: Path, **settings: str) -> ServerProcess:
+    """The real server on the demo model as iris, ready, with ``settings`` (RTSERVE_* names) added."""
     root = tmp_path / "repo"
     publish(LocalRepository(root), "iris", 1, demo_model_dir)
-    env = {
-        "RTSERVE_REPOSITORY": str(root),
-        "RTSERVE_CACHE_DIR": str(tmp_path / "cache"),
-        "RTSERVE_SHUTDOWN_DELAY_S": "1.5",
-        "RTSERVE_DRAIN_TIMEOUT_S": "20",
-    }
+    env = {"RTSERVE_REPOSITORY": str(root), "RTSERVE_CACHE_DIR": str(tmp_path / "cache"), **settings}
     server = ServerProcess(env, free_port(), tmp_path / "server.log")
     server.wait_ready()
+    return server
+
+
+def test_sigterm_turns_unready_finishes_in_flight_and_exits_zero(demo_model_dir: Path, tmp_path: Path) -> None:
+    server = iris_server(demo_model_dir, tmp_path, RTSERVE_SHUTDOWN_DELAY_S="1.5", RTSERVE_DRAIN_TIMEOUT_S="20")
     results: list[int] = []
     errors: list[str] = []
 
@@ -65,15 +66,7 @@ def test_answers_after_sigterm_close_their_connections(demo_model_dir: Path, tmp
     """From SIGTERM on every answer says Connection: close, so that no client still holds a kept-alive connection
     when the drain closes the idle ones (a request sent just as the server closes its connection is lost: that
     race made the test above fail about one run in eight)."""
-    root = tmp_path / "repo"
-    publish(LocalRepository(root), "iris", 1, demo_model_dir)
-    env = {
-        "RTSERVE_REPOSITORY": str(root),
-        "RTSERVE_CACHE_DIR": str(tmp_path / "cache"),
-        "RTSERVE_SHUTDOWN_DELAY_S": "5",
-    }
-    server = ServerProcess(env, free_port(), tmp_path / "server.log")
-    server.wait_ready()
+    server = iris_server(demo_model_dir, tmp_path, RTSERVE_SHUTDOWN_DELAY_S="5")
     with httpx.Client(base_url=server.url, timeout=10) as http:
         before = http.post("/v1/models/iris:predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]})
         assert before.status_code == 200
@@ -90,15 +83,7 @@ def test_a_request_on_a_connection_opened_as_the_drain_begins_is_answered(demo_m
     """The rest of that race: a client opens a new connection (after a Connection: close answer) and sends its
     request just as the drain closes connections. A connection that has received nothing yet gets a moment for
     its first request, which is answered with Connection: close, instead of being closed under it."""
-    root = tmp_path / "repo"
-    publish(LocalRepository(root), "iris", 1, demo_model_dir)
-    env = {
-        "RTSERVE_REPOSITORY": str(root),
-        "RTSERVE_CACHE_DIR": str(tmp_path / "cache"),
-        "RTSERVE_SHUTDOWN_DELAY_S": "0.2",
-    }
-    server = ServerProcess(env, free_port(), tmp_path / "server.log")
-    server.wait_ready()
+    server = iris_server(demo_model_dir, tmp_path, RTSERVE_SHUTDOWN_DELAY_S="0.2")
     body = b'{"instances": [[5.1, 3.5, 1.4, 0.2]]}'
     request = (
         b"POST /v1/models/iris:predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
