@@ -338,7 +338,6 @@ class Batcher:
                 self._answer(pick.expired, [DeadlineExceeded(self._deadline_message) for _ in pick.expired])
             if pick.batch:
                 self._execute(pick.batch)
-                self._last_finished = self._clock()
 
     def _next_pick(self) -> _Pick | None:
         """Block until there is work, wait for company as the rules say, and take it; None once closed and empty."""
@@ -425,6 +424,9 @@ class Batcher:
             log.exception("%s: batch of %d requests failed unexpectedly", self._name, len(batch))
             outcomes = [error] * len(batch)
         finished = self._clock()
+        # Recorded before the answers go out: a caller that has its answer must find the batcher already idle
+        # since then (the wait rules read it), not racing this thread to set it.
+        self._last_finished = finished
         for request in batch:
             request.started_at, request.finished_at, request.batch_size = started, finished, len(batch)
         self._answer(batch, outcomes)
