@@ -185,12 +185,6 @@ class FakeClock:
         return self.now
 
 
-async def elapsed(awaitable: Any) -> float:
-    started = time.monotonic()
-    await awaitable
-    return time.monotonic() - started
-
-
 # -- the pure helpers ----------------------------------------------------------------------------------------
 
 
@@ -391,10 +385,10 @@ def test_outputs_that_do_not_split_fall_back_to_one_call_per_request(
 
 
 def test_a_lone_request_on_an_idle_version_does_not_wait(harness_factory: Callable[..., Harness]) -> None:
-    harness = harness_factory(batch_timeout_us=5_000_000)
+    harness = harness_factory(batch_timeout_us=5_000_000, clock=FakeClock())
 
     async def scenario() -> None:
-        assert await elapsed(harness.submit(rows(1))) < 2.5  # a new version counts as idle
+        await asyncio.wait_for(harness.submit(rows(1)), 5)  # a new version counts as idle: the stopped clock says so
 
     asyncio.run(scenario())
 
@@ -418,7 +412,10 @@ def test_idle_longer_than_the_timeout_means_no_wait(harness_factory: Callable[..
 
 
 def test_waiting_for_company_until_full_then_timeout_then_not_again(harness_factory: Callable[..., Harness]) -> None:
-    harness = harness_factory(max_batch_size=2, batch_timeout_us=1_000_000)
+    # On a stopped clock every wait lasts until the test moves it: whether a request waited is a fact of the
+    # clock, not of how fast a busy machine ran. A wrong wait never ends and wait_for turns it into a failure.
+    clock = FakeClock()
+    harness = harness_factory(max_batch_size=2, batch_timeout_us=1_000_000, clock=clock)
 
     async def scenario() -> None:
         first = await harness.held()
@@ -428,13 +425,20 @@ def test_waiting_for_company_until_full_then_timeout_then_not_again(harness_fact
         await asyncio.gather(first, *tasks)
         # Busy a moment ago: a lone request waits for company, and runs as soon as the batch is full.
         waiting = harness.submit(rows(3))
+        await harness.queued(1)
         await asyncio.sleep(0.05)
-        assert await elapsed(asyncio.gather(waiting, harness.submit(rows(4)))) < 0.6
-        # Nobody comes: it runs when the timeout (measured from its arrival) is up.
-        waited = await elapsed(harness.submit(rows(5)))
-        assert 0.9 <= waited < 5
+        assert not waiting.done()
+        await asyncio.wait_for(asyncio.gather(waiting, harness.submit(rows(4))), 5)
+        # Nobody comes: it runs when the timeout (measured from its arrival) is up, and not before.
+        lone = harness.submit(rows(5))
+        await harness.queued(1)
+        clock.now += 0.9
+        await asyncio.sleep(0.05)
+        assert not lone.done()
+        clock.now += 0.2
+        await asyncio.wait_for(lone, 5)
         # That wait drew no company, so the next lone request does not wait again.
-        assert await elapsed(harness.submit(rows(6))) < 0.6
+        await asyncio.wait_for(harness.submit(rows(6)), 5)
 
     asyncio.run(scenario())
     assert harness.model.call_rows() == [[0], [1, 2], [3, 4], [5], [6]]
