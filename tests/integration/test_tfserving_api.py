@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from apptools import publish, running_app
+from apptools import publish, running_app, wait_until
 from service.repository.local import LocalRepository
 from service.settings import Settings
 
@@ -42,7 +42,13 @@ def client(
         poll_interval_s=0.5,
     )
     with running_app(settings) as test_client:
+        # Ready means every model has a version (TF Serving's rule too); iris 2 may still be loading then.
+        wait_until(lambda: iris_states(test_client) == ["AVAILABLE", "AVAILABLE"], what="both iris versions")
         yield test_client
+
+
+def iris_states(client: TestClient) -> list[str]:
+    return [status["state"] for status in client.get("/v1/models/iris").json()["model_version_status"]]
 
 
 def test_model_status_lists_every_version(client: TestClient) -> None:
