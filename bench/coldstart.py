@@ -150,9 +150,9 @@ class Moto:
             "AWS_EC2_METADATA_DISABLED": "true",
             "RTSERVE_S3__ENDPOINT_URL": self.endpoint,
         }
-        command = ["taskset", "-c", cpus, sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", port]
+        command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", port]
         with (workdir / "moto.log").open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = servers.spawn_pinned(cpus, command, log, workdir, dict(os.environ))
         deadline = time.monotonic() + MOTO_TIMEOUT_S
         while True:
             try:
@@ -166,12 +166,7 @@ class Moto:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        servers.stop_session(self.process)
 
 
 def summarise(name: str, source: str, runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -187,20 +187,7 @@ class Running:
         return session_cpu_seconds(self.pid)
 
     def stop(self) -> None:
-        """SIGTERM to the server's process group, then (bounded) until every process of its session is gone: the
-        next server must not start beside a peer's children still shutting down (PyTriton's Triton server)."""
-        if self.alive():
-            os.killpg(self.pid, signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.pid, signal.SIGKILL)
-                self.process.wait(STOP_TIMEOUT_S)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while session_pids(self.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        with contextlib.suppress(ProcessLookupError):  # what is left in its session after that goes at once
-            os.killpg(self.pid, signal.SIGKILL)
+        stop_session(self.process)
 
 
 def _session_stats(session: int) -> dict[int, list[str]]:
@@ -379,6 +366,24 @@ def spec_environment(spec: ServerSpec, grpc_port: int | None) -> dict[str, str]:
 def pinned(cpus: str, command: list[str]) -> list[str]:
     """``command`` under taskset: the process and every child it starts (affinity is inherited) on ``cpus``."""
     return ["taskset", "-c", cpus, *command]
+
+
+def stop_session(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to a process started in a session of its own (``spawn_pinned``), then (bounded) until every
+    process of its session is gone: the next server must not start beside a peer's children still shutting down
+    (PyTriton's Triton server)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(STOP_TIMEOUT_S)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while session_pids(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):  # what is left in its session after that goes at once
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def spawn_pinned(
