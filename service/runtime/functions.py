@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from service.runtime.runner import Call, as_array, tf_dtype
-from service.runtime.saved_model import SERVE_TAG, SavedModelError
+from service.runtime.saved_model import NO_SERVABLE_SIGNATURE, SERVE_TAG, SavedModelError
 from service.tensors import SignatureSpec
 
 log = logging.getLogger(__name__)
@@ -138,5 +138,5 @@ def _callable_signatures(
         log.warning("%s: signature %r is described but cannot be called; skipping it", folder, name)
     usable = {name: spec for name, spec in signatures.items() if name in callable_names}
     if not usable:
-        raise SavedModelError("no servable signature with supported dtypes")
+        raise SavedModelError(NO_SERVABLE_SIGNATURE)
     return usable

@@ -28,6 +28,10 @@ class SavedModelError(Exception):
     """A problem found while reading the SavedModel files; its message is the cause shown to the operator."""
 
 
+# A version with nothing to serve, whether no signature was described or none of them can be called.
+NO_SERVABLE_SIGNATURE = "no servable signature with supported dtypes"
+
+
 def read_saved_model(folder: Path) -> Any:
     """The SavedModel protobuf of a version folder (binary or text format, as TensorFlow itself accepts)."""
     binary, text = folder / SAVED_MODEL_PB, folder / SAVED_MODEL_PBTXT

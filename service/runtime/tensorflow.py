@@ -29,6 +29,7 @@ from service.errors import (
 from service.runtime.functions import FunctionRunner
 from service.runtime.runner import CannotServe, RunnerChoice, RunnerName, SignatureRunner
 from service.runtime.saved_model import (
+    NO_SERVABLE_SIGNATURE,
     SavedModelError,
     describe_meta_graph,
     describe_saved_model,
@@ -214,7 +215,7 @@ class TensorFlowLoader:
                 raise SavedModelError(refusal_message(findings))
             signatures = describe_meta_graph(folder, meta_graph)
             if not signatures:
-                raise SavedModelError("no servable signature with supported dtypes")
+                raise SavedModelError(NO_SERVABLE_SIGNATURE)
             runner = self._load(folder, signatures)
         except Exception as error:
             raise ModelLoadError(f"cannot load SavedModel from {folder}: {cause(error)}") from error
